@@ -1,0 +1,1 @@
+"""A local Xloud: Identity, Storage and Compute APIs with real data, for the demo, tests and benchmarks."""

@@ -1,0 +1,13 @@
+"""The request id of the RPC being served, shared with the cloud client's headers and logs."""
+
+from __future__ import annotations
+
+import uuid
+from contextvars import ContextVar
+
+REQUEST_ID: ContextVar[str] = ContextVar("csi_xloud_request_id", default="-")
+
+
+def new_request_id() -> str:
+    """Make an id in OpenStack's form, so it reads the same in our logs and the cloud's."""
+    return f"req-{uuid.uuid4()}"
