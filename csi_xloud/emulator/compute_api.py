@@ -71,7 +71,9 @@ class ComputeApi:
             if not path.startswith("v2.1/"):
                 raise not_found()
             caller = authenticate(request, self._store, self._config)
-            mv = negotiate(request, "compute", MIN_VERSION, MAX_VERSION, "x-openstack-nova-api-version", foreign_ok=True)
+            mv = negotiate(
+                request, "compute", MIN_VERSION, MAX_VERSION, "x-openstack-nova-api-version", foreign_ok=True
+            )
             found = self._table.match(request.method, path.removeprefix("v2.1/").rstrip("/"))
             if found is None:
                 raise not_found()
@@ -178,12 +180,23 @@ class ComputeApi:
     async def list_detail(self, call: Call) -> Response:
         """GET /servers/detail."""
         return JSONResponse(
-            {"servers": [self.server_view(s, call.project_id, call.caller.is_admin) for s in self._store.all(Server)]}
+            {
+                "servers": [
+                    self.server_view(s, call.project_id, call.caller.is_admin)
+                    for s in self._store.all(Server)
+                ]
+            }
         )
 
     async def show_server(self, call: Call) -> Response:
         """GET /servers/{id}."""
-        return JSONResponse({"server": self.server_view(self._server(call.params["id"]), call.project_id, call.caller.is_admin)})
+        return JSONResponse(
+            {
+                "server": self.server_view(
+                    self._server(call.params["id"]), call.project_id, call.caller.is_admin
+                )
+            }
+        )
 
     # -- attachments ------------------------------------------------------------------------------
 
@@ -249,7 +262,8 @@ class ComputeApi:
     def _parse_attach(self, call: Call, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("volumeAttachment"), dict):
             raise bad_request(
-                "Invalid input for field/attribute volumeAttachment. 'volumeAttachment' is a required property"
+                "Invalid input for field/attribute volumeAttachment."
+                " 'volumeAttachment' is a required property"
             )
         req: dict[str, Any] = body["volumeAttachment"]
         allowed = {"volumeId", "device"}
@@ -309,19 +323,22 @@ class ComputeApi:
             )
         if vol.status == VolumeStatus.ERROR:
             raise bad_request(
-                "Invalid input received: Invalid volume: Volume attachments can not be created if the volume is in"
+                "Invalid input received: Invalid volume: Volume"
+                " attachments can not be created if the volume is in"
                 f" an error state. The Volume {vol.id} currently has a status of: error  (HTTP 400)"
             )
         if vol.status != VolumeStatus.AVAILABLE and not (
             vol.multiattach and vol.status == VolumeStatus.IN_USE
         ):
             raise bad_request(
-                f"Invalid input received: Invalid volume: Volume {vol.id} status must be available or downloading"
+                "Invalid input received: Invalid volume: Volume"
+                f" {vol.id} status must be available or downloading"
                 f" to reserve, but the current status is {vol.status}. (HTTP 400)"
             )
         if vol.availability_zone != server.availability_zone:
             raise bad_request(
-                f"Invalid volume: Instance {server.id} and volume {vol.id} are not in the same availability_zone."
+                f"Invalid volume: Instance {server.id} and volume"
+                f" {vol.id} are not in the same availability_zone."
                 f" Instance is in {server.availability_zone}. Volume is in {vol.availability_zone}"
             )
 
@@ -348,16 +365,20 @@ class ComputeApi:
         extra = [k for k in req if k not in allowed]
         if extra:
             raise invalid_input(
-                "volumeAttachment", req, f"Additional properties are not allowed ({extra[0]!r} was unexpected)"
+                "volumeAttachment",
+                req,
+                f"Additional properties are not allowed ({extra[0]!r} was unexpected)",
             )
         if "delete_on_termination" in req:
             if not isinstance(req["delete_on_termination"], bool):
-                raise invalid_input("delete_on_termination", req["delete_on_termination"], "is not of type 'boolean'")
+                raise invalid_input(
+                    "delete_on_termination", req["delete_on_termination"], "is not of type 'boolean'"
+                )
             self._store.put(_replace_attachment(att, delete_on_termination=req["delete_on_termination"]))
         return Response(status_code=202)
 
     async def detach(self, call: Call) -> Response:
-        """DELETE /servers/{id}/os-volume_attachments/{volume_id}: 202; the volume goes detaching -> available."""
+        """DELETE /servers/{id}/os-volume_attachments/{volume_id}: 202, then detaching -> available."""
         server = self._server(call.params["id"])
         volume_id = call.params["vol"]
         vol = self._store.get(Volume, volume_id)
@@ -366,7 +387,8 @@ class ComputeApi:
         att = self._attached(server, volume_id)
         if att.status != AttachStatus.ATTACHED:
             raise bad_request(
-                "Invalid volume: Invalid input received: Invalid volume: Unable to detach volume. Volume status must"
+                "Invalid volume: Invalid input received: Invalid"
+                " volume: Unable to detach volume. Volume status must"
                 " be 'in-use' and attach_status must be 'attached' to detach."
             )
         others = [a for a in self._ops.attachments_of(vol.id) if a.id != att.id]

@@ -86,7 +86,12 @@ class Microversion:
 
 
 def negotiate(
-    request: Request, service: str, minimum: str, maximum: str, legacy_header: str = "", foreign_ok: bool = False
+    request: Request,
+    service: str,
+    minimum: str,
+    maximum: str,
+    legacy_header: str = "",
+    foreign_ok: bool = False,
 ) -> Microversion:
     """Parse OpenStack-API-Version for service; Cinder's and Nova's 400/406 answers for bad ones.
 

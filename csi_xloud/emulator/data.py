@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -81,31 +80,23 @@ class DataPlane:
 
     async def create_sparse(self, path: Path, size_gib: int) -> None:
         """Make an empty sparse file of size_gib (replacing any earlier one)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.truncate(size_gib * GIB)
-        os.replace(tmp, path)
+        await asyncio.to_thread(_make_sparse, path, size_gib)
 
     async def copy_sparse(self, src: Path, dst: Path, size_gib: int) -> None:
         """Copy src to dst keeping holes, then grow dst to size_gib."""
-        dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_suffix(".tmp")
+        await asyncio.to_thread(dst.parent.mkdir, parents=True, exist_ok=True)
         await run("cp", "--sparse=always", "--reflink=auto", str(src), str(tmp))
-        if tmp.stat().st_size < size_gib * GIB:
-            os.truncate(tmp, size_gib * GIB)
-        os.replace(tmp, dst)
+        await asyncio.to_thread(_grow, tmp, size_gib)
+        await asyncio.to_thread(os.replace, tmp, dst)
 
     async def grow(self, path: Path, size_gib: int) -> None:
         """Grow a file to size_gib; never shrinks."""
-        if path.stat().st_size < size_gib * GIB:
-            os.truncate(path, size_gib * GIB)
+        await asyncio.to_thread(_grow, path, size_gib)
 
     async def move(self, src: Path, dst: Path) -> None:
         """Move a volume file to another backend folder (same inode: open loop devices keep working)."""
-        if src.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
+        await asyncio.to_thread(_move, src, dst)
 
     def remove(self, path: Path) -> None:
         """Delete a data file if present."""
@@ -115,11 +106,7 @@ class DataPlane:
     async def attach(self, path: Path, link: Path) -> str:
         """Set up a writable loop device for path and point link at it; returns the loop device."""
         device = await self._writable_loop(path)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = link.with_name(link.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(device)
-        os.replace(tmp, link)
+        await asyncio.to_thread(_point_link, link, device)
         return device
 
     async def _writable_loop(self, path: Path, tries: int = 5) -> str:
@@ -145,21 +132,16 @@ class DataPlane:
 
     async def relink(self, device: str, link: Path) -> None:
         """Point link at an existing loop device."""
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = link.with_name(link.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(device)
-        os.replace(tmp, link)
+        await asyncio.to_thread(_point_link, link, device)
 
     async def detach(self, device: str | None, path: Path, link: Path) -> None:
         """Remove link and detach device if it still holds path."""
-        with contextlib.suppress(FileNotFoundError):
-            if link.is_symlink():
-                link.unlink()
+        await asyncio.to_thread(_remove_link, link)
         if not device:
             return
+        wanted = await asyncio.to_thread(os.path.realpath, path)
         for loop in await list_loops():
-            if loop.name == device and os.path.realpath(loop.back_file) == os.path.realpath(path):
+            if loop.name == device and await asyncio.to_thread(os.path.realpath, loop.back_file) == wanted:
                 await self._detach_device(device)
 
     async def refresh_size(self, device: str) -> None:
@@ -175,3 +157,35 @@ class DataPlane:
         return [
             loop for loop in await list_loops() if loop.back_file and is_under(loop.back_file, self._root)
         ]
+
+
+def _make_sparse(path: Path, size_gib: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.truncate(size_gib * GIB)
+    os.replace(tmp, path)
+
+
+def _grow(path: Path, size_gib: int) -> None:
+    if path.stat().st_size < size_gib * GIB:
+        os.truncate(path, size_gib * GIB)
+
+
+def _move(src: Path, dst: Path) -> None:
+    if src.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+
+
+def _point_link(link: Path, device: str) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(device)
+    os.replace(tmp, link)
+
+
+def _remove_link(link: Path) -> None:
+    if link.is_symlink():
+        link.unlink(missing_ok=True)

@@ -126,7 +126,9 @@ class IdentityApi:
     def _authenticate(self, identity: dict[str, Any], methods: list[str], scope: Any) -> Token:
         for method in methods:
             if method not in ("password", "application_credential", "token"):
-                err = keystone_error(401, "Unauthorized", "Attempted to authenticate with an unsupported method.")
+                err = keystone_error(
+                    401, "Unauthorized", "Attempted to authenticate with an unsupported method."
+                )
                 err.body["error"]["identity"] = {"methods": ["password", "token", "application_credential"]}
                 raise err
             if not isinstance(identity.get(method), dict):
@@ -169,7 +171,7 @@ class IdentityApi:
         return next((u for u in users if u.name == raw["name"]), None)
 
     def _domain_matches(self, domain: dict[str, Any]) -> bool:
-        return (
+        return bool(
             domain.get("id", self._config.domain_id) == self._config.domain_id
             and domain.get("name", self._config.domain_name) == self._config.domain_name
         )
@@ -203,7 +205,8 @@ class IdentityApi:
             err = keystone_error(
                 401,
                 "Unauthorized",
-                "Error authenticating with application credential: Application credentials cannot request a scope.",
+                "Error authenticating with application credential:"
+                " Application credentials cannot request a scope.",
             )
             err.body["error"]["identity"] = {}
             raise err
@@ -290,11 +293,17 @@ class IdentityApi:
         caller = self._caller(request)
         domains = []
         if caller.is_admin:
-            domains.append({
-                "id": self._config.domain_id, "name": self._config.domain_name, "description": "The default domain",
-                "enabled": True, "tags": [], "options": {},
-                "links": {"self": f"{self._config.identity_url}/domains/{self._config.domain_id}"},
-            })
+            domains.append(
+                {
+                    "id": self._config.domain_id,
+                    "name": self._config.domain_name,
+                    "description": "The default domain",
+                    "enabled": True,
+                    "tags": [],
+                    "options": {},
+                    "links": {"self": f"{self._config.identity_url}/domains/{self._config.domain_id}"},
+                }
+            )
         links = {"self": f"{self._config.identity_url}/auth/domains", "previous": None, "next": None}
         return JSONResponse({"domains": domains, "links": links})
 

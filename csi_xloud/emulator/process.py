@@ -23,11 +23,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import httpx
 
 DEFAULT_SERVERS = "node-a,node-b"
 
@@ -133,10 +133,9 @@ class EmulatorProcess:
                 self._cleanup()
                 raise EmulatorError(f"emulator exited early; log:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/_emulator/stats", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
+                if httpx.get(f"{self.url}/_emulator/stats", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
                 time.sleep(0.05)
         self.kill()
         raise EmulatorError(f"emulator did not answer within {self._start_timeout}s; log:\n{self.log_tail()}")
@@ -196,16 +195,10 @@ class EmulatorProcess:
     # -- /_emulator -------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise EmulatorError(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}") from exc
-        return json.loads(raw) if raw else None
+        resp = httpx.request(method, f"{self.url}{path}", json=body, timeout=10)
+        if resp.is_error:
+            raise EmulatorError(f"{method} {path}: {resp.status_code} {resp.text}")
+        return resp.json() if resp.content else None
 
     def set_faults(self, rules: list[dict[str, Any]]) -> None:
         """Replace the fault rules (see DESIGN: method, path regex, status, count, retry_after, delay)."""

@@ -113,7 +113,8 @@ class Quotas:
         limit = limits["backup_gigabytes"]
         if limit >= 0 and usage["backup_gigabytes"] + size > limit:
             raise over_limit(
-                "VolumeBackupSizeExceedsAvailableQuota: Requested backup exceeds allowed Backup gigabytes quota."
+                "VolumeBackupSizeExceedsAvailableQuota: Requested"
+                " backup exceeds allowed Backup gigabytes quota."
                 f" Requested {size}G, quota is {limit}G and {usage['backup_gigabytes']}G has been consumed."
             )
 
@@ -122,7 +123,8 @@ class Quotas:
         limit = limits.get(key, -1)
         if limit >= 0 and usage.get(key, 0) + count > limit:
             raise over_limit(
-                f"VolumeLimitExceeded: Maximum number of volumes allowed ({limit}) exceeded for quota '{key}'."
+                "VolumeLimitExceeded: Maximum number of volumes"
+                f" allowed ({limit}) exceeded for quota '{key}'."
             )
 
     @staticmethod
@@ -131,7 +133,8 @@ class Quotas:
         if limit >= 0 and usage.get(key, 0) + size > limit:
             raise over_limit(
                 "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed"
-                f" {key} quota. Requested {size}G, quota is {limit}G and {usage.get(key, 0)}G has been consumed."
+                f" {key} quota. Requested {size}G, quota is {limit}G"
+                f" and {usage.get(key, 0)}G has been consumed."
             )
 
     def view(self, project_id: str, with_usage: bool) -> dict[str, Any]:

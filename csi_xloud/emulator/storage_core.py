@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -38,13 +39,12 @@ def parse_size(field: str, value: Any, minimum: int = 1) -> int:
         kind = "number" if isinstance(value, float) else type(value).__name__
         del kind
         raise invalid_input(field, value, f"{value!r} is not of type 'integer', 'string', 'null'")
-    if isinstance(value, str):
-        if not value.isdigit():
-            raise invalid_input(field, value, f"{value!r} does not match '^[0-9]+$'")
-        value = int(value)
-    if value < minimum:
-        raise invalid_input(field, value, f"{value} is less than the minimum of {minimum}")
-    return value
+    if isinstance(value, str) and not value.isdigit():
+        raise invalid_input(field, value, f"{value!r} does not match '^[0-9]+$'")
+    number = int(value)
+    if number < minimum:
+        raise invalid_input(field, value, f"{number} is less than the minimum of {minimum}")
+    return number
 
 
 def check_metadata(metadata: Any) -> dict[str, str]:
@@ -213,11 +213,15 @@ class StorageCore:
         return pairs or [("created_at", True)]
 
     @staticmethod
-    def sort(items: list[Any], keys: list[tuple[str, bool]], value: Any) -> list[Any]:
+    def sort(items: list[Any], keys: list[tuple[str, bool]], value: Callable[[Any, str], Any]) -> list[Any]:
         """Stable multi-key sort; id breaks ties in the last key's direction."""
-        result = sorted(items, key=lambda i: i.id, reverse=keys[-1][1])
+        result = sorted(items, key=lambda i: str(i.id), reverse=keys[-1][1])
         for key, desc in reversed(keys):
-            result = sorted(result, key=lambda i, k=key: _sortable(value(i, k)), reverse=desc)
+
+            def sort_key(item: Any, k: str = key) -> tuple[int, Any]:
+                return _sortable(value(item, k))
+
+            result = sorted(result, key=sort_key, reverse=desc)
         return result
 
     @staticmethod

@@ -78,13 +78,16 @@ class SnapshotRoutes:
         metadata = check_metadata(req.get("metadata"))
         if call.mv.at_least("3.66") and force is False:
             raise bad_request(
-                "Since microversion 3.66 the 'force' flag is invalid for this request.  For backward compatability,"
-                " however, when the 'force' flag is passed with a value evaluating to True, it is silently ignored."
+                "Since microversion 3.66 the 'force' flag is invalid"
+                " for this request.  For backward compatability,"
+                " however, when the 'force' flag is passed with a"
+                " value evaluating to True, it is silently ignored."
             )
         in_use_ok = call.mv.at_least("3.66") or force is True
         if vol.status != VolumeStatus.AVAILABLE and not (vol.status == VolumeStatus.IN_USE and in_use_ok):
             raise bad_request(
-                f"Invalid volume: Volume {vol.id} status must be available, but current status is: {vol.status}."
+                f"Invalid volume: Volume {vol.id} status must be"
+                f" available, but current status is: {vol.status}."
             )
         self._core.quotas.check_snapshot(call.project_id, vol.size, self._core.type_name(vol.type_id))
         snap = Snapshot(
@@ -108,7 +111,9 @@ class SnapshotRoutes:
     def _listed(self, call: Call) -> list[Snapshot]:
         snaps = [s for s in self._store.all(Snapshot) if s.project_id == call.project_id]
         snaps = _filter(snaps, call, ("volume_id", "name", "status"))
-        return self._core.sort(snaps, self._core.sort_keys(call, SNAPSHOT_SORT), lambda s, k: getattr(s, k, None))
+        return self._core.sort(
+            snaps, self._core.sort_keys(call, SNAPSHOT_SORT), lambda s, k: getattr(s, k, None)
+        )
 
     def _list(self, call: Call, detail: bool) -> Response:
         page, links = self._core.page(call, self._listed(call), "snapshots", "Snapshot")
@@ -147,10 +152,15 @@ class SnapshotRoutes:
         """DELETE /snapshots/{id}."""
         snap = self._core.snapshot(call, call.params["id"])
         if snap.status not in (SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR):
-            raise bad_request("Invalid snapshot: Snapshot status must be available or error and must not be part"
-                              " of a group.")
-        self._store.put(dataclasses.replace(snap, status=SnapshotStatus.DELETING, updated_at=now(),
-                                            pending={"op": "delete"}))
+            raise bad_request(
+                "Invalid snapshot: Snapshot status must be available or error and must not be part"
+                " of a group."
+            )
+        self._store.put(
+            dataclasses.replace(
+                snap, status=SnapshotStatus.DELETING, updated_at=now(), pending={"op": "delete"}
+            )
+        )
         self._core.ops.start_snapshot(snap.id)
         return self._core.accepted()
 
@@ -179,7 +189,9 @@ class SnapshotRoutes:
         snap = self._core.snapshot(call, call.params["id"])
         body = await json_body(call.request)
         if not isinstance(body, dict) or "os-reset_status" not in body:
-            raise bad_request("There is no such action. Verify the request body and Content-Type header and try again.")
+            raise bad_request(
+                "There is no such action. Verify the request body and Content-Type header and try again."
+            )
         self._core.require_admin(call, "volume_extension:snapshot_admin_actions:reset_status")
         status = (body["os-reset_status"] or {}).get("status")
         if status not in set(SnapshotStatus):
@@ -228,8 +240,9 @@ class BackupRoutes:
             raise bad_request("Invalid volume: Backing up an in-use volume must use the force flag.")
         if vol.status not in (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE):
             raise bad_request(
-                f"Invalid volume: Volume to be backed up must be available or in-use, but the current status is"
-                f" \"{vol.status}\"."
+                "Invalid volume: Volume to be backed up must be"
+                " available or in-use, but the current status is"
+                f' "{vol.status}".'
             )
         parent = self._parent(vol.id) if incremental else None
         if incremental and parent is None:
@@ -260,13 +273,19 @@ class BackupRoutes:
         return self._core.ok({"backup": self._core.views.backup_summary(backup)}, 202)
 
     def _parent(self, volume_id: str) -> Backup | None:
-        done = [b for b in self._store.all(Backup) if b.volume_id == volume_id and b.status == BackupStatus.AVAILABLE]
+        done = [
+            b
+            for b in self._store.all(Backup)
+            if b.volume_id == volume_id and b.status == BackupStatus.AVAILABLE
+        ]
         return max(done, key=lambda b: b.created_at, default=None)
 
     def _list(self, call: Call, detail: bool) -> Response:
         backups = [b for b in self._store.all(Backup) if b.project_id == call.project_id]
         backups = _filter(backups, call, ("volume_id", "name", "status"))
-        backups = self._core.sort(backups, self._core.sort_keys(call, BACKUP_SORT), lambda b, k: getattr(b, k, None))
+        backups = self._core.sort(
+            backups, self._core.sort_keys(call, BACKUP_SORT), lambda b, k: getattr(b, k, None)
+        )
         page, links = self._core.page(call, backups, "backups", "Backup")
         items = [self._view(call, b) if detail else self._core.views.backup_summary(b) for b in page]
         body: dict[str, Any] = {"backups": items}
@@ -293,8 +312,11 @@ class BackupRoutes:
             raise bad_request("Invalid backup: Backup status must be available or error")
         if self._dependents(backup.id):
             raise bad_request("Invalid backup: Incremental backups exist for this backup.")
-        self._store.put(dataclasses.replace(backup, status=BackupStatus.DELETING, updated_at=now(),
-                                            pending={"op": "delete"}))
+        self._store.put(
+            dataclasses.replace(
+                backup, status=BackupStatus.DELETING, updated_at=now(), pending={"op": "delete"}
+            )
+        )
         self._core.ops.start_backup(backup.id)
         return self._core.accepted()
 
@@ -310,25 +332,38 @@ class BackupRoutes:
                 raise bad_request("Invalid volume: Volume to be restored to must be available")
             if vol.size < backup.size:
                 raise bad_request(
-                    f"Invalid volume: volume size {vol.size} is too small to restore backup of size {backup.size}."
+                    f"Invalid volume: volume size {vol.size} is too"
+                    f" small to restore backup of size {backup.size}."
                 )
         else:
             vtype = self._core.default_type()
             self._core.quotas.check_volume(call.project_id, backup.size, vtype.name)
             vol = Volume(
-                id=new_id(), project_id=call.project_id, user_id=call.caller.user.id, size=backup.size,
-                status=VolumeStatus.CREATING, type_id=vtype.id, backend=backend_of(vtype),
-                availability_zone=backup.availability_zone, created_at=now(),
+                id=new_id(),
+                project_id=call.project_id,
+                user_id=call.caller.user.id,
+                size=backup.size,
+                status=VolumeStatus.CREATING,
+                type_id=vtype.id,
+                backend=backend_of(vtype),
+                availability_zone=backup.availability_zone,
+                created_at=now(),
                 name=check_name("name", req.get("name")) or f"restore_backup_{backup.id}",
-                description=f"auto-created_from_restore_from_backup",
+                description="auto-created_from_restore_from_backup",
             )
         self._store.put(
             dataclasses.replace(vol, status=VolumeStatus.RESTORING_BACKUP, updated_at=now()),
-            dataclasses.replace(backup, status=BackupStatus.RESTORING, updated_at=now(),
-                                pending={"op": "restore", "volume_id": vol.id}),
+            dataclasses.replace(
+                backup,
+                status=BackupStatus.RESTORING,
+                updated_at=now(),
+                pending={"op": "restore", "volume_id": vol.id},
+            ),
         )
         self._core.ops.start_backup(backup.id)
-        return self._core.ok({"restore": {"backup_id": backup.id, "volume_id": vol.id, "volume_name": vol.name}}, 202)
+        return self._core.ok(
+            {"restore": {"backup_id": backup.id, "volume_id": vol.id, "volume_name": vol.name}}, 202
+        )
 
 
 class TypeRoutes:
@@ -389,9 +424,13 @@ class TypeRoutes:
         if any(t.name == name for t in self._store.all(VolumeType)):
             raise conflict(f"Volume Type {name} already exists.")
         specs = check_metadata(req.get("extra_specs"))
-        is_public = parse_bool("os-volume-type-access:is_public",
-                               req.get("os-volume-type-access:is_public", req.get("is_public", True)))
-        vtype = VolumeType(new_id(), name, check_name("description", req.get("description")), is_public, specs)
+        is_public = parse_bool(
+            "os-volume-type-access:is_public",
+            req.get("os-volume-type-access:is_public", req.get("is_public", True)),
+        )
+        vtype = VolumeType(
+            new_id(), name, check_name("description", req.get("description")), is_public, specs
+        )
         self._store.put(vtype)
         view = self._view(call, vtype)
         view.pop("qos_specs_id", None)
@@ -537,7 +576,11 @@ class AdminRoutes:
         assert spec is not None
         types = [t for t in self._store.all(VolumeType) if t.qos_specs_id == spec.id]
         return self._core.ok(
-            {"qos_associations": [{"association_type": "volume_type", "name": t.name, "id": t.id} for t in types]}
+            {
+                "qos_associations": [
+                    {"association_type": "volume_type", "name": t.name, "id": t.id} for t in types
+                ]
+            }
         )
 
     async def qos_associate(self, call: Call) -> Response:
@@ -622,13 +665,34 @@ class AdminRoutes:
         self._core.require_admin(call, "volume_extension:services:index")
         backends = sorted({backend_of(t) for t in self._store.all(VolumeType)})
         services = [
-            {"binary": "cinder-scheduler", "host": "xloud", "zone": self._core.zones()[0], "status": "enabled",
-             "state": "up", "updated_at": now(), "disabled_reason": None},
-            {"binary": "cinder-backup", "host": "xloud", "zone": self._core.zones()[0], "status": "enabled",
-             "state": "up", "updated_at": now(), "disabled_reason": None},
+            {
+                "binary": "cinder-scheduler",
+                "host": "xloud",
+                "zone": self._core.zones()[0],
+                "status": "enabled",
+                "state": "up",
+                "updated_at": now(),
+                "disabled_reason": None,
+            },
+            {
+                "binary": "cinder-backup",
+                "host": "xloud",
+                "zone": self._core.zones()[0],
+                "status": "enabled",
+                "state": "up",
+                "updated_at": now(),
+                "disabled_reason": None,
+            },
         ] + [
-            {"binary": "cinder-volume", "host": f"xloud@{b}", "zone": self._core.zones()[0], "status": "enabled",
-             "state": "up", "updated_at": now(), "disabled_reason": None}
+            {
+                "binary": "cinder-volume",
+                "host": f"xloud@{b}",
+                "zone": self._core.zones()[0],
+                "status": "enabled",
+                "state": "up",
+                "updated_at": now(),
+                "disabled_reason": None,
+            }
             for b in backends
         ]
         return self._core.ok({"services": services})
@@ -638,10 +702,17 @@ class AdminRoutes:
         self._core.require_admin(call, "scheduler_extension:scheduler_stats:get_pools")
         backends = sorted({backend_of(t) for t in self._store.all(VolumeType)})
         pools = [
-            {"name": f"xloud@{b}#{b}", "capabilities": {"volume_backend_name": b, "pool_name": b,
-                                                       "multiattach": True, "online_extend_support": True,
-                                                       "thin_provisioning_support": True,
-                                                       "storage_protocol": "local"}}
+            {
+                "name": f"xloud@{b}#{b}",
+                "capabilities": {
+                    "volume_backend_name": b,
+                    "pool_name": b,
+                    "multiattach": True,
+                    "online_extend_support": True,
+                    "thin_provisioning_support": True,
+                    "storage_protocol": "local",
+                },
+            }
             for b in backends
         ]
         return self._core.ok({"pools": pools})

@@ -259,7 +259,8 @@ class VolumeRoutes:
             source = self._core.volume(call, str(req["source_volid"]))
             if source.status not in (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE):
                 raise bad_request(
-                    f"Invalid volume: Source volume status must be available or in-use, but current status is:"
+                    "Invalid volume: Source volume status must be"
+                    " available or in-use, but current status is:"
                     f" {source.status}."
                 )
         if req.get("snapshot_id"):
@@ -301,7 +302,8 @@ class VolumeRoutes:
         if source is not None:
             if size is not None and size < source.size:
                 raise bad_request(
-                    f"Invalid input received: Volume size '{size}'GB cannot be smaller than original volume size "
+                    f"Invalid input received: Volume size '{size}'GB"
+                    " cannot be smaller than original volume size "
                     f" {source.size}GB. They must be >= original volume size."
                 )
             return size or source.size
@@ -466,7 +468,8 @@ class VolumeRoutes:
         }.get(name)
         if handler is None:
             raise bad_request(
-                f"There is no such action: {name}. Verify the request body and Content-Type header and try again."
+                f"There is no such action: {name}. Verify the"
+                " request body and Content-Type header and try again."
             )
         return await handler(call, vol, arg)
 

@@ -168,7 +168,9 @@ class StorageViews:
         return view
 
     @staticmethod
-    def volume_type(vtype: VolumeType, mv: Microversion, caller: Caller, access: bool = True) -> dict[str, Any]:
+    def volume_type(
+        vtype: VolumeType, mv: Microversion, caller: Caller, access: bool = True
+    ) -> dict[str, Any]:
         """The volume type body; backend names are admin-only."""
         specs = dict(vtype.extra_specs)
         if not caller.is_admin:

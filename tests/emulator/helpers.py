@@ -34,7 +34,11 @@ class Api:
                 "identity": {
                     "methods": ["password"],
                     "password": {
-                        "user": {"name": auth["username"], "domain": {"name": "Default"}, "password": auth["password"]}
+                        "user": {
+                            "name": auth["username"],
+                            "domain": {"name": "Default"},
+                            "password": auth["password"],
+                        }
                     },
                 },
                 "scope": {"project": {"id": auth["project_id"]}},
@@ -46,12 +50,20 @@ class Api:
 
     def volume(self, method: str, path: str, mv: str = "3.71", **kw: Any) -> httpx.Response:
         """A Storage API call under /volume/v3/{project}."""
-        headers = {"X-Auth-Token": self.token, "OpenStack-API-Version": f"volume {mv}", **kw.pop("headers", {})}
+        headers = {
+            "X-Auth-Token": self.token,
+            "OpenStack-API-Version": f"volume {mv}",
+            **kw.pop("headers", {}),
+        }
         return self.http.request(method, f"/volume/v3/{self.project_id}{path}", headers=headers, **kw)
 
     def compute(self, method: str, path: str, mv: str = "2.1", **kw: Any) -> httpx.Response:
         """A Compute API call under /compute/v2.1."""
-        headers = {"X-Auth-Token": self.token, "OpenStack-API-Version": f"compute {mv}", **kw.pop("headers", {})}
+        headers = {
+            "X-Auth-Token": self.token,
+            "OpenStack-API-Version": f"compute {mv}",
+            **kw.pop("headers", {}),
+        }
         return self.http.request(method, f"/compute/v2.1{path}", headers=headers, **kw)
 
     def get_volume(self, volume_id: str) -> dict[str, Any] | None:
@@ -63,7 +75,9 @@ class Api:
         vol: dict[str, Any] = resp.json()["volume"]
         return vol
 
-    def wait(self, fetch: Callable[[], dict[str, Any] | None], status: str | None, timeout: float = 15) -> Any:
+    def wait(
+        self, fetch: Callable[[], dict[str, Any] | None], status: str | None, timeout: float = 15
+    ) -> Any:
         """Poll until fetch() has that status (None: until it is gone)."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] | None = None
@@ -87,8 +101,12 @@ class Api:
 
     def attach(self, server_id: str, volume_id: str) -> dict[str, Any]:
         """Attach through Compute and wait for in-use."""
-        resp = self.compute("POST", f"/servers/{server_id}/os-volume_attachments",
-                            json={"volumeAttachment": {"volumeId": volume_id}}, mv="2.60")
+        resp = self.compute(
+            "POST",
+            f"/servers/{server_id}/os-volume_attachments",
+            json={"volumeAttachment": {"volumeId": volume_id}},
+            mv="2.60",
+        )
         assert resp.status_code == 200, resp.text
         return self.wait_volume(volume_id, "in-use")
 

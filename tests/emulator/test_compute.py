@@ -27,8 +27,12 @@ def test_servers(api: Api, servers: dict[str, dict[str, str]]) -> None:
     assert shown["OS-EXT-AZ:availability_zone"] == "zone-z"
     assert shown["status"] == "ACTIVE"
     missing = api.compute("GET", "/servers/00000000-0000-4000-8000-000000000000")
-    assert missing.json() == {"itemNotFound": {"code": 404, "message":
-                              "Instance 00000000-0000-4000-8000-000000000000 could not be found."}}
+    assert missing.json() == {
+        "itemNotFound": {
+            "code": 404,
+            "message": "Instance 00000000-0000-4000-8000-000000000000 could not be found.",
+        }
+    }
     assert missing.headers["X-OpenStack-Nova-API-Version"] == "2.1"
 
 
@@ -44,11 +48,20 @@ def test_metadata_service(api: Api, servers: dict[str, dict[str, str]]) -> None:
 def test_attach_makes_loop_device_and_detach_removes_it(api: Api, servers: dict[str, dict[str, str]]) -> None:
     node = servers["node-a"]
     vol = api.create_volume()
-    resp = api.compute("POST", f"/servers/{node['id']}/os-volume_attachments",
-                       json={"volumeAttachment": {"volumeId": vol["id"], "device": "/dev/vdq"}})
+    resp = api.compute(
+        "POST",
+        f"/servers/{node['id']}/os-volume_attachments",
+        json={"volumeAttachment": {"volumeId": vol["id"], "device": "/dev/vdq"}},
+    )
     assert resp.status_code == 200
-    assert resp.json() == {"volumeAttachment": {"id": vol["id"], "serverId": node["id"], "volumeId": vol["id"],
-                                                "device": "/dev/vdb"}}
+    assert resp.json() == {
+        "volumeAttachment": {
+            "id": vol["id"],
+            "serverId": node["id"],
+            "volumeId": vol["id"],
+            "device": "/dev/vdb",
+        }
+    }
     assert api.get_volume(vol["id"])["status"] in ("reserved", "attaching")  # type: ignore[index]
     in_use = api.wait_volume(vol["id"], "in-use")
     assert [a["server_id"] for a in in_use["attachments"]] == [node["id"]]
@@ -87,10 +100,17 @@ def test_attach_errors(api: Api, servers: dict[str, dict[str, str]]) -> None:
     vol = api.create_volume()
     api.attach(a["id"], vol["id"])
     for server in (a, b):
-        again = api.compute("POST", f"/servers/{server['id']}/os-volume_attachments",
-                            json={"volumeAttachment": {"volumeId": vol["id"]}})
-        assert again.json() == {"badRequest": {"code": 400, "message":
-                                f"Invalid volume: volume {vol['id']} is already attached to instances: {a['id']}"}}
+        again = api.compute(
+            "POST",
+            f"/servers/{server['id']}/os-volume_attachments",
+            json={"volumeAttachment": {"volumeId": vol["id"]}},
+        )
+        assert again.json() == {
+            "badRequest": {
+                "code": 400,
+                "message": f"Invalid volume: volume {vol['id']} is already attached to instances: {a['id']}",
+            }
+        }
     cases = [
         (a["id"], {"volumeAttachment": {"volumeId": "00000000-0000-4000-8000-000000000000"}}, 404),
         (a["id"], {"volumeAttachment": {"volumeId": "not-a-uuid"}}, 400),
@@ -103,16 +123,25 @@ def test_attach_errors(api: Api, servers: dict[str, dict[str, str]]) -> None:
         resp = api.compute("POST", f"/servers/{server_id}/os-volume_attachments", json=body)
         assert resp.status_code == status, (body, resp.text)
     not_here = api.compute("DELETE", f"/servers/{b['id']}/os-volume_attachments/{vol['id']}")
-    assert not_here.json()["itemNotFound"]["message"] == f"Instance {b['id']} is not attached to volume {vol['id']}"
+    assert (
+        not_here.json()["itemNotFound"]["message"]
+        == f"Instance {b['id']} is not attached to volume {vol['id']}"
+    )
     too_new = api.compute("GET", "/servers", mv="2.200")
     assert too_new.status_code == 406
     other_zone = api.create_volume()
-    cross = api.compute("POST", f"/servers/{z['id']}/os-volume_attachments",
-                        json={"volumeAttachment": {"volumeId": other_zone["id"]}})
+    cross = api.compute(
+        "POST",
+        f"/servers/{z['id']}/os-volume_attachments",
+        json={"volumeAttachment": {"volumeId": other_zone["id"]}},
+    )
     assert cross.status_code == 400
     creating = api.create_volume(wait=False)
-    racing = api.compute("POST", f"/servers/{b['id']}/os-volume_attachments",
-                         json={"volumeAttachment": {"volumeId": creating["id"]}})
+    racing = api.compute(
+        "POST",
+        f"/servers/{b['id']}/os-volume_attachments",
+        json={"volumeAttachment": {"volumeId": creating["id"]}},
+    )
     assert racing.status_code == 400
     assert "status must be available or downloading to reserve" in racing.json()["badRequest"]["message"]
     api.detach(a["id"], vol["id"])
@@ -126,8 +155,12 @@ def test_multiattach(api: Api, servers: dict[str, dict[str, str]]) -> None:
     a, b = servers["node-a"], servers["node-b"]
     vol = api.create_volume(volume_type="shared")
     assert vol["multiattach"] is True
-    old = api.compute("POST", f"/servers/{a['id']}/os-volume_attachments",
-                      json={"volumeAttachment": {"volumeId": vol["id"]}}, mv="2.59")
+    old = api.compute(
+        "POST",
+        f"/servers/{a['id']}/os-volume_attachments",
+        json={"volumeAttachment": {"volumeId": vol["id"]}},
+        mv="2.59",
+    )
     assert old.status_code == 400
     api.attach(a["id"], vol["id"])
     api.attach(b["id"], vol["id"])

@@ -50,7 +50,7 @@ class DataRun:
         self.volumes: list[str] = []
 
     def new_volume(self, **fields: Any) -> str:
-        vol = self.api.create_volume(**fields) if "wait" not in fields else self.api.create_volume(**fields)
+        vol = self.api.create_volume(**fields)
         self.volumes.append(vol["id"])
         return str(vol["id"])
 
@@ -135,7 +135,10 @@ def test_backup_full_and_incremental_restore(api: Api, servers: dict[str, dict[s
         assert 0 < incr["object_count"] < full["object_count"]
         api.detach(node["id"], source)
         refused = api.volume("DELETE", f"/backups/{full['id']}")
-        assert refused.json()["badRequest"]["message"] == "Invalid backup: Incremental backups exist for this backup."
+        assert (
+            refused.json()["badRequest"]["message"]
+            == "Invalid backup: Incremental backups exist for this backup."
+        )
         restored = api.volume("POST", f"/backups/{incr['id']}/restore", json={"restore": {"name": "r-new"}})
         assert restored.status_code == 202
         new_id = run.track(restored.json()["restore"]["volume_id"])
@@ -143,7 +146,9 @@ def test_backup_full_and_incremental_restore(api: Api, servers: dict[str, dict[s
         api.wait_volume(new_id, "available", timeout=60)
         assert run.digest_of(new_id) == incr_digest
         target = run.new_volume()
-        to_existing = api.volume("POST", f"/backups/{full['id']}/restore", json={"restore": {"volume_id": target}})
+        to_existing = api.volume(
+            "POST", f"/backups/{full['id']}/restore", json={"restore": {"volume_id": target}}
+        )
         assert to_existing.json()["restore"]["volume_id"] == target
         api.wait_volume(target, "available", timeout=60)
         assert run.digest_of(target) == full_digest
@@ -151,11 +156,13 @@ def test_backup_full_and_incremental_restore(api: Api, servers: dict[str, dict[s
         for bid in reversed(backups):
             api.wait(lambda b=bid: api.volume("GET", f"/backups/{b}").json()["backup"], "available")
             api.volume("DELETE", f"/backups/{bid}")
-            api.wait(lambda b=bid: (api.volume("GET", f"/backups/{b}").json().get("backup")), None)
+            api.wait(lambda b=bid: api.volume("GET", f"/backups/{b}").json().get("backup"), None)
         run.cleanup()
 
 
-def test_restore_detects_corrupt_chunk(api: Api, emu: EmulatorProcess, servers: dict[str, dict[str, str]]) -> None:
+def test_restore_detects_corrupt_chunk(
+    api: Api, emu: EmulatorProcess, servers: dict[str, dict[str, str]]
+) -> None:
     node = servers["node-a"]
     run = DataRun(api, node)
     try:
@@ -164,8 +171,11 @@ def test_restore_detects_corrupt_chunk(api: Api, emu: EmulatorProcess, servers: 
         _write(_device(node, source), {0: b"precious" * 512})
         api.detach(node["id"], source)
         backup = _backup(api, source, incremental=False)
-        chunk = next(p for p in (emu.data_dir / "backups" / "chunks").rglob("*") if p.is_file()
-                     and _holds(p, b"precious"))
+        chunk = next(
+            p
+            for p in (emu.data_dir / "backups" / "chunks").rglob("*")
+            if p.is_file() and _holds(p, b"precious")
+        )
         chunk.write_bytes(b"rotten" + chunk.read_bytes()[6:])
         resp = api.volume("POST", f"/backups/{backup['id']}/restore", json={"restore": {}})
         new_id = run.track(resp.json()["restore"]["volume_id"])

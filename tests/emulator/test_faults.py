@@ -8,7 +8,9 @@ from tests.emulator.helpers import Api
 
 
 def test_status_rule_fires_exactly_count_times(api: Api) -> None:
-    api.emu.set_faults([{"method": "GET", "path": "/volumes/detail$", "status": 503, "count": 2, "retry_after": 1}])
+    api.emu.set_faults(
+        [{"method": "GET", "path": "/volumes/detail$", "status": 503, "count": 2, "retry_after": 1}]
+    )
     try:
         first = api.volume("GET", "/volumes/detail")
         second = api.volume("GET", "/volumes/detail")
@@ -52,8 +54,14 @@ def test_clear_faults(api: Api) -> None:
 
 
 def test_bad_rules_rejected(api: Api) -> None:
-    for body in ({"path": "x"}, [{"path": "(", "status": 500}], [{"status": 99}], [{"path": "x"}],
-                 [{"status": 500, "count": 0}], [{"status": 500, "colour": 1}]):
+    for body in (
+        {"path": "x"},
+        [{"path": "(", "status": 500}],
+        [{"status": 99}],
+        [{"path": "x"}],
+        [{"status": 500, "count": 0}],
+        [{"status": 500, "colour": 1}],
+    ):
         resp = api.http.post("/_emulator/faults", json=body)
         assert resp.status_code == 400, body
 

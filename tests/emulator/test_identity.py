@@ -33,8 +33,10 @@ def test_version_discovery(api: Api) -> None:
 
 def test_password_token_has_catalog_roles_and_expiry(api: Api) -> None:
     auth = api.cloud["auth"]
-    resp = api.http.post("/identity/v3/auth/tokens", json=_password_body(auth["username"], auth["password"],
-                                                                         auth["project_id"]))
+    resp = api.http.post(
+        "/identity/v3/auth/tokens",
+        json=_password_body(auth["username"], auth["password"], auth["project_id"]),
+    )
     assert resp.status_code == 201
     token = resp.json()["token"]
     assert resp.headers["X-Subject-Token"]
@@ -50,8 +52,17 @@ def test_password_token_has_catalog_roles_and_expiry(api: Api) -> None:
 
 def test_application_credential(emu: EmulatorProcess, api: Api) -> None:
     cloud = yaml.safe_load(emu.clouds_yaml.read_text())["clouds"]["xloud-emulator-appcred"]["auth"]
-    body = {"auth": {"identity": {"methods": ["application_credential"], "application_credential": {
-        "id": cloud["application_credential_id"], "secret": cloud["application_credential_secret"]}}}}
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["application_credential"],
+                "application_credential": {
+                    "id": cloud["application_credential_id"],
+                    "secret": cloud["application_credential_secret"],
+                },
+            }
+        }
+    }
     resp = api.http.post("/identity/v3/auth/tokens", json=body)
     assert resp.status_code == 201, resp.text
     assert resp.json()["token"]["methods"] == ["application_credential"]
@@ -61,10 +72,17 @@ def test_application_credential(emu: EmulatorProcess, api: Api) -> None:
 
 def test_auth_errors(api: Api) -> None:
     auth = api.cloud["auth"]
-    wrong = api.http.post("/identity/v3/auth/tokens", json=_password_body(auth["username"], "nope", auth["project_id"]))
+    wrong = api.http.post(
+        "/identity/v3/auth/tokens", json=_password_body(auth["username"], "nope", auth["project_id"])
+    )
     assert wrong.status_code == 401
-    assert wrong.json() == {"error": {"code": 401, "message": "The request you have made requires authentication.",
-                                      "title": "Unauthorized"}}
+    assert wrong.json() == {
+        "error": {
+            "code": 401,
+            "message": "The request you have made requires authentication.",
+            "title": "Unauthorized",
+        }
+    }
     assert api.http.post("/identity/v3/auth/tokens", content=b"{not json").status_code == 400
     assert api.http.post("/identity/v3/auth/tokens", json={}).status_code == 400
     unknown = {"auth": {"identity": {"methods": ["kerberos"], "kerberos": {}}}}

@@ -27,9 +27,32 @@ SAMPLES = Path(__file__).resolve().parents[2] / "shared"
 if not SAMPLES.is_dir():
     SAMPLES = Path("/work/shared")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
-OPAQUE = {"metadata", "extra_specs", "specs", "capabilities", "meta", "data", "flavor", "addresses", "qos_specs",
-          "volume-summary"}
-NOT_IDS = {"metadata", "extra_specs", "specs", "capabilities", "meta", "data", "project", "projects", "user", "domain", "domains", "token"}
+OPAQUE = {
+    "metadata",
+    "extra_specs",
+    "specs",
+    "capabilities",
+    "meta",
+    "data",
+    "flavor",
+    "addresses",
+    "qos_specs",
+    "volume-summary",
+}
+NOT_IDS = {
+    "metadata",
+    "extra_specs",
+    "specs",
+    "capabilities",
+    "meta",
+    "data",
+    "project",
+    "projects",
+    "user",
+    "domain",
+    "domains",
+    "token",
+}
 NO_SETTLE = {("op_08_attach_creating", 1)}
 NOAUTH = "Cinder noauth / Nova token pass-through artefact (README)"
 NO_NOVA = "Cinder ran without Compute, the call failed there; on Xloud it succeeds (README)"
@@ -67,7 +90,9 @@ TYPES = {"ssd-standard": "standard", "archive-hdd": "archive", "__DEFAULT__": "s
 def _sample_files() -> list[Path]:
     files = []
     for folder in ("cinder-api-samples", "keystone-api-samples", "nova-api-samples"):
-        files.extend(p for p in sorted((SAMPLES / folder).glob("*.json")) if "exchanges" in json.loads(p.read_text()))
+        files.extend(
+            p for p in sorted((SAMPLES / folder).glob("*.json")) if "exchanges" in json.loads(p.read_text())
+        )
     return files
 
 
@@ -87,7 +112,9 @@ def shape_diff(recorded: Any, ours: Any, where: str = "$") -> list[str]:
         for key in set(recorded) & set(ours):
             if key in OPAQUE:
                 if type(recorded[key]) is not type(ours[key]) and None not in (recorded[key], ours[key]):
-                    diffs.append(f"{where}.{key}: {type(recorded[key]).__name__} vs {type(ours[key]).__name__}")
+                    diffs.append(
+                        f"{where}.{key}: {type(recorded[key]).__name__} vs {type(ours[key]).__name__}"
+                    )
                 continue
             diffs.extend(shape_diff(recorded[key], ours[key], f"{where}.{key}"))
         return diffs
@@ -99,7 +126,11 @@ def shape_diff(recorded: Any, ours: Any, where: str = "$") -> list[str]:
         return [] if type(recorded) is type(ours) else [f"{where}: {recorded!r} vs {ours!r}"]
     if isinstance(recorded, int | float) and isinstance(ours, int | float):
         return []
-    return [] if type(recorded) is type(ours) else [f"{where}: {type(recorded).__name__} vs {type(ours).__name__}"]
+    return (
+        []
+        if type(recorded) is type(ours)
+        else [f"{where}: {type(recorded).__name__} vs {type(ours).__name__}"]
+    )
 
 
 class Replayer:
@@ -120,20 +151,46 @@ class Replayer:
         self.servers = {s["name"]: s["id"] for s in emu.servers}
 
     def new_tokens(self) -> None:
-        """Fresh tokens for a sample file: member, admin, a subject to validate/revoke, app credential, revoked."""
-        self.tokens = {"member": self._login(self.member), "admin": self._login(self.admin),
-                       "subject": self._login(self.member), "revoked": self._login(self.member)}
-        body = {"auth": {"identity": {"methods": ["application_credential"], "application_credential": {
-            "id": self.appcred["application_credential_id"],
-            "secret": self.appcred["application_credential_secret"]}}}}
-        self.tokens["appcred"] = self.http.post("/identity/v3/auth/tokens", json=body).headers["X-Subject-Token"]
+        """Fresh tokens for a sample file: member, admin, subject, app credential and a revoked one."""
+        self.tokens = {
+            "member": self._login(self.member),
+            "admin": self._login(self.admin),
+            "subject": self._login(self.member),
+            "revoked": self._login(self.member),
+        }
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["application_credential"],
+                    "application_credential": {
+                        "id": self.appcred["application_credential_id"],
+                        "secret": self.appcred["application_credential_secret"],
+                    },
+                }
+            }
+        }
+        self.tokens["appcred"] = self.http.post("/identity/v3/auth/tokens", json=body).headers[
+            "X-Subject-Token"
+        ]
         headers = {"X-Auth-Token": self.tokens["admin"], "X-Subject-Token": self.tokens["revoked"]}
         assert self.http.delete("/identity/v3/auth/tokens", headers=headers).status_code == 204
 
     def _login(self, auth: dict[str, str]) -> str:
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": auth["username"], "domain": {"name": "Default"}, "password": auth["password"]}}},
-            "scope": {"project": {"id": auth["project_id"]}}}}
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": auth["username"],
+                            "domain": {"name": "Default"},
+                            "password": auth["password"],
+                        }
+                    },
+                },
+                "scope": {"project": {"id": auth["project_id"]}},
+            }
+        }
         return str(self.http.post("/identity/v3/auth/tokens", json=body).headers["X-Subject-Token"])
 
     # -- request adaptation -----------------------------------------------------------------------
@@ -165,13 +222,19 @@ class Replayer:
         body = exchange["response"].get("body")
         server = body.get("server") if isinstance(body, dict) else None
         request = exchange["request"].get("body")
-        if isinstance(server, dict) and "name" not in server and isinstance(request, dict) and "server" in request:
+        if (
+            isinstance(server, dict)
+            and "name" not in server
+            and isinstance(request, dict)
+            and "server" in request
+        ):
             server = {**server, "name": request["server"].get("name")}
         if isinstance(server, dict) and server.get("name") in SERVERS:
             self.ids[server["id"]] = self.servers[SERVERS[server["name"]]]
 
     def substitute(self, text: str) -> str:
         """Recorded ids and names replaced by ours."""
+
         def repl(found: re.Match[str]) -> str:
             return self.ids.get(found.group(0), found.group(0))
 
@@ -228,8 +291,11 @@ class Replayer:
 
     def _headers(self, exchange: dict[str, Any], label: str) -> dict[str, str]:
         recorded = exchange["request"].get("headers") or {}
-        headers = {k: v for k, v in recorded.items() if k.lower() in ("content-type", "openstack-api-version",
-                                                                       "accept")}
+        headers = {
+            k: v
+            for k, v in recorded.items()
+            if k.lower() in ("content-type", "openstack-api-version", "accept")
+        }
         if "X-Auth-Token" in recorded:
             headers["X-Auth-Token"] = self._auth_token(recorded["X-Auth-Token"], label.lower())
         if "X-Subject-Token" in recorded:
@@ -253,8 +319,18 @@ class Replayer:
 
     def settle(self) -> None:
         """Wait (briefly) until no resource of the project is in a transitional status."""
-        transitional = {"creating", "deleting", "extending", "retyping", "backing-up", "restoring-backup",
-                        "reserved", "attaching", "detaching", "restoring"}
+        transitional = {
+            "creating",
+            "deleting",
+            "extending",
+            "retyping",
+            "backing-up",
+            "restoring-backup",
+            "reserved",
+            "attaching",
+            "detaching",
+            "restoring",
+        }
         headers = {"X-Auth-Token": self.tokens["admin"]}
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
@@ -272,18 +348,26 @@ class Replayer:
         base = f"/volume/v3/{self.project}"
         self.settle()
         for server in self.servers.values():
-            listed = self.http.get(f"/compute/v2.1/servers/{server}/os-volume_attachments", headers=admin).json()
+            listed = self.http.get(
+                f"/compute/v2.1/servers/{server}/os-volume_attachments", headers=admin
+            ).json()
             for att in listed["volumeAttachments"]:
-                self.http.delete(f"/compute/v2.1/servers/{server}/os-volume_attachments/{att['volumeId']}",
-                                 headers=admin)
+                self.http.delete(
+                    f"/compute/v2.1/servers/{server}/os-volume_attachments/{att['volumeId']}", headers=admin
+                )
         self.settle()
-        for backup in sorted(self.http.get(f"{base}/backups/detail", headers=admin).json()["backups"],
-                             key=lambda b: not b["is_incremental"]):
+        for backup in sorted(
+            self.http.get(f"{base}/backups/detail", headers=admin).json()["backups"],
+            key=lambda b: not b["is_incremental"],
+        ):
             self.http.delete(f"{base}/backups/{backup['id']}", headers=admin)
             self.settle()
         for vol in self.http.get(f"{base}/volumes/detail", headers=admin).json()["volumes"]:
-            self.http.post(f"{base}/volumes/{vol['id']}/action", headers=admin,
-                           json={"os-reset_status": {"status": "available"}})
+            self.http.post(
+                f"{base}/volumes/{vol['id']}/action",
+                headers=admin,
+                json={"os-reset_status": {"status": "available"}},
+            )
             self.http.delete(f"{base}/volumes/{vol['id']}?cascade=true", headers=admin)
         self.http.delete(f"{base}/os-quota-sets/{self.project}", headers=admin)
         self.settle()
@@ -300,23 +384,32 @@ class Replayer:
             if not 200 <= exchange["response"]["status"] < 300:
                 continue
             text = exchange["request"]["path"] + json.dumps(exchange["request"].get("body"))
-            needed += [m for m in re.findall(UUID.pattern, text) if len(m) == 36 and m not in self.ids
-                       and m not in created]
+            needed += [
+                m
+                for m in re.findall(UUID.pattern, text)
+                if len(m) == 36 and m not in self.ids and m not in created
+            ]
         admin = {"X-Auth-Token": self.tokens["admin"], "OpenStack-API-Version": "volume 3.71"}
         for recorded in dict.fromkeys(needed):
-            resp = self.http.post(f"/volume/v3/{self.project}/volumes", headers=admin, json={"volume": {"size": 1}})
+            resp = self.http.post(
+                f"/volume/v3/{self.project}/volumes", headers=admin, json={"volume": {"size": 1}}
+            )
             self.ids[recorded] = resp.json()["volume"]["id"]
         self.settle()
 
     def seed_volumes(self, sample: dict[str, Any]) -> None:
         """Volumes a Cinder recording lists before (or without) creating them, made alike."""
-        created = {e["response"]["body"]["volume"]["id"] for e in sample["exchanges"]
-                   if e["request"]["method"] == "POST" and isinstance(e["response"].get("body"), dict)
-                   and isinstance(e["response"]["body"].get("volume"), dict)}
+        created = {
+            e["response"]["body"]["volume"]["id"]
+            for e in sample["exchanges"]
+            if e["request"]["method"] == "POST"
+            and isinstance(e["response"].get("body"), dict)
+            and isinstance(e["response"]["body"].get("volume"), dict)
+        }
         seen: dict[str, dict[str, Any]] = {}
         for exchange in sample["exchanges"]:
             body = exchange["response"].get("body")
-            for vol in (body.get("volumes", []) if isinstance(body, dict) else []):
+            for vol in body.get("volumes", []) if isinstance(body, dict) else []:
                 if "size" in vol and vol["id"] not in created and vol["id"] not in self.ids:
                     seen.setdefault(vol["id"], vol)
         admin = {"X-Auth-Token": self.tokens["admin"], "OpenStack-API-Version": "volume 3.71"}
@@ -339,12 +432,17 @@ class Replayer:
             if exchange["request"]["method"] != "GET" or not isinstance(specs, list):
                 continue
             for spec in specs:
-                created = self.http.post(f"{base}/qos-specs", headers=admin, json={"qos_specs": {
-                    "name": spec["name"], "consumer": spec["consumer"], **spec["specs"]}}).json()["qos_specs"]
+                created = self.http.post(
+                    f"{base}/qos-specs",
+                    headers=admin,
+                    json={"qos_specs": {"name": spec["name"], "consumer": spec["consumer"], **spec["specs"]}},
+                ).json()["qos_specs"]
                 self.ids[spec["id"]] = created["id"]
                 types = self.http.get(f"{base}/types", headers=admin).json()["volume_types"]
                 standard = next(t["id"] for t in types if t["name"] == "standard")
-                self.http.get(f"{base}/qos-specs/{created['id']}/associate?vol_type_id={standard}", headers=admin)
+                self.http.get(
+                    f"{base}/qos-specs/{created['id']}/associate?vol_type_id={standard}", headers=admin
+                )
             return
 
     def learn(self, recorded: Any, ours: Any) -> None:
@@ -382,8 +480,12 @@ class Replayer:
             label = exchange.get("label", "")
             if (name, index) not in NO_SETTLE:
                 self.settle()
-            resp = self.http.request(exchange["request"]["method"], self._url(exchange, sample_path.parent.name),
-                                     headers=self._headers(exchange, label), content=self._body(exchange, label))
+            resp = self.http.request(
+                exchange["request"]["method"],
+                self._url(exchange, sample_path.parent.name),
+                headers=self._headers(exchange, label),
+                content=self._body(exchange, label),
+            )
             yield f"{name}#{index} {label}", self.compare(exchange, resp)
 
     def _rename_keys(self, value: Any) -> Any:
@@ -416,9 +518,8 @@ class Replayer:
             self.learn(body, ours)
             problems += shape_diff(self._rename_keys(body), ours)
         token = body.get("token") if isinstance(body, dict) else None
-        if token and recorded["headers"].get("X-Subject-Token"):
-            if "X-Subject-Token" not in resp.headers:
-                problems.append("missing X-Subject-Token header")
+        if token and recorded["headers"].get("X-Subject-Token") and "X-Subject-Token" not in resp.headers:
+            problems.append("missing X-Subject-Token header")
         return problems
 
 

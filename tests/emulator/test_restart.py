@@ -64,11 +64,21 @@ def test_crash_settles_in_flight_operations(emu_root: Path) -> None:
         os.fsync(fd)
         os.close(fd)
         creating = api.volume("POST", "/volumes", json={"volume": {"size": 1}}).json()["volume"]
-        assert api.volume("POST", f"/volumes/{grow['id']}/action",
-                          json={"os-extend": {"new_size": 3}}).status_code == 202
+        assert (
+            api.volume(
+                "POST", f"/volumes/{grow['id']}/action", json={"os-extend": {"new_size": 3}}
+            ).status_code
+            == 202
+        )
         assert api.volume("DELETE", f"/volumes/{doomed['id']}").status_code == 202
-        assert api.compute("POST", f"/servers/{node['id']}/os-volume_attachments",
-                           json={"volumeAttachment": {"volumeId": joining["id"]}}).status_code == 200
+        assert (
+            api.compute(
+                "POST",
+                f"/servers/{node['id']}/os-volume_attachments",
+                json={"volumeAttachment": {"volumeId": joining["id"]}},
+            ).status_code
+            == 200
+        )
         emu.kill()
         assert loop_devices_under(emu.data_dir) == []
         emu.start()

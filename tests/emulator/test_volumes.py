@@ -28,7 +28,9 @@ def test_version_discovery_and_negotiation(api: Api) -> None:
 
 
 def test_create_show_update_delete(api: Api) -> None:
-    created = api.volume("POST", "/volumes", json={"volume": {"size": 1, "name": "crud", "metadata": {"a": "b"}}})
+    created = api.volume(
+        "POST", "/volumes", json={"volume": {"size": 1, "name": "crud", "metadata": {"a": "b"}}}
+    )
     assert created.status_code == 202
     assert created.json()["volume"]["status"] == "creating"
     vol = api.wait_volume(created.json()["volume"]["id"], "available")
@@ -37,13 +39,16 @@ def test_create_show_update_delete(api: Api) -> None:
     updated = api.volume("PUT", f"/volumes/{vol['id']}", json={"volume": {"name": "crud2"}})
     assert updated.json()["volume"]["name"] == "crud2"
     assert api.volume("POST", f"/volumes/{vol['id']}/metadata", json={"metadata": {"c": "d"}}).json() == {
-        "metadata": {"a": "b", "c": "d"}}
+        "metadata": {"a": "b", "c": "d"}
+    }
     assert api.volume("PUT", f"/volumes/{vol['id']}/metadata/c", json={"meta": {"c": "e"}}).status_code == 200
     assert api.volume("DELETE", f"/volumes/{vol['id']}/metadata/a").status_code == 200
     assert api.volume("GET", f"/volumes/{vol['id']}/metadata").json() == {"metadata": {"c": "e"}}
     api.delete_volume(vol["id"])
     missing = api.volume("GET", f"/volumes/{vol['id']}")
-    assert missing.json() == {"itemNotFound": {"code": 404, "message": f"Volume {vol['id']} could not be found."}}
+    assert missing.json() == {
+        "itemNotFound": {"code": 404, "message": f"Volume {vol['id']} could not be found."}
+    }
 
 
 def test_admin_sees_admin_fields(api: Api, admin: Api) -> None:
@@ -57,13 +62,33 @@ def test_admin_sees_admin_fields(api: Api, admin: Api) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        ({"volume": {"size": 0}}, 400, "Invalid input for field/attribute size. Value: 0. 0 is less than the minimum of 1"),
-        ({"volume": {"size": "abc"}}, 400, "Invalid input for field/attribute size. Value: abc. 'abc' does not match '^[0-9]+$'"),
+        (
+            {"volume": {"size": 0}},
+            400,
+            "Invalid input for field/attribute size. Value: 0. 0 is less than the minimum of 1",
+        ),
+        (
+            {"volume": {"size": "abc"}},
+            400,
+            "Invalid input for field/attribute size. Value: abc. 'abc' does not match '^[0-9]+$'",
+        ),
         ({"volume": {"size": 1.5}}, 400, None),
         ({"volume": {"size": 100000}}, 413, None),
-        ({"volume": {"size": 1, "volume_type": "nope"}}, 404, "Volume type with name nope could not be found."),
-        ({"volume": {"size": 1, "availability_zone": "zone-x"}}, 400, "Availability zone 'zone-x' is invalid."),
-        ({"volume": {"size": 1, "name": "x" * 256}}, 400, "Invalid input received: name has 256 characters, more than 255."),
+        (
+            {"volume": {"size": 1, "volume_type": "nope"}},
+            404,
+            "Volume type with name nope could not be found.",
+        ),
+        (
+            {"volume": {"size": 1, "availability_zone": "zone-x"}},
+            400,
+            "Availability zone 'zone-x' is invalid.",
+        ),
+        (
+            {"volume": {"size": 1, "name": "x" * 256}},
+            400,
+            "Invalid input received: name has 256 characters, more than 255.",
+        ),
         ({"volume": {"size": 1, "metadata": {"a": 1}}}, 400, None),
         ({"volume": {"size": 1, "colour": "red"}}, 400, None),
         ({"volume": {}}, 400, None),
@@ -87,19 +112,33 @@ def test_malformed_bodies(api: Api) -> None:
     wrong_type = api.volume("POST", "/volumes", content=b"{}", headers={"Content-Type": "text/plain"})
     assert wrong_type.status_code == 415
     assert api.volume("GET", "/nonsense").status_code == 404
-    action = api.volume("POST", "/volumes/00000000-0000-0000-0000-000000000000/action", json={"os-extend": {}})
+    action = api.volume(
+        "POST", "/volumes/00000000-0000-0000-0000-000000000000/action", json={"os-extend": {}}
+    )
     assert action.status_code == 404
 
 
 def test_list_filters_sort_and_pages(api: Api) -> None:
-    ids = [api.create_volume(name=f"list-{n}", metadata={"tier": "gold" if n < 2 else "iron"})["id"]
-           for n in range(3)]
+    ids = [
+        api.create_volume(name=f"list-{n}", metadata={"tier": "gold" if n < 2 else "iron"})["id"]
+        for n in range(3)
+    ]
     try:
         detail = api.volume("GET", "/volumes/detail").json()["volumes"]
         assert [v["id"] for v in detail if v["id"] in ids] == ids[::-1]
         assert len(api.volume("GET", "/volumes?name=list-1").json()["volumes"]) == 1
-        assert len(api.volume("GET", "/volumes/detail", params={"metadata": '{"tier":"gold"}'}).json()["volumes"]) == 2
-        assert len(api.volume("GET", "/volumes/detail", params={"metadata": "{'tier':'iron'}"}).json()["volumes"]) == 1
+        assert (
+            len(
+                api.volume("GET", "/volumes/detail", params={"metadata": '{"tier":"gold"}'}).json()["volumes"]
+            )
+            == 2
+        )
+        assert (
+            len(
+                api.volume("GET", "/volumes/detail", params={"metadata": "{'tier':'iron'}"}).json()["volumes"]
+            )
+            == 1
+        )
         assert len(api.volume("GET", "/volumes?name~=list-").json()["volumes"]) >= 3
         page1 = api.volume("GET", "/volumes?limit=2&sort=name:asc&name~=list-").json()
         assert [v["name"] for v in page1["volumes"]] == ["list-0", "list-1"]
@@ -108,7 +147,10 @@ def test_list_filters_sort_and_pages(api: Api) -> None:
         assert [v["name"] for v in page2["volumes"]] == ["list-2"]
         counted = api.volume("GET", "/volumes?limit=1&with_count=true", mv="3.45").json()
         assert counted["count"] >= 3
-        assert api.volume("GET", "/volumes?limit=-1").json()["badRequest"]["message"] == "limit param must be positive"
+        assert (
+            api.volume("GET", "/volumes?limit=-1").json()["badRequest"]["message"]
+            == "limit param must be positive"
+        )
         assert api.volume("GET", "/volumes?limit=abc").status_code == 400
         assert api.volume("GET", "/volumes?sort=bogus:asc").status_code == 400
         assert api.volume("GET", f"/volumes?marker={'0' * 8}-0000-0000-0000-{'0' * 12}").status_code == 404
@@ -120,11 +162,23 @@ def test_list_filters_sort_and_pages(api: Api) -> None:
 
 def test_extend_rules(api: Api) -> None:
     vol = api.create_volume()
-    assert api.volume("POST", f"/volumes/{vol['id']}/action", json={"os-extend": {"new_size": 1}}).status_code == 400
-    assert api.volume("POST", f"/volumes/{vol['id']}/action", json={"os-extend": {"new_size": "four"}}).status_code == 400
+    assert (
+        api.volume("POST", f"/volumes/{vol['id']}/action", json={"os-extend": {"new_size": 1}}).status_code
+        == 400
+    )
+    assert (
+        api.volume(
+            "POST", f"/volumes/{vol['id']}/action", json={"os-extend": {"new_size": "four"}}
+        ).status_code
+        == 400
+    )
     assert api.volume("POST", f"/volumes/{vol['id']}/action", json={"os-extend": {}}).status_code == 400
-    assert api.volume("POST", f"/volumes/{vol['id']}/action",
-                      json={"os-extend": {"new_size": 100000}}).status_code == 413
+    assert (
+        api.volume(
+            "POST", f"/volumes/{vol['id']}/action", json={"os-extend": {"new_size": 100000}}
+        ).status_code
+        == 413
+    )
     resp = api.volume("POST", f"/volumes/{vol['id']}/action", json={"os-extend": {"new_size": 2}})
     assert resp.status_code == 202
     assert api.get_volume(vol["id"])["status"] == "extending"  # type: ignore[index]
@@ -138,19 +192,36 @@ def test_retype_moves_data_on_demand(api: Api, emu: EmulatorProcess) -> None:
     vol = api.create_volume()
     path = emu.data_dir / "backends" / "ssd" / "volumes" / f"{vol['id']}.img"
     assert path.exists()
-    never = api.volume("POST", f"/volumes/{vol['id']}/action",
-                       json={"os-retype": {"new_type": "archive", "migration_policy": "never"}})
+    never = api.volume(
+        "POST",
+        f"/volumes/{vol['id']}/action",
+        json={"os-retype": {"new_type": "archive", "migration_policy": "never"}},
+    )
     assert never.status_code == 202
     assert api.wait_volume(vol["id"], "available")["volume_type"] == "standard"
-    bad = api.volume("POST", f"/volumes/{vol['id']}/action",
-                     json={"os-retype": {"new_type": "archive", "migration_policy": "sometimes"}})
+    bad = api.volume(
+        "POST",
+        f"/volumes/{vol['id']}/action",
+        json={"os-retype": {"new_type": "archive", "migration_policy": "sometimes"}},
+    )
     assert bad.status_code == 400
-    assert api.volume("POST", f"/volumes/{vol['id']}/action",
-                      json={"os-retype": {"new_type": "nope"}}).status_code == 404
-    assert api.volume("POST", f"/volumes/{vol['id']}/action",
-                      json={"os-retype": {"new_type": "standard"}}).status_code == 400
-    resp = api.volume("POST", f"/volumes/{vol['id']}/action",
-                      json={"os-retype": {"new_type": "archive", "migration_policy": "on-demand"}})
+    assert (
+        api.volume(
+            "POST", f"/volumes/{vol['id']}/action", json={"os-retype": {"new_type": "nope"}}
+        ).status_code
+        == 404
+    )
+    assert (
+        api.volume(
+            "POST", f"/volumes/{vol['id']}/action", json={"os-retype": {"new_type": "standard"}}
+        ).status_code
+        == 400
+    )
+    resp = api.volume(
+        "POST",
+        f"/volumes/{vol['id']}/action",
+        json={"os-retype": {"new_type": "archive", "migration_policy": "on-demand"}},
+    )
     assert resp.status_code == 202
     assert api.wait_volume(vol["id"], "available")["volume_type"] == "archive"
     assert not path.exists()
@@ -160,7 +231,9 @@ def test_retype_moves_data_on_demand(api: Api, emu: EmulatorProcess) -> None:
 
 def test_snapshots(api: Api) -> None:
     vol = api.create_volume()
-    resp = api.volume("POST", "/snapshots", json={"snapshot": {"volume_id": vol["id"], "name": "s1"}}, mv="3.0")
+    resp = api.volume(
+        "POST", "/snapshots", json={"snapshot": {"volume_id": vol["id"], "name": "s1"}}, mv="3.0"
+    )
     assert resp.status_code == 202
     snap = resp.json()["snapshot"]
     assert snap["status"] == "creating"
@@ -168,12 +241,24 @@ def test_snapshots(api: Api) -> None:
     assert snap["os-extended-snapshot-attributes:progress"] == "100%"
     refused = api.volume("DELETE", f"/volumes/{vol['id']}")
     assert refused.status_code == 400
-    assert refused.json()["badRequest"]["message"].startswith("Invalid volume: Volume status must be available")
+    assert refused.json()["badRequest"]["message"].startswith(
+        "Invalid volume: Volume status must be available"
+    )
     listed = api.volume("GET", f"/snapshots?volume_id={vol['id']}&limit=1").json()
     assert [s["id"] for s in listed["snapshots"]] == [snap["id"]]
-    assert api.volume("POST", "/snapshots", json={"snapshot": {"volume_id": vol["id"], "force": "maybe"}}).status_code == 400
+    assert (
+        api.volume(
+            "POST", "/snapshots", json={"snapshot": {"volume_id": vol["id"], "force": "maybe"}}
+        ).status_code
+        == 400
+    )
     assert api.volume("GET", "/snapshots/00000000-0000-0000-0000-000000000000").status_code == 404
-    assert api.volume("PUT", f"/snapshots/{snap['id']}", json={"snapshot": {"name": "s2"}}).json()["snapshot"]["name"] == "s2"
+    assert (
+        api.volume("PUT", f"/snapshots/{snap['id']}", json={"snapshot": {"name": "s2"}}).json()["snapshot"][
+            "name"
+        ]
+        == "s2"
+    )
     cascade = api.volume("DELETE", f"/volumes/{vol['id']}?cascade=true")
     assert cascade.status_code == 202
     api.wait_volume(vol["id"], None)
@@ -184,22 +269,36 @@ def test_types_and_qos(api: Api, admin: Api) -> None:
     types = {t["name"]: t for t in api.volume("GET", "/types").json()["volume_types"]}
     assert set(types) >= {"standard", "archive", "shared"}
     assert types["shared"]["extra_specs"] == {"multiattach": "<is> True"}
-    assert "volume_backend_name" in admin.volume("GET", f"/types/{types['archive']['id']}").json()["volume_type"][
-        "extra_specs"]
+    assert (
+        "volume_backend_name"
+        in admin.volume("GET", f"/types/{types['archive']['id']}").json()["volume_type"]["extra_specs"]
+    )
     assert api.volume("GET", "/types/default", mv="3.62").json()["volume_type"]["name"] == "standard"
     assert api.volume("GET", "/types/standard").status_code == 404
     assert api.volume("POST", "/types", json={"volume_type": {"name": "t"}}).status_code == 403
-    created = admin.volume("POST", "/types", json={"volume_type": {"name": "tmp-type", "extra_specs": {"a": "b"}}})
+    created = admin.volume(
+        "POST", "/types", json={"volume_type": {"name": "tmp-type", "extra_specs": {"a": "b"}}}
+    )
     assert created.status_code == 200
     assert admin.volume("POST", "/types", json={"volume_type": {"name": "tmp-type"}}).status_code == 409
     assert admin.volume("DELETE", f"/types/{created.json()['volume_type']['id']}").status_code == 202
     assert api.volume("GET", "/qos-specs").status_code == 403
-    qos = admin.volume("POST", "/qos-specs", json={"qos_specs": {"name": "gold", "consumer": "front-end",
-                                                                  "read_iops_sec": "100"}})
+    qos = admin.volume(
+        "POST",
+        "/qos-specs",
+        json={"qos_specs": {"name": "gold", "consumer": "front-end", "read_iops_sec": "100"}},
+    )
     assert qos.status_code == 200
     qos_id = qos.json()["qos_specs"]["id"]
-    assert admin.volume("POST", "/qos-specs", json={"qos_specs": {"name": "bad", "consumer": "sideways"}}).status_code == 400
-    assert admin.volume("GET", f"/qos-specs/{qos_id}").json()["qos_specs"]["specs"] == {"read_iops_sec": "100"}
+    assert (
+        admin.volume(
+            "POST", "/qos-specs", json={"qos_specs": {"name": "bad", "consumer": "sideways"}}
+        ).status_code
+        == 400
+    )
+    assert admin.volume("GET", f"/qos-specs/{qos_id}").json()["qos_specs"]["specs"] == {
+        "read_iops_sec": "100"
+    }
     assert admin.volume("DELETE", f"/qos-specs/{qos_id}").status_code == 202
     assert admin.volume("GET", f"/qos-specs/{qos_id}").status_code == 404
 
@@ -208,7 +307,10 @@ def test_quotas_enforced_and_adjustable(fresh_emu: EmulatorProcess) -> None:
     api, admin = Api(fresh_emu), Api(fresh_emu, "xloud-emulator-admin")
     try:
         project = api.project_id
-        assert api.volume("PUT", f"/os-quota-sets/{project}", json={"quota_set": {"volumes": 1}}).status_code == 403
+        assert (
+            api.volume("PUT", f"/os-quota-sets/{project}", json={"quota_set": {"volumes": 1}}).status_code
+            == 403
+        )
         set_one = admin.volume("PUT", f"/os-quota-sets/{project}", json={"quota_set": {"volumes": 1}})
         assert set_one.status_code == 200
         assert set_one.json()["quota_set"]["volumes"] == 1
@@ -216,7 +318,8 @@ def test_quotas_enforced_and_adjustable(fresh_emu: EmulatorProcess) -> None:
         over = api.volume("POST", "/volumes", json={"volume": {"size": 1}})
         assert over.status_code == 413
         assert over.json()["overLimit"]["message"] == (
-            "VolumeLimitExceeded: Maximum number of volumes allowed (1) exceeded for quota 'volumes'.")
+            "VolumeLimitExceeded: Maximum number of volumes allowed (1) exceeded for quota 'volumes'."
+        )
         usage = api.volume("GET", f"/os-quota-sets/{project}?usage=true").json()["quota_set"]
         assert usage["volumes"] == {"limit": 1, "in_use": 1, "reserved": 0}
         limits = api.volume("GET", "/limits").json()["limits"]["absolute"]
@@ -247,7 +350,9 @@ def test_legacy_attach_actions(api: Api) -> None:
     assert api.volume("POST", path, json={"os-unreserve": None}).status_code == 202
     assert api.get_volume(vol["id"])["status"] == "available"  # type: ignore[index]
     api.volume("POST", path, json={"os-reserve": None})
-    attach = {"os-attach": {"instance_uuid": "89445fa7-dbf2-419f-a427-a9ae23566275", "mountpoint": "/dev/vdc"}}
+    attach = {
+        "os-attach": {"instance_uuid": "89445fa7-dbf2-419f-a427-a9ae23566275", "mountpoint": "/dev/vdc"}
+    }
     assert api.volume("POST", path, json=attach).status_code == 202
     assert api.get_volume(vol["id"])["status"] == "in-use"  # type: ignore[index]
     assert api.volume("POST", path, json={"os-begin_detaching": None}).status_code == 202
