@@ -149,16 +149,29 @@ class StorageCore:
 
     def volume_body(self, call: Call, vol: Volume, admin_attrs: bool = True) -> dict[str, Any]:
         """The full volume view for a caller."""
+        return self.volume_bodies(call, [vol], admin_attrs)[0]
+
+    def volume_bodies(self, call: Call, vols: list[Volume], admin_attrs: bool = True) -> list[dict[str, Any]]:
+        """Full volume views, looking servers, types and attachments up once."""
         servers = {s.id: s for s in self.store.all(Server)}
-        return self.views.volume(
-            vol,
-            call.mv,
-            call.caller,
-            self.store.get(VolumeType, vol.type_id),
-            self.ops.attachments_of(vol.id),
-            servers,
-            admin_attrs,
-        )
+        types = {t.id: t for t in self.store.all(VolumeType)}
+        wanted = {v.id for v in vols}
+        attachments: dict[str, list[Attachment]] = {}
+        for att in self.store.all(Attachment):
+            if att.volume_id in wanted:
+                attachments.setdefault(att.volume_id, []).append(att)
+        return [
+            self.views.volume(
+                vol,
+                call.mv,
+                call.caller,
+                types.get(vol.type_id),
+                attachments.get(vol.id, []),
+                servers,
+                admin_attrs,
+            )
+            for vol in vols
+        ]
 
     def attachments(self) -> list[Attachment]:
         """Every attachment."""

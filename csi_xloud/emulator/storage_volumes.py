@@ -166,12 +166,12 @@ class VolumeRoutes:
     def _list(self, call: Call, detail: bool) -> Response:
         vols = self._filtered(call)
         page, links = self._core.page(call, vols, "volumes", "Volume")
-        body: dict[str, Any] = {
-            "volumes": [
-                self._core.volume_body(call, v) if detail else self._core.views.volume_summary(v)
-                for v in page
-            ]
-        }
+        items = (
+            self._core.volume_bodies(call, page)
+            if detail
+            else [self._core.views.volume_summary(v) for v in page]
+        )
+        body: dict[str, Any] = {"volumes": items}
         if links:
             body["volumes_links"] = links
         if call.mv.at_least("3.45") and call.query.get("with_count", "").lower() in ("true", "1"):

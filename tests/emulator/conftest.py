@@ -30,6 +30,8 @@ def emu(emu_root: Path) -> Iterator[EmulatorProcess]:
     """A shared emulator with fast transitions."""
     with EmulatorProcess(emu_root / "shared", op_seconds=0.05, servers="node-a,node-b,node-z@zone-z") as proc:
         yield proc
+    log = (emu_root / "shared" / "emulator.log").read_text()
+    assert "internal error" not in log and "Exception in ASGI application" not in log, log[-3000:]
 
 
 @pytest.fixture
