@@ -32,7 +32,7 @@ from csi_xloud.emulator.context import EmulatorConfig
 from csi_xloud.emulator.data import DataPlane
 from csi_xloud.emulator.errors import ApiError
 from csi_xloud.emulator.faults import FaultMiddleware, Faults, RuleError
-from csi_xloud.emulator.identity_api import ADMIN_USER, MEMBER_USER, IdentityApi, seed_identity
+from csi_xloud.emulator.identity_api import ADMIN_USER, MEMBER_USER, IdentityApi, prune_tokens, seed_identity
 from csi_xloud.emulator.models import AppCredential, Server, User, VolumeType, new_id, now
 from csi_xloud.emulator.ops import Operations
 from csi_xloud.emulator.routing import RouteTable
@@ -91,6 +91,7 @@ class Emulator:
         self.faults = Faults()
         self.ops = Operations(self.store, DataPlane(data_dir), ChunkStore(data_dir / "backups"), op_seconds)
         seed_identity(self.store)
+        prune_tokens(self.store)
         self._seed_types()
         self._sync_servers(servers)
         self.identity = IdentityApi(self.store, self.config)

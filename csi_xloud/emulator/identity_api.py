@@ -54,6 +54,12 @@ def seed_identity(store: Store) -> None:
     store.put(member, admin, cred)
 
 
+def prune_tokens(store: Store) -> None:
+    """Forget tokens that expired more than an hour ago (Keystone answers for them like for unknown ones)."""
+    cutoff = time.time() - 3600
+    store.delete(*(t for t in store.all(Token) if t.expires_at < cutoff))
+
+
 def bad_input(message: str) -> ApiError:
     """Keystone's 400."""
     return keystone_error(400, "Bad Request", message)
@@ -65,6 +71,7 @@ class IdentityApi:
     def __init__(self, store: Store, config: EmulatorConfig) -> None:
         self._store = store
         self._config = config
+        self._issued = 0
 
     def routes(self) -> list[Route]:
         """The Starlette routes of this API."""
@@ -119,6 +126,9 @@ class IdentityApi:
             raise bad_input("Invalid input for field 'identity/methods'")
         token = self._authenticate(identity, methods, auth.get("scope"))
         self._store.put(token)
+        self._issued += 1
+        if self._issued % 500 == 0:
+            prune_tokens(self._store)
         headers = {"X-Subject-Token": token.id, "Vary": "X-Auth-Token"}
         body = self._token_body(token, "nocatalog" not in request.query_params)
         return JSONResponse(body, status_code=201, headers=headers)

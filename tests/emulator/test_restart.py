@@ -58,6 +58,7 @@ def test_crash_settles_in_flight_operations(emu_root: Path) -> None:
         attached = api.create_volume()
         doomed = api.create_volume()
         joining = api.create_volume()
+        snapped = api.create_volume()
         api.attach(node["id"], attached["id"])
         fd = os.open(_device(node, attached["id"]), os.O_RDWR)
         os.pwrite(fd, b"crash-safe" * 100, 0)
@@ -79,18 +80,29 @@ def test_crash_settles_in_flight_operations(emu_root: Path) -> None:
             ).status_code
             == 200
         )
+        snap = api.volume("POST", "/snapshots", json={"snapshot": {"volume_id": snapped["id"]}}).json()[
+            "snapshot"
+        ]
+        backup = api.volume("POST", "/backups", json={"backup": {"volume_id": attached["id"], "force": True}})
+        backup_id = backup.json()["backup"]["id"]
+        assert api.get_volume(attached["id"])["status"] == "backing-up"  # type: ignore[index]
         emu.kill()
         assert loop_devices_under(emu.data_dir) == []
         emu.start()
         assert api.wait_volume(creating["id"], "available")["size"] == 1
         assert api.wait_volume(grow["id"], "available")["size"] == 3
         api.wait_volume(doomed["id"], None)
-        assert api.get_volume(attached["id"])["status"] == "in-use"  # type: ignore[index]
+        api.wait(lambda: api.volume("GET", f"/backups/{backup_id}").json()["backup"], "available")
+        api.wait_volume(attached["id"], "in-use")
         assert _read(_device(node, attached["id"]), 1000) == b"crash-safe" * 100
         api.wait_volume(joining["id"], "in-use")
         assert _device(node, joining["id"]).startswith("/dev/loop")
+        api.wait(lambda: api.volume("GET", f"/snapshots/{snap['id']}").json()["snapshot"], "available")
+        assert api.volume("DELETE", f"/backups/{backup_id}").status_code == 202
+        assert api.volume("DELETE", f"/volumes/{snapped['id']}?cascade=true").status_code == 202
         api.detach(node["id"], attached["id"])
         api.detach(node["id"], joining["id"])
         for vid in (creating["id"], grow["id"], attached["id"], joining["id"]):
             api.delete_volume(vid)
+        api.wait_volume(snapped["id"], None)
         api.close()
