@@ -5,11 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
 from csi_xloud.emulator.app import Emulator, parse_servers
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending with status 0 after SIGTERM/SIGINT instead of re-raising the signal."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -70,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         backlog=4096,
         limit_concurrency=None,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     asyncio.run(server.serve())
     return 0 if server.started else 1
 

@@ -177,3 +177,51 @@ def test_multiattach(api: Api, servers: dict[str, dict[str, str]]) -> None:
     assert [x["server_id"] for x in still["attachments"]] == [b["id"]]
     api.detach(b["id"], vol["id"])
     api.delete_volume(vol["id"])
+
+
+def test_in_use_snapshot_force_rules(api: Api, servers: dict[str, dict[str, str]]) -> None:
+    node = servers["node-a"]
+    vol = api.create_volume()
+    api.attach(node["id"], vol["id"])
+    body = {"snapshot": {"volume_id": vol["id"]}}
+    refused = api.volume("POST", "/snapshots", json=body, mv="3.0")
+    assert refused.json()["badRequest"]["message"] == (
+        f"Invalid volume: Volume {vol['id']} status must be available, but current status is: in-use."
+    )
+    flag = api.volume(
+        "POST", "/snapshots", json={"snapshot": {**body["snapshot"], "force": False}}, mv="3.66"
+    )
+    assert flag.status_code == 400
+    forced = api.volume(
+        "POST", "/snapshots", json={"snapshot": {**body["snapshot"], "force": True}}, mv="3.0"
+    )
+    implicit = api.volume("POST", "/snapshots", json=body, mv="3.66")
+    assert forced.status_code == implicit.status_code == 202
+    for snap in (forced.json()["snapshot"], implicit.json()["snapshot"]):
+        api.wait(lambda s=snap: api.volume("GET", f"/snapshots/{s['id']}").json()["snapshot"], "available")
+    api.detach(node["id"], vol["id"])
+    assert api.volume("DELETE", f"/volumes/{vol['id']}?cascade=true").status_code == 202
+    api.wait_volume(vol["id"], None)
+
+
+def test_in_use_retype_moves_data_under_the_loop_device(api: Api, servers: dict[str, dict[str, str]]) -> None:
+    node = servers["node-b"]
+    vol = api.create_volume()
+    api.attach(node["id"], vol["id"])
+    device = os.readlink(_link(node, vol["id"]))
+    fd = os.open(device, os.O_RDWR)
+    os.pwrite(fd, b"moved" * 1000, 0)
+    os.fsync(fd)
+    os.close(fd)
+    resp = api.volume(
+        "POST",
+        f"/volumes/{vol['id']}/action",
+        json={"os-retype": {"new_type": "archive", "migration_policy": "on-demand"}},
+    )
+    assert resp.status_code == 202
+    assert api.wait_volume(vol["id"], "in-use")["volume_type"] == "archive"
+    moved = api.emu.data_dir / "backends" / "hdd" / "volumes" / f"{vol['id']}.img"
+    assert moved.read_bytes()[:5000] == b"moved" * 1000
+    api.detach(node["id"], vol["id"])
+    assert device not in {name for name, _ in loop_devices_under(api.emu.data_dir)}
+    api.delete_volume(vol["id"])

@@ -106,3 +106,24 @@ def test_crash_settles_in_flight_operations(emu_root: Path) -> None:
             api.delete_volume(vid)
         api.wait_volume(snapped["id"], None)
         api.close()
+
+
+def test_sigint_detaches_loop_devices(emu_root: Path) -> None:
+    import signal
+    import time
+
+    with EmulatorProcess(emu_root / "sigint", op_seconds=0.05) as emu:
+        api = Api(emu)
+        node = emu.servers[1]
+        vol = api.create_volume()
+        api.attach(node["id"], vol["id"])
+        api.close()
+        assert len(loop_devices_under(emu.data_dir)) == 1
+        assert emu.pid is not None
+        os.kill(emu.pid, signal.SIGINT)
+        deadline = time.monotonic() + 15
+        while emu.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not emu.running
+        assert loop_devices_under(emu.data_dir) == [], "the emulator itself detaches on shutdown"
+        assert emu.stop() == 0
