@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import string
@@ -204,21 +205,11 @@ class ComputeApi:
         view: dict[str, Any] = {}
         if for_create or not call.mv.at_least("2.89"):
             view["id"] = att.volume_id
-        view.update({"serverId": att.server_id, "volumeId": att.volume_id, "device": att.device})
         if for_create:
-            view = {
-                "id": att.volume_id,
-                "serverId": att.server_id,
-                "volumeId": att.volume_id,
-                "device": att.device,
-            }
+            view.update({"serverId": att.server_id, "volumeId": att.volume_id})
         else:
-            view = {
-                **({"id": att.volume_id} if not call.mv.at_least("2.89") else {}),
-                "volumeId": att.volume_id,
-                "serverId": att.server_id,
-                "device": att.device,
-            }
+            view.update({"volumeId": att.volume_id, "serverId": att.server_id})
+        view["device"] = att.device
         if call.mv.at_least("2.70"):
             view["tag"] = att.tag
         if call.mv.at_least("2.79"):
@@ -391,8 +382,6 @@ class ComputeApi:
                 " volume: Unable to detach volume. Volume status must"
                 " be 'in-use' and attach_status must be 'attached' to detach."
             )
-        others = [a for a in self._ops.attachments_of(vol.id) if a.id != att.id]
-        del others
         self._store.put(
             _replace_attachment(att, status=AttachStatus.DETACHING),
             _replace_volume(vol, status=VolumeStatus.DETACHING),
@@ -402,12 +391,8 @@ class ComputeApi:
 
 
 def _replace_volume(vol: Volume, **changes: Any) -> Volume:
-    import dataclasses
-
     return dataclasses.replace(vol, updated_at=now(), **changes)
 
 
 def _replace_attachment(att: Attachment, **changes: Any) -> Attachment:
-    import dataclasses
-
     return dataclasses.replace(att, **changes)

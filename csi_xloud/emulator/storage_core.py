@@ -36,8 +36,6 @@ def parse_bool(field: str, value: Any) -> bool:
 def parse_size(field: str, value: Any, minimum: int = 1) -> int:
     """A size in GiB as Cinder's schema accepts it (integer or digit string)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        kind = "number" if isinstance(value, float) else type(value).__name__
-        del kind
         raise invalid_input(field, value, f"{value!r} is not of type 'integer', 'string', 'null'")
     if isinstance(value, str) and not value.isdigit():
         raise invalid_input(field, value, f"{value!r} does not match '^[0-9]+$'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from csi_xloud.emulator.context import Caller, Microversion
@@ -190,6 +191,4 @@ class StorageViews:
 
 
 def _service_uuid(backend: str) -> str:
-    import uuid
-
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"xloud-volume-service/{backend}"))

@@ -21,11 +21,11 @@ import httpx
 import pytest
 import yaml
 
+from csi_xloud.emulator.identity_api import stable_hex
 from csi_xloud.emulator.process import EmulatorProcess
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared"
-if not SAMPLES.is_dir():
-    SAMPLES = Path("/work/shared")
+# Exchanges recorded from real Cinder 29.0.0, Keystone 30.0.0 and Nova 34.0.0 (kept as test data).
+SAMPLES = Path(__file__).resolve().parent / "api_samples"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}")
 OPAQUE = {
     "metadata",
@@ -89,7 +89,7 @@ TYPES = {"ssd-standard": "standard", "archive-hdd": "archive", "__DEFAULT__": "s
 
 def _sample_files() -> list[Path]:
     files = []
-    for folder in ("cinder-api-samples", "keystone-api-samples", "nova-api-samples"):
+    for folder in ("cinder", "keystone", "nova"):
         files.extend(
             p for p in sorted((SAMPLES / folder).glob("*.json")) if "exchanges" in json.loads(p.read_text())
         )
@@ -281,9 +281,9 @@ class Replayer:
         request = exchange["request"]
         port = urllib.parse.urlsplit(request.get("url", "")).port
         path = request["path"]
-        if port in (8776, 8786) or (port is None and folder == "cinder-api-samples"):
+        if port in (8776, 8786) or (port is None and folder == "cinder"):
             prefix = "/volume"
-        elif port == 8774 or (port is None and folder == "nova-api-samples"):
+        elif port == 8774 or (port is None and folder == "nova"):
             prefix = "/compute"
         else:
             prefix = "/identity"
@@ -524,9 +524,7 @@ class Replayer:
 
 
 def _user_id(emu: EmulatorProcess, name: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(f"user/{name}".encode()).hexdigest()[:32]
+    return stable_hex("user", name)
 
 
 @pytest.fixture(scope="module")
