@@ -376,7 +376,7 @@ class ComputeApi:
         if vol is None or vol.project_id != call.project_id:
             raise not_found(f"Volume {volume_id} could not be found.")
         att = self._attached(server, volume_id)
-        if att.status != AttachStatus.ATTACHED:
+        if att.status != AttachStatus.ATTACHED or vol.status != VolumeStatus.IN_USE:
             raise bad_request(
                 "Invalid volume: Invalid input received: Invalid"
                 " volume: Unable to detach volume. Volume status must"
