@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        # Longer than clients' idle pools keep connections, so a reused connection is never closed under them.
+        timeout_keep_alive=120,
         backlog=4096,
         limit_concurrency=None,
     )

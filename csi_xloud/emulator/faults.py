@@ -72,6 +72,24 @@ class FaultRule:
         return (self.method is None or self.method == method) and self.path.search(path) is not None
 
 
+_KINDS = {
+    400: "badRequest",
+    403: "forbidden",
+    404: "itemNotFound",
+    409: "conflictingRequest",
+    413: "overLimit",
+    429: "overLimit",
+}
+
+
+def fault_body(path: str, status: int) -> dict[str, Any]:
+    """An injected error in the body format of the API the path belongs to."""
+    message = "Injected fault."
+    if path.startswith("/identity"):
+        return {"error": {"code": status, "message": message, "title": "Injected"}}
+    return {_KINDS.get(status, "computeFault"): {"code": status, "message": message}}
+
+
 def path_template(path: str) -> str:
     """The path with every id segment replaced by {id}."""
     return "/".join("{id}" if _ID_SEGMENT.match(seg) else seg for seg in path.split("/"))
@@ -122,7 +140,7 @@ class FaultMiddleware:
                 await asyncio.sleep(rule.delay)
             if rule.status is not None:
                 headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
-                body = {"computeFault": {"code": rule.status, "message": "Injected fault."}}
+                body = fault_body(path, rule.status)
                 await JSONResponse(body, status_code=rule.status, headers=headers)(scope, receive, send)
                 return
         await self._app(scope, receive, send)

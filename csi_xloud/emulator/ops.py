@@ -388,12 +388,16 @@ class Operations:
                 continue
             path = str(self.volume_path(vol))
             reuse = next((name for name, back in unused.items() if back == path), None)
-            if reuse is not None:
-                del unused[reuse]
-                await self._data.relink(reuse, link)
-                device = reuse
-            else:
-                device = await self._data.attach(self.volume_path(vol), link)
+            try:
+                if reuse is not None:
+                    del unused[reuse]
+                    await self._data.relink(reuse, link)
+                    device: str | None = reuse
+                else:
+                    device = await self._data.attach(self.volume_path(vol), link)
+            except Exception:
+                log.exception("could not set attachment %s up again", att.id)
+                device = None
             self._store.put(dataclasses.replace(att, loop_device=device))
         for name, back in unused.items():
             await self._data.detach(name, Path(back), Path("/nonexistent"))

@@ -76,7 +76,11 @@ class Api:
         return vol
 
     def wait(
-        self, fetch: Callable[[], dict[str, Any] | None], status: str | None, timeout: float = 15
+        self,
+        fetch: Callable[[], dict[str, Any] | None],
+        status: str | None,
+        timeout: float = 15,
+        interval: float = 0.03,
     ) -> Any:
         """Poll until fetch() has that status (None: until it is gone)."""
         deadline = time.monotonic() + timeout
@@ -85,12 +89,14 @@ class Api:
             last = fetch()
             if (status is None and last is None) or (last is not None and last.get("status") == status):
                 return last
-            time.sleep(0.03)
+            time.sleep(interval)
         raise AssertionError(f"still {last and last.get('status')!r}, wanted {status!r}: {last}")
 
-    def wait_volume(self, volume_id: str, status: str | None, timeout: float = 15) -> Any:
+    def wait_volume(
+        self, volume_id: str, status: str | None, timeout: float = 15, interval: float = 0.03
+    ) -> Any:
         """Poll a volume until it has status (None: gone)."""
-        return self.wait(lambda: self.get_volume(volume_id), status, timeout)
+        return self.wait(lambda: self.get_volume(volume_id), status, timeout, interval)
 
     def create_volume(self, size: int = 1, wait: bool = True, **fields: Any) -> dict[str, Any]:
         """Create a volume and (by default) wait until it is available."""

@@ -20,6 +20,7 @@ def test_status_rule_fires_exactly_count_times(api: Api) -> None:
         api.emu.clear_faults()
     assert [first.status_code, second.status_code, third.status_code] == [503, 503, 200]
     assert first.headers["Retry-After"] == "1"
+    assert first.json() == {"computeFault": {"code": 503, "message": "Injected fault."}}
     assert other.status_code == 200
 
 
@@ -75,3 +76,17 @@ def test_stats_count_templates(api: Api) -> None:
     assert after["requests"][key] - before["requests"].get(key, 0) == 2
     assert after["total"] - before["total"] == 2
     assert not any(k.split()[1].startswith("/_emulator") for k in after["requests"])
+
+
+def test_bodies_follow_the_api(api: Api) -> None:
+    api.emu.set_faults(
+        [
+            {"path": "^/volume/.*/limits$", "status": 413, "count": 1},
+            {"path": "^/identity/v3/auth/tokens$", "status": 401, "count": 1},
+        ]
+    )
+    try:
+        assert api.volume("GET", "/limits").json()["overLimit"]["code"] == 413
+        assert api.http.post("/identity/v3/auth/tokens", json={}).json()["error"]["code"] == 401
+    finally:
+        api.emu.clear_faults()
