@@ -31,7 +31,7 @@ from csi_xloud.emulator.compute_api import ComputeApi
 from csi_xloud.emulator.context import EmulatorConfig
 from csi_xloud.emulator.data import DataPlane
 from csi_xloud.emulator.errors import ApiError
-from csi_xloud.emulator.faults import FaultMiddleware, Faults, RuleError
+from csi_xloud.emulator.faults import FaultMiddleware, Faults, RequestIdMiddleware, RuleError
 from csi_xloud.emulator.identity_api import ADMIN_USER, MEMBER_USER, IdentityApi, prune_tokens, seed_identity
 from csi_xloud.emulator.models import AppCredential, Server, User, VolumeType, new_id, now
 from csi_xloud.emulator.ops import Operations
@@ -237,6 +237,7 @@ class Emulator:
             },
         )
         app.add_middleware(FaultMiddleware, faults=self.faults)
+        app.add_middleware(RequestIdMiddleware, identity_url=self.config.identity_url)
         return app
 
 

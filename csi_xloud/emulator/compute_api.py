@@ -51,6 +51,12 @@ class ComputeApi:
             "Vary": "OpenStack-API-Version, X-OpenStack-Nova-API-Version",
         }
 
+    @staticmethod
+    def _echoed_version(request: Request, status: int) -> str:
+        """The version an error answer names: the requested one for 406, else the default."""
+        raw = request.headers.get("openstack-api-version", "").split()
+        return raw[-1] if status == 406 and len(raw) == 2 else MIN_VERSION
+
     def _version_doc(self) -> dict[str, Any]:
         return {
             "id": "v2.1",
@@ -82,10 +88,7 @@ class ComputeApi:
             response = await handler(Call(request, caller, mv, caller.project_id, params))
         except ApiError as err:
             response = err.response()
-            if err.status == 406:
-                return response
-            mv_text = request.headers.get("openstack-api-version", "").split()[-1:] or [MIN_VERSION]
-            response.headers.update(self._headers(mv_text[0] if err.status not in (400,) else MIN_VERSION))
+            response.headers.update(self._headers(self._echoed_version(request, err.status)))
             return response
         response.headers.update(self._headers(str(mv)))
         return response

@@ -61,7 +61,7 @@ def invalid_input(field: str, value: Any, reason: str) -> ApiError:
 
 
 def keystone_error(status: int, title: str, message: str) -> ApiError:
-    """A Keystone error body."""
+    """A Keystone error body (401s get their WWW-Authenticate header from the Identity API)."""
     headers = {"Vary": "X-Auth-Token"}
     return ApiError(status, {"error": {"code": status, "message": message, "title": title}}, headers)
 

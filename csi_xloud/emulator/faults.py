@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _ID_SEGMENT = re.compile(
     r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$"
@@ -119,6 +120,34 @@ class Faults:
     def stats(self) -> dict[str, Any]:
         """The /_emulator/stats body."""
         return {"total": sum(self.counts.values()), "requests": dict(self.counts)}
+
+
+class RequestIdMiddleware:
+    """Adds the request id headers to every answer, and Keystone's Vary and WWW-Authenticate."""
+
+    def __init__(self, app: ASGIApp, identity_url: str) -> None:
+        self._app = app
+        self._www_authenticate = f'Keystone uri="{identity_url}"'.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
+            await self._app(scope, receive, send)
+            return
+        request_id = f"req-{uuid.uuid4()}".encode()
+        identity = scope["path"].startswith("/identity")
+        extra = [(b"x-openstack-request-id", request_id)]
+        extra.append((b"vary", b"X-Auth-Token") if identity else (b"x-compute-request-id", request_id))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                message["headers"] = headers + [(n, v) for n, v in extra if n not in present]
+                if identity and message["status"] == 401 and b"www-authenticate" not in present:
+                    message["headers"].append((b"www-authenticate", self._www_authenticate))
+            await send(message)
+
+        await self._app(scope, receive, send_with_id)
 
 
 class FaultMiddleware:

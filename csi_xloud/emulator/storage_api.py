@@ -7,7 +7,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from csi_xloud.emulator.context import PROJECT_ID, EmulatorConfig, authenticate, negotiate
+from csi_xloud.emulator.context import (
+    PROJECT_ID,
+    Caller,
+    EmulatorConfig,
+    Microversion,
+    authenticate,
+    negotiate,
+)
 from csi_xloud.emulator.errors import ApiError, bad_request
 from csi_xloud.emulator.routing import Call, RouteTable
 from csi_xloud.emulator.state import Store
@@ -90,29 +97,31 @@ class StorageApi:
             if err.status == 406 and raw.split()[-1:] and raw.split()[-1].startswith("3."):
                 err.headers.update(self._headers(raw.split()[-1]))
             raise
+        try:
+            response = await self._route(request, caller, mv, rest)
+        except ApiError as err:
+            err.headers.update(self._headers(str(mv)))
+            raise
+        response.headers.update(self._headers(str(mv)))
+        return response
+
+    async def _route(self, request: Request, caller: Caller, mv: Microversion, rest: str) -> Response:
         first, _, tail = rest.partition("/")
         project_id = caller.project_id
         if first not in COLLECTIONS:
             if not PROJECT_ID.match(first):
-                return JSONResponse(_WEBOB_404, status_code=404, headers=self._headers(str(mv)))
+                return JSONResponse(_WEBOB_404, status_code=404)
             if first != caller.project_id:
                 raise bad_request("Malformed request url")
             project_id = first
             rest = tail
         found = self._table.match(request.method, rest.rstrip("/"))
         if found is None:
-            return JSONResponse(_WEBOB_404, status_code=404, headers=self._headers(str(mv)))
+            return JSONResponse(_WEBOB_404, status_code=404)
         handler, params = found
         if request.method in ("POST", "PUT") and not _json_content(request):
             raise ApiError(415, {"badMediaType": {"code": 415, "message": "Unsupported Content-Type"}})
-        call = Call(request, caller, mv, project_id, params)
-        try:
-            response = await handler(call)
-        except ApiError as err:
-            err.headers.update(self._headers(str(mv)))
-            raise
-        response.headers.update(self._headers(str(mv)))
-        return response
+        return await handler(Call(request, caller, mv, project_id, params))
 
 
 def _json_content(request: Request) -> bool:

@@ -53,6 +53,8 @@ NOT_IDS = {
     "domains",
     "token",
 }
+API_HEADERS = {"openstack-api-version", "x-openstack-nova-api-version", "vary", "x-subject-token",
+               "x-openstack-request-id", "x-compute-request-id", "location", "www-authenticate"}
 NO_SETTLE = {("op_08_attach_creating", 1)}
 NOAUTH = "Cinder noauth / Nova token pass-through artefact (README)"
 NO_NOVA = "Cinder ran without Compute, the call failed there; on Xloud it succeeds (README)"
@@ -517,9 +519,9 @@ class Replayer:
                 return [f"no JSON body: {resp.text[:200]}"]
             self.learn(body, ours)
             problems += shape_diff(self._rename_keys(body), ours)
-        token = body.get("token") if isinstance(body, dict) else None
-        if token and recorded["headers"].get("X-Subject-Token") and "X-Subject-Token" not in resp.headers:
-            problems.append("missing X-Subject-Token header")
+        for header in recorded.get("headers") or {}:
+            if header.lower() in API_HEADERS and header not in resp.headers:
+                problems.append(f"missing header {header}")
         return problems
 
 
