@@ -98,7 +98,11 @@ class Volume:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Attachment:
-    """One attachment (Cinder attachment and Nova block device mapping in one)."""
+    """One attachment (Cinder attachment and Nova block device mapping in one).
+
+    `legacy` marks attachments made through the Storage API alone (os-attach or the attachments API):
+    no hypervisor is involved, so they get no loop device and Compute does not list them.
+    """
 
     KIND: ClassVar[str] = "attachment"
     id: str
@@ -114,6 +118,8 @@ class Attachment:
     mode: str = "rw"
     loop_device: str | None = None
     legacy: bool = False
+    host_name: str | None = None
+    connector: JsonDict | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from csi_xloud.emulator.models import (
 )
 from csi_xloud.emulator.ops import backend_of
 from csi_xloud.emulator.routing import Call, RouteTable
+from csi_xloud.emulator.storage_attachments import AttachmentRoutes
 from csi_xloud.emulator.storage_core import StorageCore, check_metadata, check_name, parse_bool
 
 ID = r"[^/]+"
@@ -37,6 +38,7 @@ def register_resources(core: StorageCore, table: RouteTable) -> None:
     BackupRoutes(core).register(table)
     TypeRoutes(core).register(table)
     AdminRoutes(core).register(table)
+    AttachmentRoutes(core).register(table)
 
 
 def _filter(items: list[Any], call: Call, fields: tuple[str, ...]) -> list[Any]:

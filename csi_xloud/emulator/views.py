@@ -98,7 +98,7 @@ class StorageViews:
             "attachment_id": att.id,
             "volume_id": att.volume_id,
             "server_id": att.server_id,
-            "host_name": server.name if server else None,
+            "host_name": att.host_name or (server.name if server else None),
             "device": att.device,
             "attached_at": att.attached_at,
         }
