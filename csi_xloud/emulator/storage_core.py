@@ -70,6 +70,14 @@ def check_name(field: str, value: Any) -> str | None:
     return value
 
 
+def filter_by(items: list[Any], call: Call, fields: tuple[str, ...]) -> list[Any]:
+    """Items whose named fields equal the query parameters given for them."""
+    for field in fields:
+        if field in call.query:
+            items = [i for i in items if str(getattr(i, field)) == call.query[field]]
+    return items
+
+
 class StorageCore:
     """Shared state and helpers of the Storage API."""
 

@@ -83,9 +83,7 @@ LIST_PARAMS = {"limit", "marker", "sort", "sort_key", "sort_dir", "with_count", 
 
 def is_multiattach(vtype: VolumeType | None) -> bool:
     """Whether a type makes multiattach volumes."""
-    return (
-        bool(vtype) and vtype is not None and vtype.extra_specs.get("multiattach", "").lower() == "<is> true"
-    )
+    return vtype is not None and vtype.extra_specs.get("multiattach", "").lower() == "<is> true"
 
 
 class VolumeRoutes:
