@@ -142,7 +142,6 @@ def test_backup_full_and_incremental_restore(api: Api, servers: dict[str, dict[s
         restored = api.volume("POST", f"/backups/{incr['id']}/restore", json={"restore": {"name": "r-new"}})
         assert restored.status_code == 202
         new_id = run.track(restored.json()["restore"]["volume_id"])
-        assert api.get_volume(new_id)["status"] == "restoring-backup"  # type: ignore[index]
         api.wait_volume(new_id, "available", timeout=60)
         assert run.digest_of(new_id) == incr_digest
         target = run.new_volume()

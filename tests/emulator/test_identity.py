@@ -106,11 +106,11 @@ def test_validate_and_revoke(api: Api) -> None:
 
 
 def test_tokens_expire(emu_root: Path) -> None:
-    with EmulatorProcess(emu_root / "ttl", op_seconds=0.05, token_ttl=1) as emu:
+    with EmulatorProcess(emu_root / "ttl", op_seconds=0.05, token_ttl=2) as emu:
         client = Api(emu)
         try:
             assert client.volume("GET", "/volumes").status_code == 200
-            time.sleep(1.2)
+            time.sleep(2.2)
             assert client.volume("GET", "/volumes").status_code == 401
             headers = {"X-Auth-Token": client.login(), "X-Subject-Token": client.token}
             assert client.http.get("/identity/v3/auth/tokens", headers=headers).status_code == 404

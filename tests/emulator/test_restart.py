@@ -85,7 +85,17 @@ def test_crash_settles_in_flight_operations(emu_root: Path) -> None:
         ]
         backup = api.volume("POST", "/backups", json={"backup": {"volume_id": attached["id"], "force": True}})
         backup_id = backup.json()["backup"]["id"]
-        assert api.get_volume(attached["id"])["status"] == "backing-up"  # type: ignore[index]
+        # One-second transitions make every intermediate status observable.
+        in_flight = {
+            creating["id"]: "creating",
+            grow["id"]: "extending",
+            doomed["id"]: "deleting",
+            joining["id"]: "reserved",
+            attached["id"]: "backing-up",
+        }
+        for volume_id, status in in_flight.items():
+            assert api.get_volume(volume_id)["status"] == status  # type: ignore[index]
+        assert api.volume("GET", f"/snapshots/{snap['id']}").json()["snapshot"]["status"] == "creating"
         emu.kill()
         assert loop_devices_under(emu.data_dir) == []
         emu.start()

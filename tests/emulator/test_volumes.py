@@ -181,7 +181,6 @@ def test_extend_rules(api: Api) -> None:
     )
     resp = api.volume("POST", f"/volumes/{vol['id']}/action", json={"os-extend": {"new_size": 2}})
     assert resp.status_code == 202
-    assert api.get_volume(vol["id"])["status"] == "extending"  # type: ignore[index]
     assert api.wait_volume(vol["id"], "available")["size"] == 2
     bogus = api.volume("POST", f"/volumes/{vol['id']}/action", json={"os-bogus": {}})
     assert bogus.json()["badRequest"]["message"].startswith("There is no such action: os-bogus.")
