@@ -112,13 +112,19 @@ class DataPlane:
     async def _writable_loop(self, path: Path, tries: int = 5) -> str:
         # losetup falls back to read-only when it cannot open a fresh /dev/loopN read-write (a race
         # with the node's creation); such a device is useless to a guest, so take another one.
+        # Concurrent set-ups (ours or other programs') can also race for the same free device.
+        error: CommandError | None = None
         for attempt in range(tries):
-            device = (await run("losetup", "--find", "--show", str(path))).strip()
-            if not _read_only(device):
-                return device
-            await self._detach_device(device)
+            try:
+                device = (await run("losetup", "--find", "--show", str(path))).strip()
+            except CommandError as exc:
+                error = exc
+            else:
+                if not _read_only(device):
+                    return device
+                await self._detach_device(device)
             await asyncio.sleep(0.05 * (attempt + 1))
-        raise CommandError(f"could not get a writable loop device for {path.name}")
+        raise error or CommandError(f"could not get a writable loop device for {path.name}")
 
     async def _detach_device(self, device: str, tries: int = 5) -> None:
         for attempt in range(tries):

@@ -224,3 +224,30 @@ def test_in_use_retype_moves_data_under_the_loop_device(api: Api, servers: dict[
     api.detach(node["id"], vol["id"])
     assert device not in {name for name, _ in loop_devices_under(api.emu.data_dir)}
     api.delete_volume(vol["id"])
+
+
+def test_many_attachments_at_once(api: Api, servers: dict[str, dict[str, str]]) -> None:
+    nodes = [servers["node-a"], servers["node-b"]]
+    vols = [api.create_volume(wait=False)["id"] for _ in range(8)]
+    for vid in vols:
+        api.wait_volume(vid, "available")
+    for n, vid in enumerate(vols):
+        resp = api.compute(
+            "POST",
+            f"/servers/{nodes[n % 2]['id']}/os-volume_attachments",
+            json={"volumeAttachment": {"volumeId": vid}},
+        )
+        assert resp.status_code == 200, resp.text
+    for vid in vols:
+        api.wait_volume(vid, "in-use")
+    devices = {os.readlink(_link(nodes[n % 2], vid)) for n, vid in enumerate(vols)}
+    assert len(devices) == len(vols)
+    for n, vid in enumerate(vols):
+        assert (
+            api.compute("DELETE", f"/servers/{nodes[n % 2]['id']}/os-volume_attachments/{vid}").status_code
+            == 202
+        )
+    for vid in vols:
+        api.wait_volume(vid, "available")
+        api.delete_volume(vid)
+    assert not devices & {name for name, _ in loop_devices_under(api.emu.data_dir)}
