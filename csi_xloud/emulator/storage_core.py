@@ -1,4 +1,4 @@
-"""What the Storage API's route groups share: lookups, validation, views and the response helpers."""
+"""What the Storage API's route groups share: lookups, validation, views and response builders."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def filter_by(items: list[Any], call: Call, fields: tuple[str, ...]) -> list[Any
 
 
 class StorageCore:
-    """Shared state and helpers of the Storage API."""
+    """Shared state and lookups of the Storage API."""
 
     def __init__(self, store: Store, ops: Operations, config: EmulatorConfig) -> None:
         self.store = store

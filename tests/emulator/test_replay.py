@@ -79,7 +79,7 @@ API_HEADERS = {
 NO_SETTLE = {("op_08_attach_creating", 1)}
 NOAUTH = "Cinder noauth / Nova token pass-through artefact (README)"
 NO_NOVA = "Cinder ran without Compute, the call failed there; on Xloud it succeeds (README)"
-SCOPES = "the emulator issues project-scoped tokens only"
+SCOPES = "the emulator hands out project-scoped tokens only"
 SKIP: dict[tuple[str, int | None], str] = {
     ("00-versions", 1): NOAUTH,
     ("08-snapshot-force-in-use", 10): NO_NOVA,
