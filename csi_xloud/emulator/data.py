@@ -150,6 +150,14 @@ class DataPlane:
             if loop.name == device and await asyncio.to_thread(os.path.realpath, loop.back_file) == wanted:
                 await self._detach_device(device)
 
+    async def remove_link(self, link: Path) -> None:
+        """Remove a by-id symlink if present."""
+        await asyncio.to_thread(_remove_link, link)
+
+    async def release(self, device: str) -> None:
+        """Detach a loop device known to be ours."""
+        await self._detach_device(device)
+
     async def refresh_size(self, device: str) -> None:
         """Make a loop device pick up its file's new size, as a hypervisor does on extend."""
         await run("losetup", "--set-capacity", device)

@@ -399,8 +399,8 @@ class Operations:
                 log.exception("could not set attachment %s up again", att.id)
                 device = None
             self._store.put(dataclasses.replace(att, loop_device=device))
-        for name, back in unused.items():
-            await self._data.detach(name, Path(back), Path("/nonexistent"))
+        for name in unused:
+            await self._data.release(name)
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Let running operations finish for a moment, cancel the rest, then detach our loop devices."""
@@ -411,10 +411,13 @@ class Operations:
             if pending:
                 await asyncio.wait(pending, timeout=2.0)
         for att in self._store.all(Attachment):
-            vol = self._store.get(Volume, att.volume_id)
             link = self.link_path(att)
-            if vol is not None and link is not None and att.loop_device:
-                try:
-                    await self._data.detach(att.loop_device, self.volume_path(vol), link)
-                except Exception:
-                    log.warning("detach of %s at shutdown failed", att.loop_device, exc_info=True)
+            if link is not None:
+                await self._data.remove_link(link)
+        # Every loop device backed by a file under the data directory is ours, including one an
+        # attach cancelled just now had set up before recording it.
+        for loop in await self._data.loops_under_root():
+            try:
+                await self._data.release(loop.name)
+            except Exception:
+                log.warning("detach of %s at shutdown failed", loop.name, exc_info=True)
