@@ -181,6 +181,10 @@ class Emulator:
         """GET /_emulator/stats."""
         return JSONResponse(self.faults.stats())
 
+    async def health(self, request: Request) -> Response:
+        """GET /_emulator/health: who answers on this port (so a starter can tell it is its own child)."""
+        return JSONResponse({"pid": os.getpid(), "data_dir": str(self.config.data_dir)})
+
     async def metadata(self, request: Request) -> Response:
         """GET /_emulator/metadata/{server_id}/openstack/latest/meta_data.json, as Nova's metadata service."""
         server = self.store.get(Server, request.path_params["server_id"])
@@ -220,6 +224,7 @@ class Emulator:
             Route("/_emulator/faults", self.set_faults, methods=["POST"]),
             Route("/_emulator/faults", self.clear_faults, methods=["DELETE"]),
             Route("/_emulator/stats", self.stats, methods=["GET"]),
+            Route("/_emulator/health", self.health, methods=["GET"]),
             Route(
                 "/_emulator/metadata/{server_id}/openstack/latest/meta_data.json",
                 self.metadata,

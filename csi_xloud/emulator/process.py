@@ -133,10 +133,12 @@ class EmulatorProcess:
                 self._cleanup()
                 raise EmulatorError(f"emulator exited early; log:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/_emulator/stats", timeout=1).status_code == 200:
+                health = httpx.get(f"{self.url}/_emulator/health", timeout=1)
+                if health.status_code == 200 and health.json().get("pid") == self.pid:
                     return
-            except httpx.HTTPError:
-                time.sleep(0.05)
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.05)
         self.kill()
         raise EmulatorError(f"emulator did not answer within {self._start_timeout}s; log:\n{self.log_tail()}")
 
