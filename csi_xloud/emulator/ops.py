@@ -175,8 +175,11 @@ class Operations:
         else:
             await self._data.create_sparse(dst, vol.size)
         current = self._store.get(Volume, vol_id)
-        if current is None or not current.pending or current.pending.get("op") != "create":
-            return  # deleted or reset meanwhile
+        if current is None:
+            self._data.remove(dst)  # deleted while its data was being made
+            return
+        if not current.pending or current.pending.get("op") != "create":
+            return  # reset or being deleted meanwhile
         self._update_volume(vol_id, status=VolumeStatus.AVAILABLE, pending=None)
 
     async def _delete(self, vol_id: str) -> None:
