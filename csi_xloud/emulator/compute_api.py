@@ -320,6 +320,7 @@ class ComputeApi:
                 "Invalid input received: Invalid volume: Volume"
                 " attachments can not be created if the volume is in"
                 f" an error state. The Volume {vol.id} currently has a status of: error  (HTTP 400)"
+                f" (Request-ID: req-{new_id()})"
             )
         if vol.status != VolumeStatus.AVAILABLE and not (
             vol.multiattach and vol.status == VolumeStatus.IN_USE
@@ -328,6 +329,7 @@ class ComputeApi:
                 "Invalid input received: Invalid volume: Volume"
                 f" {vol.id} status must be available or downloading"
                 f" to reserve, but the current status is {vol.status}. (HTTP 400)"
+                f" (Request-ID: req-{new_id()})"
             )
         if vol.availability_zone != server.availability_zone:
             raise bad_request(

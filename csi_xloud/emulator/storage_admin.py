@@ -21,6 +21,12 @@ from csi_xloud.emulator.storage_core import StorageCore
 
 ID = r"[^/]+"
 QOS_CONSUMERS = ("back-end", "front-end", "both")
+# Cinder prints the field object itself in this message.
+BAD_CONSUMER = (
+    "Invalid qos specs: Valid consumer of QoS specs are: QoSConsumerValues(default=<class"
+    " 'oslo_versionedobjects.fields.UnspecifiedDefault'>,nullable=False,"
+    "valid_values=('back-end', 'front-end', 'both'))"
+)
 
 
 class AdminRoutes:
@@ -87,7 +93,7 @@ class AdminRoutes:
             raise bad_request("Please specify a name for QoS specs.")
         consumer = req.pop("consumer", "back-end")
         if consumer not in QOS_CONSUMERS:
-            raise bad_request(f"Invalid qos specs: Valid consumer of QoS specs are: {list(QOS_CONSUMERS)}")
+            raise bad_request(BAD_CONSUMER)
         if any(s.name == name for s in self._store.all(QosSpec)):
             raise conflict(f"QoS Specs {name} already exists.")
         spec = QosSpec(new_id(), name, consumer, {str(k): str(v) for k, v in req.items()})
@@ -102,7 +108,7 @@ class AdminRoutes:
         changes = {str(k): str(v) for k, v in req.items()}
         consumer = changes.pop("consumer", spec.consumer)
         if consumer not in QOS_CONSUMERS:
-            raise bad_request(f"Invalid qos specs: Valid consumer of QoS specs are: {list(QOS_CONSUMERS)}")
+            raise bad_request(BAD_CONSUMER)
         self._store.put(dataclasses.replace(spec, consumer=consumer, specs={**spec.specs, **changes}))
         return self._core.ok({"qos_specs": dict(req)})
 

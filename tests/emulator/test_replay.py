@@ -54,6 +54,7 @@ NOT_IDS = {
     "domains",
     "token",
 }
+REQUEST_ID = re.compile(r"req-[0-9a-f-]{36}")
 TRANSITIONAL = {
     "creating",
     "deleting",
@@ -509,6 +510,21 @@ class Replayer:
             )
             yield f"{name}#{index} {label}", self.compare(exchange, resp)
 
+    def _message_diff(self, recorded: Any, ours: Any) -> list[str]:
+        """An error's message must be the recorded one, with the recording's ids and names mapped."""
+        if not (isinstance(recorded, dict) and isinstance(ours, dict) and len(recorded) == 1):
+            return []
+        kind = next(iter(recorded))
+        want = recorded[kind].get("message") if isinstance(recorded[kind], dict) else None
+        got = ours.get(kind, {}).get("message") if isinstance(ours.get(kind), dict) else None
+        if not isinstance(want, str) or not isinstance(got, str):
+            return []
+        want = self.substitute(want).split("\n\n")[0]  # Keystone appends the failing JSON schema
+        for old, new in TYPES.items():
+            want = want.replace(old, new)
+        want, got = REQUEST_ID.sub("req-ID", want), REQUEST_ID.sub("req-ID", got)
+        return [] if want == got else [f"message {got!r} != recorded {want!r}"]
+
     def _rename_keys(self, value: Any) -> Any:
         """Per-type quota keys (volumes_<type>) named after the emulator's types."""
         if isinstance(value, list):
@@ -538,6 +554,8 @@ class Replayer:
                 return [f"no JSON body: {resp.text[:200]}"]
             self.learn(body, ours)
             problems += shape_diff(self._rename_keys(body), ours)
+            if recorded["status"] >= 400:
+                problems += self._message_diff(body, ours)
         for header in recorded.get("headers") or {}:
             if header.lower() in API_HEADERS and header not in resp.headers:
                 problems.append(f"missing header {header}")
