@@ -1,10 +1,12 @@
-"""Replays the exchanges recorded from real Cinder, Nova and Keystone and compares codes and shapes.
+"""Replays the exchanges recorded from real Cinder, Nova and Keystone and compares the answers.
 
 Each sample file is replayed in order against one emulator as the admin (the Cinder and Nova recordings
-ran as admin), with recorded ids mapped to the ids the emulator hands out. Status codes must match and
-every JSON body must have the same keys with the same JSON types (null matches anything; free-form maps
-such as metadata are compared as maps only). SKIP names the exchanges that the samples' READMEs mark
-as specific to the recording set-up, or that need something the emulated cloud does not have.
+ran as admin), with recorded ids mapped to the ids the emulator hands out. Compared: the status code;
+the JSON shape (same keys, same JSON types; null matches anything; free-form maps such as metadata or
+connection_info are compared as maps only); the API headers (microversion, Vary, request ids,
+X-Subject-Token, WWW-Authenticate, Location); the status of the volume, snapshot, backup or attachment
+a body holds; and, for errors, the message. SKIP names the exchanges that the samples' READMEs mark as
+specific to the recording set-up, or that need something the emulated cloud does not have.
 """
 
 from __future__ import annotations
@@ -510,6 +512,19 @@ class Replayer:
             )
             yield f"{name}#{index} {label}", self.compare(exchange, resp)
 
+    @staticmethod
+    def _status_diff(recorded: Any, ours: Any) -> list[str]:
+        """Statuses of the one resource a body holds must be the recorded ones."""
+        if not (isinstance(recorded, dict) and isinstance(ours, dict)):
+            return []
+        problems = []
+        for key in ("volume", "snapshot", "backup", "attachment", "server"):
+            want, got = recorded.get(key), ours.get(key)
+            if isinstance(want, dict) and isinstance(got, dict) and "status" in want:
+                if want["status"] != got.get("status"):
+                    problems.append(f"{key} status {got.get('status')!r} != recorded {want['status']!r}")
+        return problems
+
     def _message_diff(self, recorded: Any, ours: Any) -> list[str]:
         """An error's message must be the recorded one, with the recording's ids and names mapped."""
         if not (isinstance(recorded, dict) and isinstance(ours, dict) and len(recorded) == 1):
@@ -556,6 +571,7 @@ class Replayer:
             problems += shape_diff(self._rename_keys(body), ours)
             if recorded["status"] >= 400:
                 problems += self._message_diff(body, ours)
+            problems += self._status_diff(body, ours)
         for header in recorded.get("headers") or {}:
             if header.lower() in API_HEADERS and header not in resp.headers:
                 problems.append(f"missing header {header}")
