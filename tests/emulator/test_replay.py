@@ -520,9 +520,12 @@ class Replayer:
         problems = []
         for key in ("volume", "snapshot", "backup", "attachment", "server"):
             want, got = recorded.get(key), ours.get(key)
-            if isinstance(want, dict) and isinstance(got, dict) and "status" in want:
-                if want["status"] != got.get("status"):
-                    problems.append(f"{key} status {got.get('status')!r} != recorded {want['status']!r}")
+            if (
+                isinstance(want, dict)
+                and isinstance(got, dict)
+                and want.get("status", got.get("status")) != got.get("status")
+            ):
+                problems.append(f"{key} status {got.get('status')!r} != recorded {want['status']!r}")
         return problems
 
     def _message_diff(self, recorded: Any, ours: Any) -> list[str]:
