@@ -131,16 +131,17 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         if staged is not None:
             # Spec: staged already with the same arguments -> 0 OK; incompatible -> ALREADY_EXISTS.
             _check_staged(staged, device, fs, staging)
-        else:
-            _make_target(staging, file=False)
-            formatted = await self._ensure_filesystem(device, fs)
-            options = [*fs.mount_options, *flags]
-            if self._stats.device_read_only(device):
-                options.append("ro")
-            await self._mounter.mount(device, staging, fs.name, options)
-            if formatted:
-                return
-        await self._grow_if_smaller(fs, device, staging)
+            await self._grow_if_smaller(fs, device, staging)
+            return
+        _make_target(staging, file=False)
+        formatted = await self._ensure_filesystem(device, fs)
+        writable = not self._stats.device_read_only(device)
+        if not formatted and writable and fs.grow_unmounted:
+            await self._grow_unmounted_if_smaller(fs, device)
+        options = [*fs.mount_options, *flags, *([] if writable else ["ro"])]
+        await self._mounter.mount(device, staging, fs.name, options)
+        if not formatted and writable and not fs.grow_unmounted:
+            await self._grow_if_smaller(fs, device, staging)
 
     async def _ensure_filesystem(self, device: Path, fs: FsKind) -> bool:
         """Format a blank device (True); accept the asked filesystem (False); refuse anything else."""
@@ -156,13 +157,18 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         return False
 
     async def _grow_if_smaller(self, fs: FsKind, device: Path, mount: Path) -> int:
-        """Grow the filesystem when its device is larger (a volume restored from a smaller snapshot)."""
+        """Grow the mounted filesystem when its device is larger (expanded, or restored from a snapshot)."""
         device_bytes = self._stats.device_size_bytes(device)
-        if await self._fs.size_bytes(fs, device, mount) < device_bytes and not self._stats.device_read_only(
-            device
-        ):
+        if self._stats.device_read_only(device):
+            return device_bytes
+        if await self._fs.size_bytes(fs, device, mount) < device_bytes:
             await self._fs.grow(fs, device, mount)
         return device_bytes
+
+    async def _grow_unmounted_if_smaller(self, fs: FsKind, device: Path) -> None:
+        """Before the first mount, grow a filesystem restored from a smaller snapshot (needs no privilege)."""
+        if await self._fs.size_bytes(fs, device, None) < self._stats.device_size_bytes(device):
+            await self._fs.grow_unmounted(fs, device)
 
     async def NodeUnstageVolume(
         self, request: csi_pb2.NodeUnstageVolumeRequest, context: Context

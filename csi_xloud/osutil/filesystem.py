@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from csi_xloud.osutil.errors import DeviceHasData, OsUtilError
+from csi_xloud.osutil.errors import CommandFailed, DeviceHasData, OsUtilError
 from csi_xloud.osutil.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ def _bytes_from(pattern: str) -> Callable[[str], int]:
 class FsKind:
     """One filesystem: how to make it fast, how to read its size, how to grow it online, how to mount it.
 
-    Argument templates may hold {device} and {mount}.
+    Argument templates may hold {device} and {mount}. grow_unmounted, when a filesystem has it,
+    grows a filesystem before its first mount: no kernel privilege needed, nobody writing yet.
     """
 
     name: str
@@ -72,10 +73,13 @@ class FsKind:
     parse_size: Callable[[str], int]
     grow: tuple[str, ...]
     mount_options: tuple[str, ...]
+    grow_unmounted: tuple[tuple[str, ...], ...] = ()
 
     @property
     def tools(self) -> tuple[str, ...]:
-        return (self.mkfs[0], self.size[0], self.grow[0])
+        return tuple(
+            dict.fromkeys([self.mkfs[0], self.size[0], self.grow[0], *(a[0] for a in self.grow_unmounted)])
+        )
 
 
 FILESYSTEMS: Mapping[str, FsKind] = MappingProxyType(
@@ -90,6 +94,8 @@ FILESYSTEMS: Mapping[str, FsKind] = MappingProxyType(
             parse_size=_bytes_from(r"^Block count:\s+(?P<blocks>\d+)[\s\S]*^Block size:\s+(?P<bsize>\d+)"),
             grow=("resize2fs", "{device}"),
             mount_options=(),
+            # resize2fs insists on a fresh forced check before it grows an unmounted filesystem.
+            grow_unmounted=(("e2fsck", "-f", "-p", "{device}"), ("resize2fs", "{device}")),
         ),
         "xfs": FsKind(
             name="xfs",
@@ -152,8 +158,8 @@ class Filesystems:
         log.info("formatting %s as %s", device, kind.name)
         await self._runner.run(_argv(kind.mkfs, device=device), timeout_seconds=_MKFS_TIMEOUT_SECONDS)
 
-    async def size_bytes(self, kind: FsKind, device: Path, mount: Path) -> int:
-        """The size the filesystem itself believes it has."""
+    async def size_bytes(self, kind: FsKind, device: Path, mount: Path | None) -> int:
+        """The size the filesystem itself believes it has (mount may be None for an unmounted ext4)."""
         result = await self._runner.run(_argv(kind.size, device=device, mount=mount))
         return kind.parse_size(result.stdout)
 
@@ -161,7 +167,25 @@ class Filesystems:
         """Grow the mounted filesystem online to fill its device."""
         log.info("growing %s filesystem on %s (mounted at %s)", kind.name, device, mount)
         argv = _argv(kind.grow, device=device, mount=mount)
-        await self._runner.run(argv, timeout_seconds=_MKFS_TIMEOUT_SECONDS)
+        try:
+            await self._runner.run(argv, timeout_seconds=_MKFS_TIMEOUT_SECONDS)
+        except CommandFailed as exc:
+            if "Permission denied" not in exc.stderr:
+                raise
+            raise OsUtilError(
+                f"{argv[0]}: the kernel refused to grow {device} online; growing a mounted {kind.name} "
+                "needs CAP_SYS_RESOURCE (run the node plugin privileged)"
+            ) from exc
+
+    async def grow_unmounted(self, kind: FsKind, device: Path) -> None:
+        """Grow a filesystem that nothing has mounted (only for kinds with grow_unmounted steps)."""
+        log.info("growing unmounted %s filesystem on %s", kind.name, device)
+        for template in kind.grow_unmounted:
+            # e2fsck -p: 1 means it corrected something harmless; 2 and up need a human.
+            codes = (0, 1) if template[0] == "e2fsck" else (0,)
+            await self._runner.run(
+                _argv(template, device=device), ok_codes=codes, timeout_seconds=_MKFS_TIMEOUT_SECONDS
+            )
 
     async def find_by_label(self, label: str) -> list[Path]:
         """Every block device whose filesystem has the label (a fresh scan, not the blkid cache)."""

@@ -45,10 +45,11 @@ class Runner:
         default_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         env: Mapping[str, str] | None = None,
         observers: Sequence[CommandObserver] = (),
+        search_path: str = SEARCH_PATH,
     ) -> None:
         self._default_timeout = default_timeout_seconds
         base = dict(os.environ if env is None else env)
-        base["PATH"] = _joined_path(base.get("PATH", ""))
+        base["PATH"] = _joined_path(base.get("PATH", ""), search_path)
         base["LC_ALL"] = "C"  # we parse the tools' output
         self._env = base
         self._observers = tuple(observers)
@@ -116,9 +117,9 @@ def _checked_argv(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def _joined_path(current: str) -> str:
+def _joined_path(current: str, extra: str) -> str:
     parts = [p for p in current.split(":") if p]
-    parts += [p for p in SEARCH_PATH.split(":") if p not in parts]
+    parts += [p for p in extra.split(":") if p and p not in parts]
     return ":".join(parts)
 
 
