@@ -205,6 +205,8 @@ class NodeService(csi_pb2_grpc.NodeServicer):
                 self._check_published(published, source, read_only, target)
                 return csi_pb2.NodePublishVolumeResponse()
             _make_target(target, file=access.block)
+            # A read-only bind of a device node stops nothing but path writes: the kernel checks the
+            # mount only for files. The kubelet grants the container read-only device access ("r").
             await self._mounter.bind(source, target, read_only)
         return csi_pb2.NodePublishVolumeResponse()
 
