@@ -465,8 +465,14 @@ def _remove_target(target: Path) -> None:
 
 
 def _require_existing(path: Path, field: str) -> None:
-    if not os.path.lexists(path):
-        raise NotFound(f"{field} {path} does not exist")
+    """NotFound for a missing path; a broken mount exists (its lstat fails with ENOTCONN, not ENOENT)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        raise NotFound(f"{field} {path} does not exist") from None
+    except OSError as exc:
+        if exc.errno not in BROKEN_MOUNT_ERRNOS:
+            raise
 
 
 def _is_block_device(path: Path) -> bool:
