@@ -157,8 +157,9 @@ def build_service(
     metadata_url: str = "http://127.0.0.1:9",
     config_drive_label: str = "csx-no-such-label",
     device_wait_seconds: float = 1.0,
+    runner: Runner | None = None,
 ) -> NodeService:
-    runner = Runner(observers=[commands.append])
+    runner = runner or Runner(observers=[commands.append])
     stats = Stats()
     mounter = Mounter(runner)
     filesystems = Filesystems(runner)
