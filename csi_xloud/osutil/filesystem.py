@@ -40,7 +40,7 @@ class Signature:
             return "several conflicting signatures"
         found = []
         if self.type:
-            found.append(f"a {self.type} signature" + (f" ({self.usage})" if self.usage else ""))
+            found.append(f"{self.type} ({self.usage or 'unknown use'})")
         if self.partition_table:
             found.append(f"a {self.partition_table} partition table")
         return " and ".join(found) or "nothing"

@@ -59,7 +59,12 @@ class MetadataReader:
         self._transport = transport
 
     async def read(self) -> InstanceMetadata:
-        found = await self.from_config_drive()
+        """The config drive's answer when there is a readable one, else the metadata service's."""
+        try:
+            found = await self.from_config_drive()
+        except (OsUtilError, OSError, ValueError) as exc:
+            log.warning("config drive unreadable (%s); asking the metadata service", exc)
+            found = None
         return found if found is not None else await self.from_metadata_service()
 
     async def from_config_drive(self) -> InstanceMetadata | None:

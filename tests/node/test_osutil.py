@@ -230,4 +230,7 @@ def test_only_a_device_with_no_signature_at_all_is_blank() -> None:
     assert not Signature(type="ext4", usage="filesystem").blank
     assert not Signature(partition_table="dos").blank
     assert not Signature(ambivalent=True).blank
-    assert Signature(type="LVM2_member", usage="raid").describe() == "a LVM2_member signature (raid)"
+    assert Signature(type="LVM2_member", usage="raid").describe() == "LVM2_member (raid)"
+    assert Signature(type="ext4", usage="filesystem", partition_table="gpt").describe() == (
+        "ext4 (filesystem) and a gpt partition table"
+    )
