@@ -33,7 +33,7 @@ _SETTLE_SECONDS = 10
 def candidate_names(volume_id: str) -> tuple[str, ...]:
     """The by-id names to look for, without repeats; refuses ids that could leave the by-id folder."""
     if not _SAFE_ID.match(volume_id):
-        raise PathNotAllowed(f"volume id {volume_id!r} has characters no disk name can hold")
+        raise PathNotAllowed(f"volume_id {volume_id!r} has characters no disk name can hold")
     values = {"id": volume_id, "id20": volume_id[:20], "hex": volume_id.replace("-", "")}
     return tuple(dict.fromkeys(template.format(**values) for template in BY_ID_TEMPLATES))
 

@@ -71,15 +71,18 @@ class Runner:
         args = _checked_argv(argv)
         timeout = self._default_timeout if timeout_seconds is None else timeout_seconds
         started = time.monotonic()
-        process = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self._env,
-            start_new_session=True,
-            pass_fds=tuple(pass_fds),
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self._env,
+                start_new_session=True,
+                pass_fds=tuple(pass_fds),
+            )
+        except (FileNotFoundError, PermissionError) as exc:
+            raise OsUtilError(f"{args[0]} cannot be run (is it installed?): {exc.strerror}") from exc
         try:
             out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
         except TimeoutError:

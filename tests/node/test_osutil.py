@@ -139,7 +139,7 @@ async def test_runner_reports_failures_with_stderr_and_tells_observers() -> None
     assert (result.stdout, result.stderr) == ("out\n", "err\n")
     assert failed.value.returncode == 3 and "broken" in str(failed.value)
     assert [r.returncode for r in seen] == [0, 3]
-    for bad in ([], ["echo", "a\x00b"]):
+    for bad in ([], ["echo", "a\x00b"], ["csx-no-such-tool"]):
         with pytest.raises(OsUtilError):
             await runner.run(bad)
 
