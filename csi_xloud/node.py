@@ -130,8 +130,8 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         staged = self._mounter.find(staging)
         if staged is not None:
             # Spec: staged already with the same arguments -> 0 OK; incompatible -> ALREADY_EXISTS.
+            # Growing a staged volume is NodeExpandVolume's work, so a repeat never fails on it.
             _check_staged(staged, device, fs, staging)
-            await self._grow_if_smaller(fs, device, staging)
             return
         _make_target(staging, file=False)
         formatted = await self._ensure_filesystem(device, fs)

@@ -35,7 +35,7 @@ def mount_entry(path: Path):  # type: ignore[no-untyped-def]
     return [e for e in parse_mountinfo(Path("/proc/self/mountinfo").read_text()) if e.mount_point == path][-1]
 
 
-@pytest.mark.parametrize(("fs_type", "size_mib"), [("ext4", 64), ("xfs", XFS_MIB)])
+@pytest.mark.parametrize(("fs_type", "size_mib"), [("ext4", 64), ("xfs", XFS_MIB), ("ext4", 10 * 1024)])
 async def test_stage_formats_a_blank_disk_once_and_repeats_are_ok(
     node: Node, fs_type: str, size_mib: int
 ) -> None:
@@ -49,6 +49,7 @@ async def test_stage_formats_a_blank_disk_once_and_repeats_are_ok(
 
     entry = mount_entry(staging)
     assert (entry.fs_type, entry.device_number) == (fs_type, disk.rdev)
+    assert 0.75 * size_mib * MIB < fs_total_bytes(staging) <= size_mib * MIB  # less journal and log
     assert sh("blkid", "-p", "-o", "value", "-s", "TYPE", str(disk.device)).strip() == fs_type
     assert len(node.ran(f"mkfs.{fs_type}")) == 1
     mount_argv = node.ran("mount")[0].argv
