@@ -24,6 +24,7 @@ from nodekit import (
 from test_publish import broken_fuse_mount
 
 from csi_xloud._proto import csi_pb2
+from csi_xloud.osutil.mounts import parse_mountinfo
 
 Usage = csi_pb2.VolumeUsage
 XFS_MIB = 320
@@ -120,7 +121,7 @@ async def test_a_missing_mount_is_abnormal_and_a_missing_path_not_found(node: No
     assert missing.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_a_vanished_device_is_abnormal(node: Node) -> None:
+async def test_a_vanished_device_is_abnormal_and_still_unstages(node: Node) -> None:
     volume_id = new_volume_id()
     disk = node.host.disk(64)
     # A device node of our own, so that it can vanish as a hot-unplugged disk's node does.
@@ -132,9 +133,16 @@ async def test_a_vanished_device_is_abnormal(node: Node) -> None:
     node_path.unlink()
 
     response = await stats(node, volume_id, staging)
+    # Spec: NodeUnstageVolume succeeds when the device is already gone.
+    await node.stub.NodeUnstageVolume(
+        csi_pb2.NodeUnstageVolumeRequest(volume_id=volume_id, staging_target_path=str(staging))
+    )
 
     assert response.volume_condition.abnormal
     assert "gone" in response.volume_condition.message
+    assert not any(
+        e.mount_point == staging for e in parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    )
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse to make a broken mount with")
