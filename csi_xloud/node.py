@@ -312,7 +312,8 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             raise NotFound(f"volume_path {path} is not a mounted volume")
         if entry.fs_type not in FILESYSTEMS:
             raise FailedPrecondition(f"volume_path {path} holds {entry.fs_type}, which cannot be grown here")
-        device = await self._device(volume_id, {}, 0)
+        # The volume is mounted, so its disk is here: by its by-id name, else as the mount's source.
+        device = self._devices.lookup(volume_id) or Path(entry.source)
         if block_rdev(device) != entry.device_number:
             raise FailedPrecondition(
                 f"volume_path {path} is not mounted from {device}, the disk of volume {volume_id}"

@@ -257,3 +257,12 @@ async def test_expand_of_a_path_that_is_not_mounted_is_not_found(node: Node) -> 
         node.stub.NodeExpandVolume(expand_request(volume_id, folder / "nothing", folder, 0))
     )
     assert unmounted.code() == missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_expand_refuses_a_path_mounted_from_another_volumes_disk(node: Node) -> None:
+    _, _, staging, target = await published(node)
+    other = new_volume_id()
+    node.host.disk(64, other)
+    error = await rpc_error(node.stub.NodeExpandVolume(expand_request(other, target, staging, 0)))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert other in error.details()
