@@ -234,3 +234,40 @@ def test_only_a_device_with_no_signature_at_all_is_blank() -> None:
     assert Signature(type="ext4", usage="filesystem", partition_table="gpt").describe() == (
         "ext4 (filesystem) and a gpt partition table"
     )
+
+
+def fake_sysfs_with_serial(root: Path, rdev: int, serial: str) -> Path:
+    """A sysfs tree holding only a disk's serial, as virtio-blk disks show it (a corner-case fake)."""
+    folder = root / "dev" / "block" / f"{os.major(rdev)}:{os.minor(rdev)}"
+    folder.mkdir(parents=True)
+    (folder / "serial").write_text(serial + "\n")
+    return root
+
+
+def hint_finder(host: Host, sysfs: Path, clock: FakeClock) -> DeviceFinder:
+    return DeviceFinder(
+        Runner(),
+        Stats(sysfs_root=sysfs),
+        clock,
+        host.device_dir,
+        wait=WaitPolicy(timeout_seconds=2.0, first_delay_seconds=0.5),
+        sysfs_root=sysfs,
+        udev_control=host.root / "no-udev-control",
+    )
+
+
+async def test_a_hint_whose_serial_is_the_volume_id_is_taken_at_once(host: Host, tmp_path: Path) -> None:
+    disk = host.disk(8)
+    clock = FakeClock()
+    sysfs = fake_sysfs_with_serial(tmp_path / "sys", disk.rdev, VOLUME[:20])
+    assert await hint_finder(host, sysfs, clock).find(VOLUME, hint=disk.device) == disk.device
+    assert clock.sleeps == []
+
+
+async def test_a_hint_with_another_serial_is_never_taken(host: Host, tmp_path: Path) -> None:
+    disk = host.disk(8)
+    clock = FakeClock()
+    sysfs = fake_sysfs_with_serial(tmp_path / "sys", disk.rdev, "some-other-volume-id")
+    with pytest.raises(DeviceNotFound):
+        await hint_finder(host, sysfs, clock).find(VOLUME, hint=disk.device)
+    assert sum(clock.sleeps) >= 2.0
