@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 from pathlib import Path
 
 import grpc
@@ -94,6 +95,26 @@ def _put_luks(disk_device: Path) -> None:
     )  # fmt: skip
 
 
+def _put_md_raid(disk_device: Path) -> None:
+    """An md RAID member: a version 1.2 superblock 4 KiB in, written by hand (mdadm is not installed)."""
+    sb = bytearray(256)
+    struct.pack_into("<IIII", sb, 0, 0xA92B4EFC, 1, 0, 0)  # magic, major version 1, no features
+    sb[16:32] = os.urandom(16)  # array uuid
+    sb[32:37] = b"csx:0"  # array name
+    struct.pack_into("<IQ", sb, 72, 1, 100_000)  # raid1, size in sectors
+    struct.pack_into("<I", sb, 92, 2)  # two disks
+    struct.pack_into("<QQQ", sb, 128, 2048, 100_000, 8)  # data offset, data size, superblock offset (sectors)
+    sb[168:184] = os.urandom(16)  # device uuid
+    total = sum(struct.unpack("<64I", bytes(sb)))  # checksum over the superblock with max_dev 0
+    struct.pack_into("<I", sb, 216, ((total & 0xFFFFFFFF) + (total >> 32)) & 0xFFFFFFFF)
+    fd = os.open(disk_device, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bytes(sb), 4096)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize(
     ("holding", "asked", "size_mib", "expected"),
     [
@@ -102,8 +123,9 @@ def _put_luks(disk_device: Path) -> None:
         (_put_gpt, "ext4", 64, "gpt partition table"),
         (_put_lvm, "ext4", 64, "LVM2_member"),
         (_put_luks, "ext4", 64, "crypto_LUKS"),
+        (_put_md_raid, "xfs", 64, "linux_raid_member"),
     ],
-    ids=["ext4-asked-xfs", "xfs-asked-ext4", "partition-table", "lvm-pv", "luks"],
+    ids=["ext4-asked-xfs", "xfs-asked-ext4", "partition-table", "lvm-pv", "luks", "md-raid"],
 )
 async def test_stage_refuses_a_disk_that_holds_something_else_and_leaves_it_untouched(
     node: Node, holding, asked: str, size_mib: int, expected: str
