@@ -87,8 +87,8 @@ FILESYSTEMS: Mapping[str, FsKind] = MappingProxyType(
         "ext4": FsKind(
             name="ext4",
             # Lazy init leaves inode tables and the journal to be zeroed in the background after
-            # mount; nodiscard skips a device-wide TRIM that is slow on thin cloud volumes. No -F:
-            # mke2fs then refuses on its own a device that already holds something.
+            # mount; nodiscard skips a device-wide TRIM that is slow on thin cloud volumes. Without a
+            # terminal mke2fs overwrites an existing filesystem unasked: the probe is the only guard.
             mkfs=("mkfs.ext4", "-q", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", "{device}"),
             size=("dumpe2fs", "-h", "{device}"),
             parse_size=_bytes_from(r"^Block count:\s+(?P<blocks>\d+)[\s\S]*^Block size:\s+(?P<bsize>\d+)"),

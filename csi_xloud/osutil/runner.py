@@ -64,8 +64,6 @@ class Runner:
         *,
         timeout_seconds: float | None = None,
         ok_codes: Sequence[int] = (0,),
-        stdin: bytes | None = None,
-        pass_fds: Sequence[int] = (),
     ) -> CommandResult:
         """Run argv; raise CommandFailed for an exit code outside ok_codes, CommandTimeout when too slow."""
         args = _checked_argv(argv)
@@ -74,17 +72,16 @@ class Runner:
         try:
             process = await asyncio.create_subprocess_exec(
                 *args,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=self._env,
                 start_new_session=True,
-                pass_fds=tuple(pass_fds),
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise OsUtilError(f"{args[0]} cannot be run (is it installed?): {exc.strerror}") from exc
         try:
-            out, err = await asyncio.wait_for(process.communicate(stdin), timeout)
+            out, err = await asyncio.wait_for(process.communicate(), timeout)
         except TimeoutError:
             await _kill(process)
             log.warning("command timed out after %.1fs: %s", timeout, " ".join(args))
