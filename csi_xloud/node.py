@@ -147,6 +147,10 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         """Format a blank device (True); accept the asked filesystem (False); refuse anything else."""
         signature = await self._fs.probe(device)
         if signature.blank:
+            if self._stats.device_read_only(device):
+                raise FailedPrecondition(
+                    f"{device} is blank but attached read-only, so it cannot be formatted"
+                )
             await self._fs.format_blank(device, fs)
             return True
         if signature.type != fs.name or signature.partition_table is not None:

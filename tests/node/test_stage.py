@@ -324,3 +324,26 @@ async def test_stage_arguments_are_checked(node: Node, change: dict[str, object]
     error = await rpc_error(node.stub.NodeStageVolume(csi_pb2.NodeStageVolumeRequest(**fields)))  # type: ignore[arg-type]
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in error.details()
+
+
+async def test_a_read_only_disk_is_mounted_read_only_and_a_blank_one_refused(node: Node) -> None:
+    volume_id, blank_id = new_volume_id(), new_volume_id()
+    disk = node.host.disk(64, volume_id)
+    sh("mkfs.ext4", "-q", str(disk.device))
+    sh("blockdev", "--setro", str(disk.device))  # as a read-only attachment shows
+    blank = node.host.disk(64, blank_id)
+    sh("blockdev", "--setro", str(blank.device))
+    staging = node.host.staging(volume_id)
+
+    await node.stub.NodeStageVolume(stage_request(volume_id, staging))
+    refused = await rpc_error(node.stub.NodeStageVolume(stage_request(blank_id, node.host.staging(blank_id))))
+    stats = await node.stub.NodeGetVolumeStats(
+        csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path=str(staging))
+    )
+
+    assert mount_entry(staging).super_read_only
+    with pytest.raises(OSError):
+        (staging / "new").write_bytes(b"x")
+    assert not stats.volume_condition.abnormal  # read-only because its disk is, not because of an error
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert not node.ran("mkfs.ext4")
