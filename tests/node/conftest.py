@@ -45,6 +45,6 @@ async def node(host: Host, short_tmp: Path) -> AsyncIterator[Node]:
     server = await serve(service, short_tmp / "node.sock")
     try:
         async with grpc.aio.insecure_channel(f"unix://{short_tmp / 'node.sock'}") as channel:
-            yield Node(host, service, csi_pb2_grpc.NodeStub(channel), commands)
+            yield Node(host, service, csi_pb2_grpc.NodeStub(channel), commands, short_tmp / "node.sock")
     finally:
         await server.stop(0)

@@ -143,6 +143,7 @@ class Node:
     service: NodeService
     stub: csi_pb2_grpc.NodeStub
     commands: list[CommandResult]
+    socket: Path
 
     def ran(self, tool: str) -> list[CommandResult]:
         return [c for c in self.commands if c.argv[0] == tool]
