@@ -131,6 +131,8 @@ class Host:
             for entry in reversed(mine):
                 subprocess.run(["umount", "-l", str(entry.mount_point)], capture_output=True, check=False)
         for loop in self.loops:
+            # A read-only flag set with blockdev outlives the detach and would pass to the next user.
+            subprocess.run(["blockdev", "--setrw", str(loop.device)], capture_output=True, check=False)
             subprocess.run(["losetup", "-d", str(loop.device)], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 

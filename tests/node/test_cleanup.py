@@ -19,6 +19,8 @@ async def test_cleanup_removes_stacked_mounts_broken_mounts_and_loop_devices() -
         service = build_service(host, [])
         volume_id = new_volume_id()
         disk = host.disk(64, volume_id)
+        read_only = host.disk(8)
+        sh("blockdev", "--setro", str(read_only.device))
         staging, target = host.staging(volume_id), host.target(volume_id)
         await service.NodeStageVolume(stage_request(volume_id, staging), None)  # type: ignore[arg-type]
         await service.NodePublishVolume(publish_request(volume_id, staging, target), None)  # type: ignore[arg-type]
@@ -31,5 +33,6 @@ async def test_cleanup_removes_stacked_mounts_broken_mounts_and_loop_devices() -
     entries = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
     assert not [e for e in entries if e.mount_point.is_relative_to(host.root) or e.device_number == disk.rdev]
     assert str(disk.backing) not in sh("losetup", "-a")
+    assert Path(f"/sys/block/{read_only.device.name}/ro").read_text().strip() == "0"  # not passed on
     assert not host.root.exists()
     elsewhere.rmdir()
