@@ -102,6 +102,8 @@ class ServiceHttp:
         metrics: Metrics,
         clock: Clock,
         rng: random.Random | None = None,
+        requests_per_second: float | None = None,
+        project_in_path: bool = False,
     ) -> None:
         self.service = service
         self._client = client
@@ -111,15 +113,21 @@ class ServiceHttp:
         self._metrics = metrics
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
-        self._bucket = TokenBucket(tuning.requests_per_second, tuning.burst, clock)
+        rate = requests_per_second if requests_per_second is not None else tuning.requests_per_second
+        self._bucket = TokenBucket(rate, tuning.burst, clock)
+        self._project_in_path = project_in_path
 
     async def base_url(self) -> str:
-        """The service endpoint: the fixed one, else the catalog's."""
+        """The service endpoint: the fixed one, else the catalog's (with the project appended if needed)."""
         if self._endpoint is not None:
             return self._endpoint
         if self._credentials is None:
             raise CloudError(f"no endpoint for the {self.service} service")
-        return await self._credentials.endpoint(self.service)
+        url = await self._credentials.endpoint(self.service)
+        if self._project_in_path and version_root(url).rstrip("/") == url.rstrip("/"):
+            # The Storage API accepts paths without the project only from 3.67; older ones need it.
+            url = f"{url.rstrip('/')}/{await self._credentials.project_id()}"
+        return url
 
     async def project_id(self) -> str:
         if self._credentials is None:

@@ -32,8 +32,11 @@ async def available_volume(client: CloudClient, size_gib: int = 1) -> str:
 async def test_get_server(emulator: EmulatorProcess, client: CloudClient) -> None:
     node = emulator.servers[0]
     server = await client.compute.get_server(node["id"])
-    assert (server.id, server.name, server.availability_zone) == (node["id"], node["name"],
-                                                                  node["availability_zone"])
+    assert (server.id, server.name, server.availability_zone) == (
+        node["id"],
+        node["name"],
+        node["availability_zone"],
+    )
     assert server.status == "ACTIVE"
     with pytest.raises(NotFound):
         await client.compute.get_server(str(uuid.uuid4()))
@@ -61,8 +64,9 @@ async def test_attach_extend_online_detach(emulator: EmulatorProcess, client: Cl
         await client.compute.detach_volume(other["id"], volume_id)
 
     await client.storage.extend_volume(volume_id, 2, online=True)
-    grown = await client.storage.wait_for_volume(volume_id, VolumeStatus.IN_USE, timeout_seconds=WAIT,
-                                                 done=lambda v: v.size_gib == 2)
+    grown = await client.storage.wait_for_volume(
+        volume_id, VolumeStatus.IN_USE, timeout_seconds=WAIT, done=lambda v: v.size_gib == 2
+    )
     assert grown.size_gib == 2
 
     await client.compute.detach_volume(node["id"], volume_id)
