@@ -73,9 +73,10 @@ def plain_files() -> dict[str, str]:
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "namespace": NAMESPACE,
         "resources": sorted(files),
     }
+    # No `namespace:` here: kustomize would also stamp it on the VolumeSnapshotClasses, which it
+    # does not know to be cluster-scoped. Every namespaced object already names kube-system.
     files["kustomization.yaml"] = HEADER + yaml.safe_dump(kustomization, sort_keys=False)
     return files
 
