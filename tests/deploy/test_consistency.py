@@ -318,11 +318,13 @@ def test_controller_reads_the_cloud_secret_the_chart_names(objects: list[Obj]) -
     driver = container(deployment, "csi-xloud")
     secret_volume, inside = resolve_path(deployment, driver, flag(driver, "cloud-config") or "")
     secret = volume(deployment, secret_volume)["secret"]
-    assert [item["path"] for item in secret["items"]] == [str(inside)]
+    assert "items" not in secret  # every key of the Secret is a file, the CA bundle too
+    expected_name = "xloud-credentials" if find(objects, "Secret") else "csi-xloud-cloud-config"
+    assert secret["secretName"] == expected_name
     for created in find(objects, "Secret"):
         assert created["metadata"]["name"] == secret["secretName"]
-        assert list(created["stringData"]) == [secret["items"][0]["key"]]
-        assert flag(driver, "cloud") in created["stringData"][secret["items"][0]["key"]]
+        assert list(created["stringData"]) == [str(inside)]
+        assert f"{flag(driver, 'cloud')}:" in created["stringData"][str(inside)]
     for ctr in pod_spec(deployment)["containers"]:
         if ctr["name"] != "csi-xloud":
             assert secret_volume not in {m["name"] for m in ctr.get("volumeMounts", [])}, ctr["name"]
