@@ -38,6 +38,7 @@ CUSTOM_KUBELET_DIR = "/var/snap/microk8s/common/var/lib/kubelet"
 FULL_VALUES: Obj = {
     "kubeletDir": CUSTOM_KUBELET_DIR,
     "storageCapacity": True,
+    "csiDriver": {"seLinuxMount": True, "fsGroupPolicy": "File"},
     "logFormat": "text",
     "logLevel": "DEBUG",
     "image": {"digest": "sha256:" + "ab" * 32},
