@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.compute import ComputeApi
 from csi_xloud.cloud.models import Server, Volume, VolumeStatus
@@ -35,7 +36,9 @@ class Attacher:
             self._check_attachable(volume, server, needs)
             await self._attach(volume, node_id)
         volume = await self._storage.wait_for_volume(
-            volume_id, VolumeStatus.IN_USE, timeout_seconds=self._timeouts.attach_seconds,
+            volume_id,
+            VolumeStatus.IN_USE,
+            timeout_seconds=self._timeouts.attach_seconds,
             done=lambda v: node_id in v.attached_server_ids,
         )
         return await self._publish_context(volume, node_id)
@@ -51,7 +54,11 @@ class Attacher:
     @staticmethod
     def _check_attachable(volume: Volume, server: Server, needs: CapabilityNeeds) -> None:
         """Same zone, and attached nowhere else unless the volume is multiattach and the modes allow it."""
-        if volume.availability_zone and server.availability_zone and volume.availability_zone != server.availability_zone:
+        if (
+            volume.availability_zone
+            and server.availability_zone
+            and volume.availability_zone != server.availability_zone
+        ):
             raise FailedPrecondition(
                 f"volume {volume.id} is in zone {volume.availability_zone} but node {server.id} is in zone "
                 f"{server.availability_zone}; volumes attach only within their zone"
@@ -84,7 +91,7 @@ class Attacher:
         return context
 
     async def unpublish(self, volume_id: str, node_id: str) -> None:
-        """Detach from the node (every node when empty) and wait; gone volumes, nodes or attachments are OK."""
+        """Detach from the node (all nodes when empty) and wait; gone volumes, nodes, attachments are OK."""
         if not is_storage_id(volume_id) or (node_id and not is_storage_id(node_id)):
             return  # Spec: cannot be found and can be regarded as unpublished -> 0 OK.
         try:
@@ -107,10 +114,13 @@ class Attacher:
     async def _wait_detached(self, volume_id: str, nodes: frozenset[str]) -> None:
         try:
             await self._storage.wait_for_volume(
-                volume_id, VolumeStatus.AVAILABLE, VolumeStatus.IN_USE,
+                volume_id,
+                VolumeStatus.AVAILABLE,
+                VolumeStatus.IN_USE,
                 timeout_seconds=self._timeouts.detach_seconds,
-                done=lambda v: not nodes.intersection(v.attached_server_ids) and v.status is not VolumeStatus.DETACHING,
+                done=lambda v: (
+                    not nodes.intersection(v.attached_server_ids) and v.status is not VolumeStatus.DETACHING
+                ),
             )
         except cloud.NotFound:
             return
-

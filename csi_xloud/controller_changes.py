@@ -27,13 +27,15 @@ class VolumeChanges:
     async def delete(self, volume_id: str) -> None:
         """Delete and wait until gone; a missing volume is already deleted."""
         if not is_storage_id(volume_id):
-            return  # Spec: "If a volume corresponding to the specified volume_id does not exist ... MUST reply 0 OK."
+            return  # Spec: "If a volume ... does not exist ..., the Plugin MUST reply 0 OK."
         try:
             volume = await self._storage.get_volume(volume_id)
             await self._check_deletable(volume)
             if volume.status is not VolumeStatus.DELETING:
                 await self._storage.delete_volume(volume_id)
-            await self._storage.wait_for_volume_deleted(volume_id, timeout_seconds=self._timeouts.delete_seconds)
+            await self._storage.wait_for_volume_deleted(
+                volume_id, timeout_seconds=self._timeouts.delete_seconds
+            )
         except cloud.NotFound:
             return
         log.info("deleted volume %s", volume_id)
@@ -42,25 +44,38 @@ class VolumeChanges:
         """Attached volumes and volumes with snapshots stay; the message says what holds them."""
         if volume.attached_server_ids:
             servers = ", ".join(volume.attached_server_ids)
-            raise FailedPrecondition(f"volume {volume.id} is attached to node(s) {servers}; unpublish it first")
+            raise FailedPrecondition(
+                f"volume {volume.id} is attached to node(s) {servers}; unpublish it first"
+            )
         snapshots = (await self._storage.list_snapshots(volume_id=volume.id, limit=20)).items
         if snapshots:
             ids = ", ".join(s.id for s in snapshots)
-            raise FailedPrecondition(f"volume {volume.id} has snapshots ({ids}); delete them before the volume")
+            raise FailedPrecondition(
+                f"volume {volume.id} has snapshots ({ids}); delete them before the volume"
+            )
 
     async def expand(self, volume_id: str, new_size_gib: int) -> Volume:
-        """Grow to at least new_size_gib (online when attached) and wait; a big enough volume is left alone."""
+        """Grow to new_size_gib (online when attached) and wait; a big enough volume is left alone."""
         volume = await fetch_volume(self._storage, volume_id)
         if volume.size_gib >= new_size_gib and volume.status in SETTLED:
             return volume  # Spec: already larger than or equal to the target -> 0 OK.
         if volume.status is not VolumeStatus.EXTENDING:
             if volume.status not in SETTLED:
-                raise FailedPrecondition(f"volume {volume_id} is {volume.raw_status}; it can grow when available")
+                raise FailedPrecondition(
+                    f"volume {volume_id} is {volume.raw_status}; it can grow when available"
+                )
             online = volume.status is VolumeStatus.IN_USE
             await self._storage.extend_volume(volume_id, new_size_gib, online=online)
-            log.info("extending volume %s to %d GiB (%s)", volume_id, new_size_gib, "online" if online else "offline")
+            log.info(
+                "extending volume %s to %d GiB (%s)",
+                volume_id,
+                new_size_gib,
+                "online" if online else "offline",
+            )
         return await self._storage.wait_for_volume(
-            volume_id, *SETTLED, timeout_seconds=self._timeouts.expand_seconds,
+            volume_id,
+            *SETTLED,
+            timeout_seconds=self._timeouts.expand_seconds,
             done=lambda v: v.size_gib >= new_size_gib,
         )
 
@@ -74,11 +89,17 @@ class VolumeChanges:
             return
         if volume.status is not VolumeStatus.RETYPING:
             if volume.status not in SETTLED:
-                raise FailedPrecondition(f"volume {volume_id} is {volume.raw_status}; it can be retyped when available")
-            await self._storage.retype_volume(volume_id, volume_type.name, migration_policy=change.migration_policy)
+                raise FailedPrecondition(
+                    f"volume {volume_id} is {volume.raw_status}; it can be retyped when available"
+                )
+            await self._storage.retype_volume(
+                volume_id, volume_type.name, migration_policy=change.migration_policy
+            )
             log.info("retyping volume %s to %s (%s)", volume_id, volume_type.name, change.migration_policy)
         settled = await self._storage.wait_for_volume(
-            volume_id, *SETTLED, timeout_seconds=self._timeouts.retype_seconds,
+            volume_id,
+            *SETTLED,
+            timeout_seconds=self._timeouts.retype_seconds,
         )
         if not has_type(settled, volume_type):
             raise self._retype_refused(settled, volume_type.name, change.migration_policy)
@@ -91,4 +112,6 @@ class VolumeChanges:
                 f"mutable_parameters: volume {volume.id} cannot become {type_name} without moving its data, "
                 "and migration-policy is never"
             )
-        return FailedPrecondition(f"volume {volume.id} kept type {volume.volume_type}; retype to {type_name} failed")
+        return FailedPrecondition(
+            f"volume {volume.id} kept type {volume.volume_type}; retype to {type_name} failed"
+        )

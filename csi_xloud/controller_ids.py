@@ -85,7 +85,9 @@ def volume_token(token: str) -> str | None:
     if not token:
         return None
     if not is_storage_id(token):
-        raise Aborted(f"starting_token {token!r} is not a token this driver issued; list again from the start")
+        raise Aborted(
+            f"starting_token {token!r} is not a token this driver issued; list again from the start"
+        )
     return token
 
 
@@ -114,5 +116,7 @@ class SnapshotToken:
         phase, sep, marker = token.partition(":")
         valid_phase = phase in SnapshotPhase.__members__.values()
         if not sep or not valid_phase or (marker and not is_storage_id(marker)):
-            raise Aborted(f"starting_token {token!r} is not a token this driver issued; list again from the start")
+            raise Aborted(
+                f"starting_token {token!r} is not a token this driver issued; list again from the start"
+            )
         return cls(SnapshotPhase(phase), marker or None)

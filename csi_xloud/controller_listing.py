@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Backup, Page, Snapshot, Volume
@@ -24,10 +24,10 @@ Fetch = Callable[[int | None, str | None], Awaitable[Page[T]]]
 
 
 @dataclass(frozen=True, slots=True)
-class Listing:
+class Listing(Generic[T]):
     """One CSI page: items and the token of the next page ("" on the last)."""
 
-    items: tuple[Volume, ...] | tuple[Item, ...]
+    items: tuple[T, ...]
     next_token: str = ""
 
 
@@ -59,14 +59,14 @@ class Lister:
     def __init__(self, storage: StorageApi) -> None:
         self._storage = storage
 
-    async def volumes(self, limit: int | None, starting_token: str) -> Listing:
+    async def volumes(self, limit: int | None, starting_token: str) -> Listing[Volume]:
         def fetch(size: int | None, marker: str | None) -> Awaitable[Page[Volume]]:
             return self._storage.list_volumes(limit=size, marker=marker)
 
         items, marker = await _gather(fetch, limit, volume_token(starting_token))
         return Listing(tuple(items), marker or "")
 
-    async def snapshots(self, limit: int | None, starting_token: str, source_volume_id: str) -> Listing:
+    async def snapshots(self, limit: int | None, starting_token: str, source_volume_id: str) -> Listing[Item]:
         """Snapshots, then backups, optionally of one volume; none in deletion or failed."""
         token = SnapshotToken.parse(starting_token)
         if source_volume_id and not is_storage_id(source_volume_id):
@@ -99,6 +99,6 @@ class Lister:
         return fetch
 
 
-def _listing(found: list[Item], token: SnapshotToken | None) -> Listing:
+def _listing(found: list[Item], token: SnapshotToken | None) -> Listing[Item]:
     usable = tuple(item for item in found if not is_gone(item) and not is_failed(item))
     return Listing(usable, str(token) if token is not None else "")

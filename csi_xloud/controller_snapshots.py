@@ -74,7 +74,9 @@ class Snapshotter:
         live = [item for item in found if not is_gone(item)]
         if len(live) > 1:
             ids = ", ".join(item.id for item in live)
-            raise Internal(f"name {request.name!r}: several snapshots carry this name ({ids}); remove the extra ones")
+            raise Internal(
+                f"name {request.name!r}: several snapshots carry this name ({ids}); remove the extra ones"
+            )
         return live[0] if live else None
 
     async def _start_snapshot(self, request: NewSnapshot, volume: Volume) -> Snapshot:
@@ -94,10 +96,15 @@ class Snapshotter:
                 f"source_volume_id {volume.id} is attached and parameters[force-create] is false"
             )
         backup = await self._storage.create_backup(
-            volume.id, request.name, incremental=incremental, force=params.force,
+            volume.id,
+            request.name,
+            incremental=incremental,
+            force=params.force,
             metadata=dict(params.metadata) or None,
         )
-        log.info("backing up volume %s as %s (%s)", volume.id, backup.id, "incremental" if incremental else "full")
+        log.info(
+            "backing up volume %s as %s (%s)", volume.id, backup.id, "incremental" if incremental else "full"
+        )
         return backup
 
     async def _has_backup(self, volume_id: str) -> bool:
@@ -142,7 +149,7 @@ class Snapshotter:
         """Start deleting; a missing one is already deleted, a backup others build on stays."""
         item = await self.lookup(snapshot_id)
         if item is None or is_gone(item):
-            return  # Spec: "If a snapshot corresponding to the specified snapshot_id does not exist ... 0 OK."
+            return  # Spec: "If a snapshot ... does not exist ..., the Plugin MUST reply 0 OK."
         try:
             if isinstance(item, Backup):
                 if item.has_dependent_backups:

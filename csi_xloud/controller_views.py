@@ -50,7 +50,9 @@ def volume_message(volume: Volume) -> csi_pb2.Volume:
     """The CSI Volume: id, whole-GiB capacity, the real zone as topology, and the content source."""
     message = csi_pb2.Volume(volume_id=volume.id, capacity_bytes=volume.size_gib * GIB)
     if volume.availability_zone:
-        message.accessible_topology.append(csi_pb2.Topology(segments={TOPOLOGY_KEY: volume.availability_zone}))
+        message.accessible_topology.append(
+            csi_pb2.Topology(segments={TOPOLOGY_KEY: volume.availability_zone})
+        )
     source = content_source_of(volume)
     if source is not None:
         message.content_source.CopyFrom(source_message(source))
@@ -60,7 +62,9 @@ def volume_message(volume: Volume) -> csi_pb2.Volume:
 def source_message(source: ContentSource) -> csi_pb2.VolumeContentSource:
     """A content source as the CO named it (a backup is a CSI snapshot)."""
     if source.kind is SourceKind.VOLUME:
-        return csi_pb2.VolumeContentSource(volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=source.id))
+        return csi_pb2.VolumeContentSource(
+            volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=source.id)
+        )
     snapshot_id = backup_snapshot_id(source.id) if source.kind is SourceKind.BACKUP else source.id
     return csi_pb2.VolumeContentSource(
         snapshot=csi_pb2.VolumeContentSource.SnapshotSource(snapshot_id=snapshot_id)

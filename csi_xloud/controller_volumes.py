@@ -105,11 +105,18 @@ class VolumeCreator:
         if source is not None:
             metadata[SOURCE_METADATA_KEY] = str(source)
         volume = await self._storage.create_volume(
-            request.name, size, volume_type=volume_type.name if volume_type else None, availability_zone=zone,
-            metadata=metadata, snapshot_id=_source_id(source, SourceKind.SNAPSHOT),
-            source_volid=_source_id(source, SourceKind.VOLUME), backup_id=_source_id(source, SourceKind.BACKUP),
+            request.name,
+            size,
+            volume_type=volume_type.name if volume_type else None,
+            availability_zone=zone,
+            metadata=metadata,
+            snapshot_id=_source_id(source, SourceKind.SNAPSHOT),
+            source_volid=_source_id(source, SourceKind.VOLUME),
+            backup_id=_source_id(source, SourceKind.BACKUP),
         )
-        log.info("creating volume %s (%s, %d GiB) for %s", volume.id, zone or "default zone", size, request.name)
+        log.info(
+            "creating volume %s (%s, %d GiB) for %s", volume.id, zone or "default zone", size, request.name
+        )
         return await self._settle(volume)
 
     async def _volume_type(self, request: NewVolume) -> VolumeType | None:
@@ -144,10 +151,12 @@ class VolumeCreator:
         if volume.availability_zone and not zone_allowed(request.requirement, volume.availability_zone):
             problems.append(f"its zone {volume.availability_zone} is outside the requisite topology")
         if problems:
-            raise AlreadyExists(f"volume {volume.id} named {request.name!r} already exists but " + "; ".join(problems))
+            raise AlreadyExists(
+                f"volume {volume.id} named {request.name!r} already exists but " + "; ".join(problems)
+            )
 
     async def _resolve_source(self, source: ContentSource | None) -> tuple[ContentSource | None, SourceFacts]:
-        """The source as it exists in the cloud (a plain snapshot id may be an imported backup) and its facts."""
+        """The source as the cloud has it (a plain snapshot id may be an imported backup), and its facts."""
         if source is None:
             return None, SourceFacts(0, None)
         try:
@@ -184,7 +193,7 @@ class VolumeCreator:
             return request.zone
         if not zone_allowed(request.requirement, facts.zone):
             raise InvalidArgument(
-                f"volume_content_source is in zone {facts.zone}, outside accessibility_requirements.requisite; "
+                f"volume_content_source is in zone {facts.zone}, outside the requisite topology; "
                 "a copy is made in its source's zone"
             )
         return facts.zone
@@ -196,7 +205,9 @@ class VolumeCreator:
         if not volume.status.is_error:
             try:
                 return await self._storage.wait_for_volume(
-                    volume.id, VolumeStatus.AVAILABLE, VolumeStatus.IN_USE,
+                    volume.id,
+                    VolumeStatus.AVAILABLE,
+                    VolumeStatus.IN_USE,
                     timeout_seconds=self._timeouts.create_seconds,
                 )
             except (cloud.WaitTimeout, cloud.Unavailable, cloud.NotFound):
@@ -208,13 +219,12 @@ class VolumeCreator:
     async def _discard(self, volume_id: str) -> Internal:
         """Delete a failed volume (so the CO's retry starts afresh) and say why it failed."""
         reason = await self._storage.volume_error_reason(volume_id)
-        try:
+        with contextlib.suppress(cloud.NotFound):
             await self._storage.delete_volume(volume_id)
-        except cloud.NotFound:
-            pass
         detail = f": {reason}" if reason else ""
-        return Internal(f"volume {volume_id} went to status error{detail}; it was deleted, a retry creates a new one")
-
+        return Internal(
+            f"volume {volume_id} went to status error{detail}; it was deleted, a retry creates a new one"
+        )
 
 
 def _source_id(source: ContentSource | None, kind: SourceKind) -> str | None:
