@@ -163,7 +163,10 @@ class ServiceHttp:
                 renewed = True
                 await self._credentials.renew(token)
                 continue
-            if is_rate_limit(answer) and attempt.rate_limited():
+            if is_rate_limit(answer):
+                if not attempt.rate_limited():
+                    raise Unavailable(f"{self.service} API kept rate-limiting {method} {path}",
+                                      status=answer.status, request_id=answer.request_id)
                 await self._wait_retry_after(answer)
                 continue
             error = error_from_answer(self.service, answer)

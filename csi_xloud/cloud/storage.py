@@ -289,7 +289,7 @@ class StorageApi:
         done: Callable[[Volume], bool] | None = None,
     ) -> Volume:
         """Poll a volume until a wanted status (and `done`); CloudError with the reason on error."""
-        check = StatusCheck[Volume](
+        check: StatusCheck[Volume] = StatusCheck(
             status_of=lambda v: v.raw_status, wanted={str(s) for s in wanted},
             failed=_volume_failed(wanted), reason_of=lambda v: self.volume_error_reason(v.id), done=done,
         )
@@ -300,7 +300,7 @@ class StorageApi:
 
     async def wait_for_volume_deleted(self, volume_id: str, *, timeout_seconds: float) -> None:
         """Poll until the volume is gone; CloudError when it goes to error_deleting."""
-        check = StatusCheck[Volume](
+        check: StatusCheck[Volume] = StatusCheck(
             status_of=lambda v: v.raw_status, wanted=(), failed=lambda s: s == VolumeStatus.ERROR_DELETING,
             reason_of=lambda v: self.volume_error_reason(v.id),
         )
@@ -311,7 +311,7 @@ class StorageApi:
 
     async def wait_for_snapshot(self, snapshot_id: str, *, timeout_seconds: float) -> Snapshot:
         """Poll a snapshot until available; CloudError when it goes to error."""
-        check = StatusCheck[Snapshot](
+        check: StatusCheck[Snapshot] = StatusCheck(
             status_of=lambda s: s.raw_status, wanted={SnapshotStatus.AVAILABLE.value},
             failed=lambda s: s.startswith("error"), reason_of=lambda s: self.volume_error_reason(s.id),
         )
@@ -326,7 +326,7 @@ class StorageApi:
         async def reason(backup: Backup) -> str | None:
             return backup.fail_reason
 
-        check = StatusCheck[Backup](
+        check: StatusCheck[Backup] = StatusCheck(
             status_of=lambda b: b.raw_status, wanted={BackupStatus.AVAILABLE.value},
             failed=lambda s: s.startswith("error"), reason_of=reason,
         )

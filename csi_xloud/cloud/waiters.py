@@ -2,16 +2,17 @@
 
 Why this schedule: an asynchronous operation that finishes at time T after the
 wait began is seen at the first poll after T. With delays growing by a factor
-``f`` the gap between polls near T is about ``(f - 1) * T``, so the wait
-overshoots the operation by at most that fraction. ``f = 1.25`` with ±10 %
-jitter keeps the overshoot under ~27 % of the operation's own time, while the
-number of polls grows only with log(T): 9 polls for a 1 s operation, 15 for
-10 s. The gap is capped at 5 s so that long operations (backups, migrations)
-still cost one request per 5 s at most and are seen within 5.5 s; above ~20 s
-the cap keeps the overshoot under 27 % as well. The first poll is immediate
-(an idempotent retry often finds the resource already done) and the second
-after 0.1 s, near the fastest transitions the Storage API shows (~0.15 s).
-Jitter spreads the polls of many concurrent waits.
+``f`` from ``d0`` the gap between polls near T is about ``(f - 1) * T + d0``,
+so the wait overshoots the operation by at most that. ``f = 1.25``,
+``d0 = 0.1 s`` and ±10 % jitter keep the overshoot under 30 % of T plus
+0.15 s (about one initial step): a 0.4 s create is seen by 0.6 s, a 10 s one
+by 11 s.
+The number of polls grows only with log(T): 7 for a 1 s operation, 16 for
+10 s, 27 for 60 s. The gap is capped at 5 s, reached near T = 20 s, so long
+operations (backups, migrations) cost at most one request per 5 s and are
+still seen within 5.5 s, under 30 % of T. The first poll is immediate (an
+idempotent retry often finds the resource already done). Jitter spreads the
+polls of many concurrent waits; the client's token bucket bounds their sum.
 """
 
 from __future__ import annotations

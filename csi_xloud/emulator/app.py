@@ -78,8 +78,9 @@ def parse_servers(raw: str) -> list[ServerSpec]:
 class Emulator:
     """One emulator instance over a data directory."""
 
-    def __init__(self, data_dir: Path, base_url: str, servers: list[ServerSpec], op_seconds: float,
-                 token_ttl: float) -> None:
+    def __init__(
+        self, data_dir: Path, base_url: str, servers: list[ServerSpec], op_seconds: float, token_ttl: float
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(data_dir / "state.sqlite")
         project_id = self.store.meta("project_id")
@@ -111,8 +112,13 @@ class Emulator:
             device_dir = self.config.data_dir / "servers" / spec.name / "by-id"
             device_dir.mkdir(parents=True, exist_ok=True)
             old = known.get(spec.name)
-            server = Server(old.id if old else new_id(), spec.name, spec.zone, str(device_dir),
-                            old.created_at if old else now())
+            server = Server(
+                old.id if old else new_id(),
+                spec.name,
+                spec.zone,
+                str(device_dir),
+                old.created_at if old else now(),
+            )
             self.store.put(server)
 
     def write_files(self) -> None:
@@ -213,12 +219,21 @@ class Emulator:
             Route("/_emulator/faults", self.set_faults, methods=["POST"]),
             Route("/_emulator/faults", self.clear_faults, methods=["DELETE"]),
             Route("/_emulator/stats", self.stats, methods=["GET"]),
-            Route("/_emulator/metadata/{server_id}/openstack/latest/meta_data.json", self.metadata, methods=["GET"]),
+            Route(
+                "/_emulator/metadata/{server_id}/openstack/latest/meta_data.json",
+                self.metadata,
+                methods=["GET"],
+            ),
         ]
         app = Starlette(
             routes=routes,
             lifespan=lifespan,
-            exception_handlers={ApiError: _api_error, Exception: _internal_error, 404: _not_found, 405: _not_found},
+            exception_handlers={
+                ApiError: _api_error,
+                Exception: _internal_error,
+                404: _not_found,
+                405: _not_found,
+            },
         )
         app.add_middleware(FaultMiddleware, faults=self.faults)
         return app
@@ -231,14 +246,19 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = {"computeFault": {"code": 500, "message": "The server has either erred or is incapable of performing the"
-                                                       " requested operation."}}
+    body = {
+        "computeFault": {
+            "code": 500,
+            "message": "The server has either erred or is incapable of performing the requested operation.",
+        }
+    }
     return JSONResponse(body, status_code=500)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"itemNotFound": {"code": 404, "message": "The resource could not be found."}},
-                        status_code=404)
+    return JSONResponse(
+        {"itemNotFound": {"code": 404, "message": "The resource could not be found."}}, status_code=404
+    )
 
 
 def _write_private(path: Path, text: str) -> None:

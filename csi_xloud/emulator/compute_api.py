@@ -114,8 +114,15 @@ class ComputeApi:
             "metadata": {},
             "hostId": host_id,
             "image": "",
-            "flavor": {"vcpus": 2, "ram": 4096, "disk": 0, "ephemeral": 0, "swap": 0, "original_name": "x1.node",
-                       "extra_specs": {}},
+            "flavor": {
+                "vcpus": 2,
+                "ram": 4096,
+                "disk": 0,
+                "ephemeral": 0,
+                "swap": 0,
+                "original_name": "x1.node",
+                "extra_specs": {},
+            },
             "created": server.created_at.split(".")[0] + "Z",
             "updated": server.created_at.split(".")[0] + "Z",
             "addresses": {},
@@ -141,11 +148,15 @@ class ComputeApi:
     async def list_servers(self, call: Call) -> Response:
         """GET /servers."""
         servers = self._store.all(Server)
-        return JSONResponse({"servers": [{"id": s.id, "name": s.name, "links": self._links(s)} for s in servers]})
+        return JSONResponse(
+            {"servers": [{"id": s.id, "name": s.name, "links": self._links(s)} for s in servers]}
+        )
 
     async def list_detail(self, call: Call) -> Response:
         """GET /servers/detail."""
-        return JSONResponse({"servers": [self.server_view(s, call.project_id) for s in self._store.all(Server)]})
+        return JSONResponse(
+            {"servers": [self.server_view(s, call.project_id) for s in self._store.all(Server)]}
+        )
 
     async def show_server(self, call: Call) -> Response:
         """GET /servers/{id}."""
@@ -159,10 +170,19 @@ class ComputeApi:
             view["id"] = att.volume_id
         view.update({"serverId": att.server_id, "volumeId": att.volume_id, "device": att.device})
         if for_create:
-            view = {"id": att.volume_id, "serverId": att.server_id, "volumeId": att.volume_id, "device": att.device}
+            view = {
+                "id": att.volume_id,
+                "serverId": att.server_id,
+                "volumeId": att.volume_id,
+                "device": att.device,
+            }
         else:
-            view = {**({"id": att.volume_id} if not call.mv.at_least("2.89") else {}),
-                    "volumeId": att.volume_id, "serverId": att.server_id, "device": att.device}
+            view = {
+                **({"id": att.volume_id} if not call.mv.at_least("2.89") else {}),
+                "volumeId": att.volume_id,
+                "serverId": att.server_id,
+                "device": att.device,
+            }
         if call.mv.at_least("2.70"):
             view["tag"] = att.tag
         if call.mv.at_least("2.79"):
@@ -199,11 +219,15 @@ class ComputeApi:
     async def show_attachment(self, call: Call) -> Response:
         """GET /servers/{id}/os-volume_attachments/{volume_id}."""
         server = self._server(call.params["id"])
-        return JSONResponse({"volumeAttachment": self._attachment_view(self._attached(server, call.params["vol"]), call)})
+        return JSONResponse(
+            {"volumeAttachment": self._attachment_view(self._attached(server, call.params["vol"]), call)}
+        )
 
     def _parse_attach(self, call: Call, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("volumeAttachment"), dict):
-            raise bad_request("Invalid input for field/attribute volumeAttachment. 'volumeAttachment' is a required property")
+            raise bad_request(
+                "Invalid input for field/attribute volumeAttachment. 'volumeAttachment' is a required property"
+            )
         req: dict[str, Any] = body["volumeAttachment"]
         allowed = {"volumeId", "device"}
         if call.mv.at_least("2.49"):
@@ -212,7 +236,11 @@ class ComputeApi:
             allowed.add("delete_on_termination")
         extra = [k for k in req if k not in allowed]
         if extra:
-            raise invalid_input("volumeAttachment", req, f"Additional properties are not allowed ({extra[0]!r} was unexpected)")
+            raise invalid_input(
+                "volumeAttachment",
+                req,
+                f"Additional properties are not allowed ({extra[0]!r} was unexpected)",
+            )
         if "volumeId" not in req:
             raise invalid_input("volumeAttachment", req, "'volumeId' is a required property")
         volume_id = req["volumeId"]
@@ -253,13 +281,17 @@ class ComputeApi:
             servers = ",".join(sorted({a.server_id or "" for a in existing}))
             raise bad_request(f"Invalid volume: volume {vol.id} is already attached to instances: {servers}")
         if vol.multiattach and not call.mv.at_least("2.60"):
-            raise bad_request("Multiattach volumes are only supported starting with compute API version 2.60.")
+            raise bad_request(
+                "Multiattach volumes are only supported starting with compute API version 2.60."
+            )
         if vol.status == VolumeStatus.ERROR:
             raise bad_request(
                 "Invalid input received: Invalid volume: Volume attachments can not be created if the volume is in"
                 f" an error state. The Volume {vol.id} currently has a status of: error  (HTTP 400)"
             )
-        if vol.status != VolumeStatus.AVAILABLE and not (vol.multiattach and vol.status == VolumeStatus.IN_USE):
+        if vol.status != VolumeStatus.AVAILABLE and not (
+            vol.multiattach and vol.status == VolumeStatus.IN_USE
+        ):
             raise bad_request(
                 f"Invalid input received: Invalid volume: Volume {vol.id} status must be available or downloading"
                 f" to reserve, but the current status is {vol.status}. (HTTP 400)"

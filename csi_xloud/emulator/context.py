@@ -85,7 +85,9 @@ class Microversion:
         return f"{self.major}.{self.minor}"
 
 
-def negotiate(request: Request, service: str, minimum: str, maximum: str, legacy_header: str = "") -> Microversion:
+def negotiate(
+    request: Request, service: str, minimum: str, maximum: str, legacy_header: str = ""
+) -> Microversion:
     """Parse OpenStack-API-Version for service; Cinder's and Nova's 400/406 answers for bad ones."""
     raw = request.headers.get("openstack-api-version")
     value: str | None = None
@@ -137,5 +139,7 @@ def require_object(body: Any, key: str) -> dict[str, Any]:
         raise bad_request(f"'{key}' is a required property")
     value = body[key]
     if not isinstance(value, dict):
-        raise bad_request(f"Invalid input for field/attribute {key}. Value: {value}. {value!r} is not of type 'object'")
+        raise bad_request(
+            f"Invalid input for field/attribute {key}. Value: {value}. {value!r} is not of type 'object'"
+        )
     return value

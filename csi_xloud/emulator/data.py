@@ -41,10 +41,7 @@ async def list_loops() -> list[LoopDevice]:
     if not out.strip():
         return []
     devices = json.loads(out).get("loopdevices", [])
-    return [
-        LoopDevice(str(d["name"]), strip_deleted(str(d.get("back-file") or "")))
-        for d in devices
-    ]
+    return [LoopDevice(str(d["name"]), strip_deleted(str(d.get("back-file") or ""))) for d in devices]
 
 
 def strip_deleted(back_file: str) -> str:
@@ -147,4 +144,6 @@ class DataPlane:
 
     async def loops_under_root(self) -> list[LoopDevice]:
         """Loop devices whose backing file lies under the data directory."""
-        return [loop for loop in await list_loops() if loop.back_file and is_under(loop.back_file, self._root)]
+        return [
+            loop for loop in await list_loops() if loop.back_file and is_under(loop.back_file, self._root)
+        ]

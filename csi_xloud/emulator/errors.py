@@ -6,7 +6,9 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-_GENERIC_400 = "The server could not comply with the request since it is either malformed or otherwise incorrect."
+_GENERIC_400 = (
+    "The server could not comply with the request since it is either malformed or otherwise incorrect."
+)
 
 
 class ApiError(Exception):

@@ -41,9 +41,15 @@ def seed_identity(store: Store) -> None:
     """Create the member and admin users and an application credential on first start."""
     if store.all(User):
         return
-    member = User(stable_hex("user", MEMBER_USER), MEMBER_USER, secrets.token_urlsafe(18), ["member", "reader"])
-    admin = User(stable_hex("user", ADMIN_USER), ADMIN_USER, secrets.token_urlsafe(18), ["admin", "member", "reader"])
-    cred = AppCredential(stable_hex("app-credential", MEMBER_USER), "xloud-emulator", secrets.token_urlsafe(24), member.id)
+    member = User(
+        stable_hex("user", MEMBER_USER), MEMBER_USER, secrets.token_urlsafe(18), ["member", "reader"]
+    )
+    admin = User(
+        stable_hex("user", ADMIN_USER), ADMIN_USER, secrets.token_urlsafe(18), ["admin", "member", "reader"]
+    )
+    cred = AppCredential(
+        stable_hex("app-credential", MEMBER_USER), "xloud-emulator", secrets.token_urlsafe(24), member.id
+    )
     store.put(member, admin, cred)
 
 
@@ -79,7 +85,9 @@ class IdentityApi:
             "status": "stable",
             "updated": "2020-04-07T00:00:00Z",
             "links": [{"rel": "self", "href": f"{self._config.identity_url}/"}],
-            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}],
+            "media-types": [
+                {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
+            ],
         }
 
     async def versions(self, request: Request) -> Response:
@@ -115,7 +123,9 @@ class IdentityApi:
     def _authenticate(self, identity: dict[str, Any], methods: list[str], scope: Any) -> Token:
         for method in methods:
             if method not in ("password", "application_credential", "token"):
-                raise keystone_error(401, "Unauthorized", "Attempted to authenticate with an unsupported method.")
+                raise keystone_error(
+                    401, "Unauthorized", "Attempted to authenticate with an unsupported method."
+                )
             if not isinstance(identity.get(method), dict):
                 raise bad_input(f"Expecting to find {method} in identity. {_MALFORMED_TAIL}")
         if "token" in methods:
@@ -156,9 +166,10 @@ class IdentityApi:
         return next((u for u in users if u.name == raw["name"]), None)
 
     def _domain_matches(self, domain: dict[str, Any]) -> bool:
-        return domain.get("id", self._config.domain_id) == self._config.domain_id and domain.get(
-            "name", self._config.domain_name
-        ) == self._config.domain_name
+        return (
+            domain.get("id", self._config.domain_id) == self._config.domain_id
+            and domain.get("name", self._config.domain_name) == self._config.domain_name
+        )
 
     def _check_scope(self, scope: Any) -> None:
         if scope is None:
@@ -198,7 +209,9 @@ class IdentityApi:
                 raise keystone_error(404, "Not Found", f"Could not find Application Credential: {raw['id']}.")
         else:
             user = self._find_user(raw.get("user"))
-            cred = next((c for c in creds if user and c.user_id == user.id and c.name == raw.get("name")), None)
+            cred = next(
+                (c for c in creds if user and c.user_id == user.id and c.name == raw.get("name")), None
+            )
             if cred is None:
                 raise self._generic_401()
         secret = raw.get("secret")
@@ -245,7 +258,9 @@ class IdentityApi:
         headers = {"X-Subject-Token": subject.id, "Vary": "X-Auth-Token"}
         if request.method == "HEAD":
             return Response(status_code=200, headers=headers)
-        return JSONResponse(self._token_body(subject, "nocatalog" not in request.query_params), headers=headers)
+        return JSONResponse(
+            self._token_body(subject, "nocatalog" not in request.query_params), headers=headers
+        )
 
     async def revoke(self, request: Request) -> Response:
         """DELETE /auth/tokens: revoke X-Subject-Token."""

@@ -247,10 +247,47 @@ class Server:
     created_at: str
 
 
-Record = Volume | Attachment | Snapshot | Backup | VolumeType | QosSpec | QuotaSet | Token | User | AppCredential | Server
-R = TypeVar("R", Volume, Attachment, Snapshot, Backup, VolumeType, QosSpec, QuotaSet, Token, User, AppCredential, Server)
+Record = (
+    Volume
+    | Attachment
+    | Snapshot
+    | Backup
+    | VolumeType
+    | QosSpec
+    | QuotaSet
+    | Token
+    | User
+    | AppCredential
+    | Server
+)
+R = TypeVar(
+    "R",
+    Volume,
+    Attachment,
+    Snapshot,
+    Backup,
+    VolumeType,
+    QosSpec,
+    QuotaSet,
+    Token,
+    User,
+    AppCredential,
+    Server,
+)
 
 RECORD_TYPES: dict[str, type[Any]] = {
     cls.KIND: cls
-    for cls in (Volume, Attachment, Snapshot, Backup, VolumeType, QosSpec, QuotaSet, Token, User, AppCredential, Server)
+    for cls in (
+        Volume,
+        Attachment,
+        Snapshot,
+        Backup,
+        VolumeType,
+        QosSpec,
+        QuotaSet,
+        Token,
+        User,
+        AppCredential,
+        Server,
+    )
 }

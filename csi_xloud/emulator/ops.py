@@ -154,10 +154,7 @@ class Operations:
         except Exception as exc:
             failed = {"delete": VolumeStatus.ERROR_DELETING, "extend": VolumeStatus.ERROR_EXTENDING}
             log.warning("volume %s %s failed: %s", vol_id, op, exc)
-            if op in ("extend", "retype"):
-                self._update_volume(vol_id, status=failed.get(op, VolumeStatus.ERROR), pending=None)
-            else:
-                self._update_volume(vol_id, status=failed.get(op, VolumeStatus.ERROR), pending=None)
+            self._update_volume(vol_id, status=failed.get(op, VolumeStatus.ERROR), pending=None)
 
     async def _create(self, vol_id: str) -> None:
         vol = self._store.get(Volume, vol_id)
@@ -177,6 +174,9 @@ class Operations:
             await self._data.copy_sparse(self._data.snapshot_path(snap.backend, snap.id), dst, vol.size)
         else:
             await self._data.create_sparse(dst, vol.size)
+        current = self._store.get(Volume, vol_id)
+        if current is None or not current.pending or current.pending.get("op") != "create":
+            return  # deleted or reset meanwhile
         self._update_volume(vol_id, status=VolumeStatus.AVAILABLE, pending=None)
 
     async def _delete(self, vol_id: str) -> None:
@@ -306,9 +306,9 @@ class Operations:
         op = backup.pending["op"]
         await self._tick()
         try:
-            await {"create": self._backup_create, "delete": self._backup_delete, "restore": self._restore}[op](
-                backup
-            )
+            await {"create": self._backup_create, "delete": self._backup_delete, "restore": self._restore}[
+                op
+            ](backup)
         except Exception as exc:
             log.warning("backup %s %s failed: %s", backup_id, op, exc)
             self._backup_failed(backup, str(exc))
@@ -340,7 +340,9 @@ class Operations:
             src = self.volume_path(vol)
         result = await self._chunks.backup(src, backup.id, backup.parent_id)
         self._update_volume(backup.volume_id, status=backup.pending["prev"])
-        self._update_backup(backup.id, status=BackupStatus.AVAILABLE, object_count=result.chunks_written, pending=None)
+        self._update_backup(
+            backup.id, status=BackupStatus.AVAILABLE, object_count=result.chunks_written, pending=None
+        )
 
     async def _backup_delete(self, backup: Backup) -> None:
         others = [b.id for b in self._store.all(Backup) if b.id != backup.id]

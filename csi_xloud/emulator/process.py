@@ -105,12 +105,19 @@ class EmulatorProcess:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable, "-m", "csi_xloud.emulator",
-            "--listen", f"127.0.0.1:{self.port}",
-            "--data-dir", str(self.data_dir),
-            "--servers", self._servers_arg,
-            "--op-seconds", str(self._op_seconds),
-            "--token-ttl", str(self._token_ttl),
+            sys.executable,
+            "-m",
+            "csi_xloud.emulator",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--data-dir",
+            str(self.data_dir),
+            "--servers",
+            self._servers_arg,
+            "--op-seconds",
+            str(self._op_seconds),
+            "--token-ttl",
+            str(self._token_ttl),
         ]
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
@@ -190,8 +197,9 @@ class EmulatorProcess:
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 raw = resp.read()
@@ -215,8 +223,12 @@ class EmulatorProcess:
 
 def loop_devices_under(root: Path) -> list[tuple[str, str]]:
     """(loop device, backing file) for loop devices whose backing file lies under root."""
-    out = subprocess.run(["losetup", "--list", "--json", "--output", "NAME,BACK-FILE"],
-                         capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        ["losetup", "--list", "--json", "--output", "NAME,BACK-FILE"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     if not out.strip():
         return []
     found = []

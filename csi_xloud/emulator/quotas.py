@@ -98,14 +98,18 @@ class Quotas:
         for key in ("snapshots", f"snapshots_{type_name}"):
             limit = limits.get(key, -1)
             if limit >= 0 and usage.get(key, 0) + 1 > limit:
-                raise over_limit(f"SnapshotLimitExceeded: Maximum number of snapshots allowed ({limit}) exceeded")
+                raise over_limit(
+                    f"SnapshotLimitExceeded: Maximum number of snapshots allowed ({limit}) exceeded"
+                )
         self._check_gigabytes(limits, usage, "gigabytes", size)
 
     def check_backup(self, project_id: str, size: int) -> None:
         """413 unless a new backup fits."""
         limits, usage = self.limits(project_id), self.usage(project_id)
         if limits["backups"] >= 0 and usage["backups"] + 1 > limits["backups"]:
-            raise over_limit(f"BackupLimitExceeded: Maximum number of backups allowed ({limits['backups']}) exceeded")
+            raise over_limit(
+                f"BackupLimitExceeded: Maximum number of backups allowed ({limits['backups']}) exceeded"
+            )
         limit = limits["backup_gigabytes"]
         if limit >= 0 and usage["backup_gigabytes"] + size > limit:
             raise over_limit(
@@ -117,7 +121,9 @@ class Quotas:
     def _check_count(limits: dict[str, int], usage: dict[str, int], key: str, count: int) -> None:
         limit = limits.get(key, -1)
         if limit >= 0 and usage.get(key, 0) + count > limit:
-            raise over_limit(f"VolumeLimitExceeded: Maximum number of volumes allowed ({limit}) exceeded for quota '{key}'.")
+            raise over_limit(
+                f"VolumeLimitExceeded: Maximum number of volumes allowed ({limit}) exceeded for quota '{key}'."
+            )
 
     @staticmethod
     def _check_gigabytes(limits: dict[str, int], usage: dict[str, int], key: str, size: int) -> None:
@@ -134,13 +140,17 @@ class Quotas:
         if not with_usage:
             return {**limits, "id": project_id}
         usage = self.usage(project_id)
-        body: dict[str, Any] = {k: {"limit": v, "in_use": usage.get(k, 0), "reserved": 0} for k, v in limits.items()}
+        body: dict[str, Any] = {
+            k: {"limit": v, "in_use": usage.get(k, 0), "reserved": 0} for k, v in limits.items()
+        }
         return {**body, "id": project_id}
 
     def update(self, project_id: str, raw: Any) -> dict[str, int]:
         """Apply a PUT body's quota_set; 400 for non-integers or unknown keys."""
         if not isinstance(raw, dict):
-            raise ApiError(400, {"badRequest": {"code": 400, "message": "'quota_set' is a required property"}})
+            raise ApiError(
+                400, {"badRequest": {"code": 400, "message": "'quota_set' is a required property"}}
+            )
         known = set(self.keys())
         override = self._store.get(QuotaSet, project_id)
         limits = dict(override.limits) if override else {}
@@ -148,14 +158,18 @@ class Quotas:
             if key in ("tenant_id", "id"):
                 continue
             if key not in known:
-                raise ApiError(400, {"badRequest": {"code": 400, "message": f"Bad key(s) in quota set: {key}"}})
-            if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).lstrip("-").isdigit():
+                raise ApiError(
+                    400, {"badRequest": {"code": 400, "message": f"Bad key(s) in quota set: {key}"}}
+                )
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | str)
+                or not str(value).lstrip("-").isdigit()
+            ):
                 raise ApiError(400, {"badRequest": {"code": 400, "message": f"{key} must be an integer"}})
             number = int(value)
             if number < -1:
-                raise ApiError(
-                    400, {"badRequest": {"code": 400, "message": f"{key} must be >= -1"}}
-                )
+                raise ApiError(400, {"badRequest": {"code": 400, "message": f"{key} must be >= -1"}})
             limits[key] = number
         self._store.put(QuotaSet(project_id, limits))
         return self.limits(project_id)

@@ -50,7 +50,9 @@ class Store:
         self._db.execute("BEGIN")
         try:
             self._db.executemany("INSERT OR REPLACE INTO records (kind, id, doc) VALUES (?, ?, ?)", rows)
-            self._db.executemany("DELETE FROM records WHERE kind = ? AND id = ?", [(r.KIND, r.id) for r in dels])
+            self._db.executemany(
+                "DELETE FROM records WHERE kind = ? AND id = ?", [(r.KIND, r.id) for r in dels]
+            )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

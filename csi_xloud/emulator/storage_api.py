@@ -15,11 +15,25 @@ from csi_xloud.emulator.state import Store
 MIN_VERSION = "3.0"
 MAX_VERSION = "3.71"
 COLLECTIONS = {
-    "volumes", "snapshots", "backups", "types", "qos-specs", "os-quota-sets", "limits", "os-availability-zone",
-    "attachments", "messages", "os-services", "scheduler-stats", "extensions",
+    "volumes",
+    "snapshots",
+    "backups",
+    "types",
+    "qos-specs",
+    "os-quota-sets",
+    "limits",
+    "os-availability-zone",
+    "attachments",
+    "messages",
+    "os-services",
+    "scheduler-stats",
+    "extensions",
 }
-_WEBOB_404 = {"message": "The resource could not be found.<br /><br />\n\n\n", "code": "404 Not Found",
-              "title": "Not Found"}
+_WEBOB_404 = {
+    "message": "The resource could not be found.<br /><br />\n\n\n",
+    "code": "404 Not Found",
+    "title": "Not Found",
+}
 
 
 class StorageApi:
@@ -41,7 +55,9 @@ class StorageApi:
                 {"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"},
                 {"rel": "self", "href": f"{self._config.base_url}/volume/v3/"},
             ],
-            "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}],
+            "media-types": [
+                {"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}
+            ],
         }
 
     @staticmethod
@@ -52,8 +68,9 @@ class StorageApi:
         """Entry point for every /volume request."""
         path = request.url.path.removeprefix("/volume").strip("/")
         if path == "":
-            return JSONResponse({"versions": [self._version_doc()]}, status_code=300,
-                                headers=self._headers(MIN_VERSION))
+            return JSONResponse(
+                {"versions": [self._version_doc()]}, status_code=300, headers=self._headers(MIN_VERSION)
+            )
         if path == "v3":
             return JSONResponse({"versions": [self._version_doc()]}, headers=self._headers(MIN_VERSION))
         if not path.startswith("v3/"):

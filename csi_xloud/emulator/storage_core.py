@@ -204,7 +204,9 @@ class StorageCore:
         elif call.query.get("sort_key"):
             keys = call.query["sort_key"].split(",")
             dirs = call.query.get("sort_dir", "desc").split(",")
-            pairs = [(k, (dirs[i] if i < len(dirs) else dirs[-1]).lower() == "desc") for i, k in enumerate(keys)]
+            pairs = [
+                (k, (dirs[i] if i < len(dirs) else dirs[-1]).lower() == "desc") for i, k in enumerate(keys)
+            ]
         for key, _ in pairs:
             if key not in allowed:
                 raise bad_request("Invalid input received: Invalid sort key")

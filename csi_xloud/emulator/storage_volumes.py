@@ -28,13 +28,30 @@ from csi_xloud.emulator.storage_core import StorageCore, check_metadata, check_n
 
 UUID = r"[^/]+"
 CREATE_KEYS = {
-    "name", "description", "display_name", "display_description", "size", "volume_type", "availability_zone",
-    "source_volid", "snapshot_id", "backup_id", "metadata", "multiattach", "imageRef", "consistencygroup_id",
-    "group_id", "bootable",
+    "name",
+    "description",
+    "display_name",
+    "display_description",
+    "size",
+    "volume_type",
+    "availability_zone",
+    "source_volid",
+    "snapshot_id",
+    "backup_id",
+    "metadata",
+    "multiattach",
+    "imageRef",
+    "consistencygroup_id",
+    "group_id",
+    "bootable",
 }
 DELETABLE = {
-    VolumeStatus.AVAILABLE, VolumeStatus.ERROR, VolumeStatus.ERROR_EXTENDING, VolumeStatus.CREATING,
-    "error_restoring", "error_managing",
+    VolumeStatus.AVAILABLE,
+    VolumeStatus.ERROR,
+    VolumeStatus.ERROR_EXTENDING,
+    VolumeStatus.CREATING,
+    "error_restoring",
+    "error_managing",
 }
 DELETE_REFUSED = (
     "Invalid volume: Volume status must be available or error or error_restoring or error_extending or"
@@ -46,14 +63,29 @@ RETYPE_REFUSED = (
     " migration or a consistency group, requested type has to be different that the one from the volume,"
     " and for in-use volumes front-end qos specs cannot change."
 )
-SORT_KEYS = {"id", "status", "size", "availability_zone", "created_at", "updated_at", "name", "description",
-             "volume_type", "bootable", "display_name", "user_id", "project_id"}
+SORT_KEYS = {
+    "id",
+    "status",
+    "size",
+    "availability_zone",
+    "created_at",
+    "updated_at",
+    "name",
+    "description",
+    "volume_type",
+    "bootable",
+    "display_name",
+    "user_id",
+    "project_id",
+}
 LIST_PARAMS = {"limit", "marker", "sort", "sort_key", "sort_dir", "with_count", "all_tenants", "offset"}
 
 
 def is_multiattach(vtype: VolumeType | None) -> bool:
     """Whether a type makes multiattach volumes."""
-    return bool(vtype) and vtype is not None and vtype.extra_specs.get("multiattach", "").lower() == "<is> true"
+    return (
+        bool(vtype) and vtype is not None and vtype.extra_specs.get("multiattach", "").lower() == "<is> true"
+    )
 
 
 class VolumeRoutes:
@@ -83,8 +115,12 @@ class VolumeRoutes:
     # -- listing ----------------------------------------------------------------------------------
 
     def _filtered(self, call: Call) -> list[Volume]:
-        vols = [v for v in self._store.all(Volume) if v.project_id == call.project_id or (
-            call.caller.is_admin and call.query.get("all_tenants") in ("1", "true", "True"))]
+        vols = [
+            v
+            for v in self._store.all(Volume)
+            if v.project_id == call.project_id
+            or (call.caller.is_admin and call.query.get("all_tenants") in ("1", "true", "True"))
+        ]
         for key, value in call.query.multi_items():
             if key in LIST_PARAMS:
                 continue
@@ -132,7 +168,8 @@ class VolumeRoutes:
         page, links = self._core.page(call, vols, "volumes", "Volume")
         body: dict[str, Any] = {
             "volumes": [
-                self._core.volume_body(call, v) if detail else self._core.views.volume_summary(v) for v in page
+                self._core.volume_body(call, v) if detail else self._core.views.volume_summary(v)
+                for v in page
             ]
         }
         if links:
@@ -214,7 +251,9 @@ class VolumeRoutes:
         self._store.put(restoring, busy)
         self._core.ops.start_backup(backup.id)
 
-    def _sources(self, call: Call, req: dict[str, Any]) -> tuple[Volume | None, Snapshot | None, Backup | None]:
+    def _sources(
+        self, call: Call, req: dict[str, Any]
+    ) -> tuple[Volume | None, Snapshot | None, Backup | None]:
         source = snap = backup = None
         if req.get("source_volid"):
             source = self._core.volume(call, str(req["source_volid"]))
@@ -226,10 +265,14 @@ class VolumeRoutes:
         if req.get("snapshot_id"):
             snap = self._core.snapshot(call, str(req["snapshot_id"]))
             if snap.status != SnapshotStatus.AVAILABLE:
-                raise bad_request("Invalid snapshot: Originating snapshot status must be one of 'available' values")
+                raise bad_request(
+                    "Invalid snapshot: Originating snapshot status must be one of 'available' values"
+                )
         if req.get("backup_id"):
             if not call.mv.at_least("3.47"):
-                raise invalid_input("volume", req, "Additional properties are not allowed ('backup_id' was unexpected)")
+                raise invalid_input(
+                    "volume", req, "Additional properties are not allowed ('backup_id' was unexpected)"
+                )
             backup = self._core.backup(call, str(req["backup_id"]))
             if backup.status != BackupStatus.AVAILABLE:
                 raise bad_request(f"Invalid backup: Backup status must be available but is {backup.status}.")
@@ -252,7 +295,9 @@ class VolumeRoutes:
         return self._core.default_type()
 
     @staticmethod
-    def _size_for(size: int | None, source: Volume | None, snap: Snapshot | None, backup: Backup | None) -> int:
+    def _size_for(
+        size: int | None, source: Volume | None, snap: Snapshot | None, backup: Backup | None
+    ) -> int:
         if source is not None:
             if size is not None and size < source.size:
                 raise bad_request(
@@ -308,7 +353,9 @@ class VolumeRoutes:
         if "metadata" in req:
             changes["metadata"] = check_metadata(req["metadata"])
         if not changes:
-            raise bad_request("Invalid input received: At least one of name, description or metadata must be given")
+            raise bad_request(
+                "Invalid input received: At least one of name, description or metadata must be given"
+            )
         vol = dataclasses.replace(vol, updated_at=now(), **changes)
         self._store.put(vol)
         return self._core.ok({"volume": self._core.volume_body(call, vol)})
@@ -319,13 +366,20 @@ class VolumeRoutes:
         cascade = call.query.get("cascade", "").lower() in ("true", "1")
         snaps = [s for s in self._store.all(Snapshot) if s.volume_id == vol.id]
         attached = self._core.ops.attachments_of(vol.id)
-        if vol.status not in DELETABLE or attached or (snaps and not cascade) or vol.migration_status == "migrating":
+        if (
+            vol.status not in DELETABLE
+            or attached
+            or (snaps and not cascade)
+            or vol.migration_status == "migrating"
+        ):
             raise bad_request(DELETE_REFUSED)
         if cascade and any(s.status not in (SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR) for s in snaps):
             raise bad_request("Invalid volume: Snapshot of volume not in a deletable state.")
         deleting = [dataclasses.replace(s, status=SnapshotStatus.DELETING) for s in snaps]
         self._store.put(
-            dataclasses.replace(vol, status=VolumeStatus.DELETING, updated_at=now(), pending={"op": "delete"}),
+            dataclasses.replace(
+                vol, status=VolumeStatus.DELETING, updated_at=now(), pending={"op": "delete"}
+            ),
             *deleting,
         )
         self._core.ops.start_volume(vol.id)
@@ -380,7 +434,9 @@ class VolumeRoutes:
         if key not in vol.metadata:
             raise not_found(f"Metadata item was not found for volume {vol.id} with key {key}.")
         self._store.put(
-            dataclasses.replace(vol, metadata={k: v for k, v in vol.metadata.items() if k != key}, updated_at=now())
+            dataclasses.replace(
+                vol, metadata={k: v for k, v in vol.metadata.items() if k != key}, updated_at=now()
+            )
         )
         return Response(status_code=200)
 
@@ -392,7 +448,7 @@ class VolumeRoutes:
         vol = self._core.volume(call, call.params["id"])
         if not isinstance(body, dict) or len(body) != 1:
             raise bad_request("Invalid request body")
-        (name, arg), = body.items()
+        ((name, arg),) = body.items()
         handler = {
             "os-extend": self._extend,
             "os-retype": self._retype,
@@ -434,8 +490,12 @@ class VolumeRoutes:
                 "Invalid input received: New size for extend must be greater than current size."
                 f" (current: {vol.size}, extended: {new_size})."
             )
-        self._core.quotas.check_extend(call.project_id, new_size - vol.size, self._core.type_name(vol.type_id))
-        self._set_status(vol, VolumeStatus.EXTENDING, pending={"op": "extend", "new_size": new_size, "prev": vol.status})
+        self._core.quotas.check_extend(
+            call.project_id, new_size - vol.size, self._core.type_name(vol.type_id)
+        )
+        self._set_status(
+            vol, VolumeStatus.EXTENDING, pending={"op": "extend", "new_size": new_size, "prev": vol.status}
+        )
         self._core.ops.start_volume(vol.id)
         return self._core.accepted()
 
@@ -444,7 +504,9 @@ class VolumeRoutes:
             raise invalid_input("os-retype", arg, "'new_type' is a required property")
         policy = arg.get("migration_policy", "never")
         if policy not in ("on-demand", "never"):
-            raise invalid_input("migration_policy", policy, f"{policy!r} is not one of ['on-demand', 'never']")
+            raise invalid_input(
+                "migration_policy", policy, f"{policy!r} is not one of ['on-demand', 'never']"
+            )
         vtype = self._core.volume_type(str(arg["new_type"]))
         if vol.status not in (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE) or vtype.id == vol.type_id:
             raise bad_request(RETYPE_REFUSED)
@@ -452,17 +514,25 @@ class VolumeRoutes:
             raise bad_request(RETYPE_REFUSED)
         if backend_of(vtype) != vol.backend and policy == "never":
             # Cinder accepts the call, then the scheduler refuses to migrate: the type stays.
-            self._set_status(vol, VolumeStatus.RETYPING, pending={"op": "retype", "type_id": vol.type_id,
-                                                                   "prev": vol.status})
+            self._set_status(
+                vol,
+                VolumeStatus.RETYPING,
+                pending={"op": "retype", "type_id": vol.type_id, "prev": vol.status},
+            )
         else:
-            self._set_status(vol, VolumeStatus.RETYPING, pending={"op": "retype", "type_id": vtype.id,
-                                                                   "prev": vol.status})
+            self._set_status(
+                vol, VolumeStatus.RETYPING, pending={"op": "retype", "type_id": vtype.id, "prev": vol.status}
+            )
         self._core.ops.start_volume(vol.id)
         return self._core.accepted()
 
     async def _reserve(self, call: Call, vol: Volume, arg: Any) -> Response:
-        if vol.status != VolumeStatus.AVAILABLE and not (vol.multiattach and vol.status == VolumeStatus.IN_USE):
-            raise bad_request(f"Invalid volume: Volume status must be available to reserve, but the status is {vol.status}.")
+        if vol.status != VolumeStatus.AVAILABLE and not (
+            vol.multiattach and vol.status == VolumeStatus.IN_USE
+        ):
+            raise bad_request(
+                f"Invalid volume: Volume status must be available to reserve, but the status is {vol.status}."
+            )
         self._set_status(vol, VolumeStatus.ATTACHING)
         return self._core.accepted()
 
@@ -474,8 +544,10 @@ class VolumeRoutes:
 
     async def _begin_detaching(self, call: Call, vol: Volume, arg: Any) -> Response:
         if vol.status != VolumeStatus.IN_USE:
-            raise bad_request("Invalid volume: Unable to detach volume. Volume status must be 'in-use' and"
-                              " attach_status must be 'attached' to detach.")
+            raise bad_request(
+                "Invalid volume: Unable to detach volume. Volume status must be 'in-use' and"
+                " attach_status must be 'attached' to detach."
+            )
         self._set_status(vol, VolumeStatus.DETACHING)
         return self._core.accepted()
 
@@ -492,9 +564,16 @@ class VolumeRoutes:
         ):
             raise bad_request(f"Invalid volume: Volume status must be attaching, but is {vol.status}.")
         att = Attachment(
-            id=new_id(), volume_id=vol.id, server_id=arg.get("instance_uuid"), status=AttachStatus.ATTACHED,
-            device=str(arg["mountpoint"]), bdm_uuid=new_id(), created_at=now(), attached_at=now(),
-            mode=str(arg.get("mode", "rw")), legacy=True,
+            id=new_id(),
+            volume_id=vol.id,
+            server_id=arg.get("instance_uuid"),
+            status=AttachStatus.ATTACHED,
+            device=str(arg["mountpoint"]),
+            bdm_uuid=new_id(),
+            created_at=now(),
+            attached_at=now(),
+            mode=str(arg.get("mode", "rw")),
+            legacy=True,
         )
         self._store.put(att, dataclasses.replace(vol, status=VolumeStatus.IN_USE, updated_at=now()))
         return self._core.accepted()
@@ -505,9 +584,7 @@ class VolumeRoutes:
         remaining = [a for a in self._core.ops.attachments_of(vol.id) if a not in doomed]
         status = VolumeStatus.IN_USE if remaining else VolumeStatus.AVAILABLE
         if doomed or vol.status == VolumeStatus.DETACHING:
-            self._store.write(
-                put=[dataclasses.replace(vol, status=status, updated_at=now())], delete=doomed
-            )
+            self._store.write(put=[dataclasses.replace(vol, status=status, updated_at=now())], delete=doomed)
         return self._core.accepted()
 
     async def _reset_status(self, call: Call, vol: Volume, arg: Any) -> Response:
@@ -519,14 +596,19 @@ class VolumeRoutes:
             raise invalid_input("status", status, f"{status!r} is not a valid volume status")
         self._set_status(vol, status, pending=None)
         if arg.get("migration_status") is not None:
-            self._store.put(dataclasses.replace(self._store.get(Volume, vol.id) or vol,
-                                                migration_status=arg["migration_status"]))
+            self._store.put(
+                dataclasses.replace(
+                    self._store.get(Volume, vol.id) or vol, migration_status=arg["migration_status"]
+                )
+            )
         return self._core.accepted()
 
     async def _set_bootable(self, call: Call, vol: Volume, arg: Any) -> Response:
         if not isinstance(arg, dict) or "bootable" not in arg:
             raise invalid_input("os-set_bootable", arg, "'bootable' is a required property")
-        self._store.put(dataclasses.replace(vol, bootable=parse_bool("bootable", arg["bootable"]), updated_at=now()))
+        self._store.put(
+            dataclasses.replace(vol, bootable=parse_bool("bootable", arg["bootable"]), updated_at=now())
+        )
         return Response(status_code=200)
 
     async def _noop(self, call: Call, vol: Volume, arg: Any) -> Response:
@@ -535,8 +617,13 @@ class VolumeRoutes:
     async def _initialize_connection(self, call: Call, vol: Volume, arg: Any) -> Response:
         info = {
             "driver_volume_type": "local",
-            "data": {"device_path": str(self._core.ops.volume_path(vol)), "access_mode": "rw", "encrypted": False,
-                     "cacheable": False, "enforce_multipath": False},
+            "data": {
+                "device_path": str(self._core.ops.volume_path(vol)),
+                "access_mode": "rw",
+                "encrypted": False,
+                "cacheable": False,
+                "enforce_multipath": False,
+            },
             "mount_point_base": "",
             "enforce_multipath": False,
         }

@@ -62,7 +62,9 @@ class StorageViews:
             "replication_status": None,
             "consistencygroup_id": None,
             "multiattach": vol.multiattach,
-            "attachments": [self._volume_attachment(a, servers) for a in attachments if a.status == AttachStatus.ATTACHED],
+            "attachments": [
+                self._volume_attachment(a, servers) for a in attachments if a.status == AttachStatus.ATTACHED
+            ],
         }
         admin = caller.is_admin
         if admin:
@@ -100,7 +102,9 @@ class StorageViews:
             "attached_at": att.attached_at,
         }
 
-    def snapshot(self, snap: Snapshot, mv: Microversion, caller: Caller, extended: bool = True) -> dict[str, Any]:
+    def snapshot(
+        self, snap: Snapshot, mv: Microversion, caller: Caller, extended: bool = True
+    ) -> dict[str, Any]:
         """The snapshot body."""
         view: dict[str, Any] = {
             "id": snap.id,
@@ -126,9 +130,15 @@ class StorageViews:
 
     def backup_summary(self, backup: Backup) -> dict[str, Any]:
         """GET /backups entry and the create answer."""
-        return {"id": backup.id, "name": backup.name, "links": self.links(backup.project_id, "backups", backup.id)}
+        return {
+            "id": backup.id,
+            "name": backup.name,
+            "links": self.links(backup.project_id, "backups", backup.id),
+        }
 
-    def backup(self, backup: Backup, mv: Microversion, caller: Caller, has_dependents: bool) -> dict[str, Any]:
+    def backup(
+        self, backup: Backup, mv: Microversion, caller: Caller, has_dependents: bool
+    ) -> dict[str, Any]:
         """The backup body."""
         view: dict[str, Any] = {
             "id": backup.id,
