@@ -9,7 +9,7 @@ from csi_xloud.cloud.models import Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller_ids import is_storage_id
 from csi_xloud.controller_volumes import Timeouts, fetch_volume, has_type, resolve_type
-from csi_xloud.errors import FailedPrecondition, InvalidArgument
+from csi_xloud.errors import FailedPrecondition, Internal, InvalidArgument
 from csi_xloud.validation import MigrationPolicy, MutableParameters
 
 log = logging.getLogger(__name__)
@@ -32,13 +32,25 @@ class VolumeChanges:
             volume = await self._storage.get_volume(volume_id)
             await self._check_deletable(volume)
             if volume.status is not VolumeStatus.DELETING:
-                await self._storage.delete_volume(volume_id)
+                await self._start_delete(volume)
             await self._storage.wait_for_volume_deleted(
                 volume_id, timeout_seconds=self._timeouts.delete_seconds
             )
         except cloud.NotFound:
             return
         log.info("deleted volume %s", volume_id)
+
+    async def _start_delete(self, volume: Volume) -> None:
+        """Ask for deletion; a volume a failed deletion left behind is retried, and its failure explained."""
+        try:
+            await self._storage.delete_volume(volume.id)
+        except (cloud.Conflict, cloud.BadRequest) as exc:
+            if volume.status is not VolumeStatus.ERROR_DELETING:
+                raise
+            reason = await self._storage.volume_error_reason(volume.id) or str(exc)
+            raise Internal(
+                f"volume {volume.id} is in status error_deleting ({reason}); an operator must clean it up"
+            ) from exc
 
     async def _check_deletable(self, volume: Volume) -> None:
         """Attached volumes and volumes with snapshots stay; the message says what holds them."""
