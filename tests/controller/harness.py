@@ -20,6 +20,7 @@ import httpx
 
 from csi_xloud import TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
+from csi_xloud.cloud import errors as cloud_errors
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import BackupStatus
 from csi_xloud.cloud.settings import load_cloud_settings
@@ -177,6 +178,17 @@ async def expect_code(call: Awaitable[Any], code: grpc.StatusCode, *fragments: s
             assert fragment in message, f"{fragment!r} not in {message!r}"
         return message
     raise AssertionError(f"expected {code.name}, the call succeeded")
+
+
+async def wait_gone(fetch: Callable[[], Awaitable[Any]], seconds: float = 10.0) -> None:
+    """Poll until fetch raises the cloud's NotFound."""
+    for _ in range(int(seconds / 0.02)):
+        try:
+            await fetch()
+        except cloud_errors.NotFound:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("still there")
 
 
 def cloud_client(emulator: EmulatorProcess, name: str = "xloud-emulator") -> CloudClient:
