@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +42,8 @@ TEST_TIMEOUTS = Timeouts(
     retype_seconds=20, stuck_seconds=60,
 )
 R = TypeVar("R")
+# Volume statuses the Storage API deletes from.
+DELETABLE = frozenset({"available", "error", "error_extending", "error_restoring", "error_managing"})
 
 AccessMode = csi_pb2.VolumeCapability.AccessMode
 
@@ -196,13 +199,15 @@ def cloud_client(emulator: EmulatorProcess, name: str = "xloud-emulator") -> Clo
 
 
 @asynccontextmanager
-async def running_controller(emulator: EmulatorProcess, socket_dir: Path) -> AsyncIterator[Harness]:
+async def running_controller(
+    emulator: EmulatorProcess, socket_dir: Path, now: Callable[[], datetime] | None = None
+) -> AsyncIterator[Harness]:
     """A controller on a unix socket in socket_dir; on the way out the cloud is emptied."""
     cloud = cloud_client(emulator)
     admin_client = cloud_client(emulator, "xloud-emulator-admin")
     admin = AdminApi(admin_client)
     metrics = Metrics()
-    service = ControllerService(cloud_client(emulator), InFlight(), TEST_TIMEOUTS)
+    service = ControllerService(cloud_client(emulator), InFlight(), TEST_TIMEOUTS, now)
     server = CsiServer(
         Endpoint("unix", str(socket_dir / "csi.sock")),
         [lambda s: csi_pb2_grpc.add_ControllerServicer_to_server(service, s)],
@@ -255,7 +260,7 @@ async def _delete_round(cloud: CloudClient, backups: list[Any], snapshots: list[
     if snapshots:
         return
     for volume in volumes:
-        if volume.raw_status in ("available", "error", "error_deleting") and not volume.attachments:
+        if volume.raw_status in DELETABLE and not volume.attachments:
             await _quietly(storage.delete_volume(volume.id))
 
 
