@@ -30,6 +30,7 @@ class DriverProcess:
 
     def start(self) -> None:
         self.socket.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -112,10 +112,21 @@ def filesystem_bytes(path: Path) -> int:
     return stats.f_blocks * stats.f_frsize
 
 
+def can_grow_ext4_online() -> bool:
+    """The kernel grows a mounted ext4 only for holders of CAP_SYS_RESOURCE (capability bit 24)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) & (1 << 24))
+    return False
+
+
 class Walk:
     """The demo's story, step by step, over one orchestrator."""
 
-    def __init__(self, co: Orchestrator, report: Report, node_a: str, node_b: str) -> None:
+    def __init__(
+        self, co: Orchestrator, report: Report, node_a: str, node_b: str, fs_type: str = "ext4"
+    ) -> None:
+        self.fs_type = fs_type
         self.co = co
         self.report = report
         self.node_a = node_a
@@ -136,16 +147,17 @@ class Walk:
         await self.co.detach(pv, node)
 
     async def provision(self, size_gib: int, **kwargs: object) -> PersistentVolume:
-        pv = await self.co.provision(size_gib * GIB, kwargs.pop("capability", mount_capability()), **kwargs)  # type: ignore[arg-type]
+        pv = await self.co.provision(size_gib * GIB, kwargs.pop("capability", mount_capability(self.fs_type)), **kwargs)  # type: ignore[arg-type]
         self.volumes.append(pv)
         return pv
 
     async def run(self) -> None:
         step = self.report.step
         co, a, b = self.co, self.node_a, self.node_b
-        pv = await step("provision a 1 GiB ext4 volume", lambda: self.provision(1))
+        fs = self.fs_type
+        pv = await step(f"provision a 1 GiB {fs} volume", lambda: self.provision(1, capability=mount_capability(fs)))
         await step("attach it to node A", lambda: co.attach(pv, a))
-        await step("stage it on node A (mkfs.ext4, mount)", lambda: co.stage(pv, a))
+        await step(f"stage it on node A (mkfs.{fs}, mount)", lambda: co.stage(pv, a))
         pod = str(uuid.uuid4())
         mount = await step("publish it into a pod", lambda: co.publish(pv, a, pod))
         sums = await step("write files and record checksums", lambda: asyncio.to_thread(write_files, mount))
@@ -196,7 +208,7 @@ class Walk:
         )
         await step("mount the restored backup and verify checksums", lambda: verify_copy(from_backup))
 
-        await step("retype the volume while attached", lambda: co.modify(pv, {"type": "fast"}))
+        await step("retype the volume to archive while attached", lambda: co.modify(pv, {"type": "archive"}))
         await step("verify the data after the retype", lambda: asyncio.to_thread(verify_files, mount, sums))
         await step("unpublish, unstage and detach from node A", lambda: self.release(pv, a, pod))
 
@@ -267,11 +279,11 @@ def _read_device(device: Path, length: int) -> bytes:
         os.close(fd)
 
 
-async def walk(cluster: Cluster, report: Report) -> None:
+async def walk(cluster: Cluster, report: Report, fs_type: str) -> None:
     node_a, node_b = cluster.server_ids()[:2]
     async with Orchestrator(cluster.controller_socket, cluster.node_handles) as co:
         await report.step("wait for the driver to be ready", co.wait_ready)
-        await Walk(co, report, node_a, node_b).run()
+        await Walk(co, report, node_a, node_b, fs_type).run()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -284,6 +296,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--op-seconds", type=float, default=0.2, help="how long the emulated cloud takes per operation"
     )
+    parser.add_argument(
+        "--fs-type",
+        choices=["ext4", "xfs"],
+        help="filesystem of the main volume (default: ext4, or xfs where this process may not grow a mounted ext4)",
+    )
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -291,10 +308,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="csi-xloud-demo-"))
     report = Report(out)
     out.write(f"csi-xloud demo: emulator and driver under {data_dir}\n")
+    fs_type = args.fs_type or ("ext4" if can_grow_ext4_online() else "xfs")
+    if args.fs_type is None and fs_type == "xfs":
+        out.write("note: this process lacks CAP_SYS_RESOURCE, which the kernel wants for growing a mounted ext4;\n")
+        out.write("      the main volume uses xfs so the online expansion step can run\n")
     cluster = Cluster(data_dir, op_seconds=args.op_seconds)
     failed = False
     try:
-        asyncio.run(_main(cluster, report))
+        asyncio.run(_main(cluster, report, fs_type))
     except KeyboardInterrupt:
         out.write("\ninterrupted; cleaning up\n")
         failed = True
@@ -311,10 +332,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failed else 0
 
 
-async def _main(cluster: Cluster, report: Report) -> None:
+async def _main(cluster: Cluster, report: Report, fs_type: str) -> None:
     async def start() -> str:
         await asyncio.to_thread(cluster.start)
         return f"{len(cluster.node_handles)} nodes"
 
     await report.step("start the emulator, a controller and two node plugins", start)
-    await walk(cluster, report)
+    await walk(cluster, report, fs_type)
