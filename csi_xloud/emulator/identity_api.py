@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -233,7 +234,7 @@ class IdentityApi:
             raise self._generic_401()
         token = self._new_token(user, ["token", *[m for m in old.methods if m != "token"]], old.app_cred_id)
         # A rescoped token never outlives the one it came from.
-        return Token(**{**_fields(token), "expires_at": min(token.expires_at, old.expires_at)})
+        return dataclasses.replace(token, expires_at=min(token.expires_at, old.expires_at))
 
     def _caller(self, request: Request) -> Caller:
         return authenticate(request, self._store, self._config)
@@ -265,7 +266,7 @@ class IdentityApi:
     async def revoke(self, request: Request) -> Response:
         """DELETE /auth/tokens: revoke X-Subject-Token."""
         subject = self._subject(request)
-        self._store.put(Token(**{**_fields(subject), "revoked": True}))
+        self._store.put(dataclasses.replace(subject, revoked=True))
         return Response(status_code=204)
 
     async def catalog_route(self, request: Request) -> Response:
@@ -362,7 +363,3 @@ class IdentityApi:
             return self._caller(request)
         except ApiError:
             raise unauthorized(self._config.identity_url) from None
-
-
-def _fields(token: Token) -> dict[str, Any]:
-    return {name: getattr(token, name) for name in Token.__dataclass_fields__}
