@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from csi_xloud.cloud.clock import Clock
-from csi_xloud.cloud.errors import CloudError, NotFound, Unauthorized
-from csi_xloud.cloud.http import ServiceHttp
+from csi_xloud.cloud.errors import BadRequest, CloudError, Forbidden, NotFound, Unauthorized
+from csi_xloud.cloud.http import Answer, ServiceHttp
 from csi_xloud.cloud.models import parse_time
 from csi_xloud.cloud.settings import STORAGE, AuthType, CloudSettings
 
@@ -98,15 +98,23 @@ class Authenticator:
         if self._settings.auth_type is AuthType.TOKEN:
             answer = await self._validate_given_token()
         else:
-            answer = await self._identity.request("POST", "auth/tokens", json=auth_body(self._settings),
-                                                  idempotent=True)
+            answer = await self._password_or_credential()
         value = answer.headers.get("x-subject-token") or self._settings.token
         if not value:
             raise Unauthorized("identity API: the token answer has no X-Subject-Token header")
         body = answer.field("token")
         return Token(value, _project_id(body), body.get("catalog") or (), self._renew_at(body))
 
-    async def _validate_given_token(self) -> Any:
+    async def _password_or_credential(self) -> Answer:
+        """Issue a token; an unknown user or credential is an authentication failure, whatever the status."""
+        try:
+            return await self._identity.request("POST", "auth/tokens", json=auth_body(self._settings),
+                                                idempotent=True)
+        except (NotFound, BadRequest, Forbidden) as exc:
+            raise Unauthorized(f"identity API refused our credentials: {exc.message}", status=exc.status,
+                               request_id=exc.request_id) from exc
+
+    async def _validate_given_token(self) -> Answer:
         """For a given token (OS_TOKEN) read its catalog and expiry; it cannot be renewed."""
         given = self._settings.token or ""
         try:

@@ -51,7 +51,8 @@ class CloudClient:
         rng: random.Random | None,
     ) -> ServiceHttp:
         return ServiceHttp(name, self._client, auth, endpoint=endpoint, tuning=self.settings.tuning,
-                           metrics=metrics, clock=self._clock, rng=rng)
+                           metrics=metrics, clock=self._clock, rng=rng,
+                           requests_per_second=self.settings.rate_for(name), project_in_path=name == "volume")
 
     @classmethod
     def from_config(cls, config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) -> CloudClient:

@@ -81,7 +81,13 @@ class CloudSettings:
     cacert: Path | None = None
     endpoint_overrides: Mapping[str, str] = field(default_factory=dict)
     tuning: HttpTuning = field(default_factory=HttpTuning)
+    # Requests per second per service ("volume", "compute", "identity"); others use tuning's rate.
+    service_rates: Mapping[str, float] = field(default_factory=dict)
     source: str = "environment"
+
+    def rate_for(self, service: str) -> float:
+        """The token bucket rate of one service."""
+        return self.service_rates.get(service, self.tuning.requests_per_second)
 
     @property
     def tls_verify(self) -> bool | str:
@@ -199,6 +205,7 @@ def _settings(src: _Source) -> CloudSettings:
         cacert=_cacert(src),
         endpoint_overrides=_overrides(auth_type, src),
         tuning=_tuning(src),
+        service_rates=_service_rates(src),
         source=src.where,
     )
 
@@ -317,10 +324,33 @@ def _number(src: _Source, key: str, *, minimum: float) -> float | None:
     return value
 
 
+_RATE_SERVICES = {"block-storage": "volume", "block_storage": "volume", "volume": "volume",
+                  "volumev3": "volume", "compute": "compute", "identity": "identity"}
+
+
+def _service_rates(src: _Source) -> dict[str, float]:
+    """`rate_limit` as openstacksdk allows it: one number, or a mapping of service type to number."""
+    raw = src.values.get("rate_limit")
+    if not isinstance(raw, Mapping):
+        return {}
+    rates: dict[str, float] = {}
+    for key, value in raw.items():
+        service = _RATE_SERVICES.get(str(key))
+        if service is None:
+            raise ConfigError(f"{src.name('rate_limit')}.{key}: unknown service (use block-storage, compute "
+                              "or identity)")
+        number = _number(_Source({"v": value}, {"v": f"{src.name('rate_limit')}.{key}"}, src.where), "v",
+                         minimum=0.001)
+        if number is not None:
+            rates[service] = number
+    return rates
+
+
 def _tuning(src: _Source) -> HttpTuning:
     defaults = HttpTuning()
     timeout = _number(src, "api_timeout", minimum=0.001)
-    rate = _number(src, "rate_limit", minimum=0.001)
+    rate = None if isinstance(src.values.get("rate_limit"), Mapping) else _number(src, "rate_limit",
+                                                                                   minimum=0.001)
     retries = _number(src, "status_code_retries", minimum=0)
     return HttpTuning(
         timeout_seconds=timeout if timeout is not None else defaults.timeout_seconds,

@@ -131,6 +131,10 @@ class StorageApi:
         )
         return {str(k): str(v) for k, v in answer.field("metadata").items()}
 
+    async def reset_volume_status(self, volume_id: str, status: VolumeStatus) -> None:
+        """Force a volume's status (admin only: Forbidden otherwise), to recover one stuck in a transition."""
+        await self._action(volume_id, {"os-reset_status": {"status": str(status)}}, PLAIN)
+
     async def volume_error_reason(self, volume_id: str) -> str | None:
         """The newest user message the cloud left about a resource (why it went to error), if any."""
         if not await self._versions.supports(MESSAGES):
@@ -320,15 +324,32 @@ class StorageApi:
             what=f"snapshot {snapshot_id}",
         )
 
+    async def wait_for_snapshot_deleted(self, snapshot_id: str, *, timeout_seconds: float) -> None:
+        """Poll until the snapshot is gone; CloudError when it goes to error_deleting."""
+        check: StatusCheck[Snapshot] = StatusCheck(
+            status_of=lambda s: s.raw_status, wanted=(), failed=lambda s: s == SnapshotStatus.ERROR_DELETING,
+        )
+        await self._waiter.wait_for_deletion(
+            lambda: self.get_snapshot(snapshot_id), check, timeout_seconds=timeout_seconds,
+            what=f"snapshot {snapshot_id}",
+        )
+
+    async def wait_for_backup_deleted(self, backup_id: str, *, timeout_seconds: float) -> None:
+        """Poll until the backup is gone; CloudError with its fail_reason when it goes to error_deleting."""
+        check: StatusCheck[Backup] = StatusCheck(
+            status_of=lambda b: b.raw_status, wanted=(), failed=lambda s: s == BackupStatus.ERROR_DELETING,
+            reason_of=_backup_reason,
+        )
+        await self._waiter.wait_for_deletion(
+            lambda: self.get_backup(backup_id), check, timeout_seconds=timeout_seconds,
+            what=f"backup {backup_id}",
+        )
+
     async def wait_for_backup(self, backup_id: str, *, timeout_seconds: float) -> Backup:
         """Poll a backup until available; CloudError with its fail_reason when it goes to error."""
-
-        async def reason(backup: Backup) -> str | None:
-            return backup.fail_reason
-
         check: StatusCheck[Backup] = StatusCheck(
             status_of=lambda b: b.raw_status, wanted={BackupStatus.AVAILABLE.value},
-            failed=lambda s: s.startswith("error"), reason_of=reason,
+            failed=lambda s: s.startswith("error"), reason_of=_backup_reason,
         )
         return await self._waiter.wait_for_status(
             lambda: self.get_backup(backup_id), check, timeout_seconds=timeout_seconds,
@@ -368,6 +389,10 @@ class StorageApi:
             if page.next_marker is None or not page.items:
                 return items
             marker = page.next_marker
+
+
+async def _backup_reason(backup: Backup) -> str | None:
+    return backup.fail_reason
 
 
 def _volume_failed(wanted: tuple[VolumeStatus, ...]) -> Callable[[str], bool]:

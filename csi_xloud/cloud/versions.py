@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from csi_xloud.cloud.errors import UnsupportedFeature
+from csi_xloud.cloud.errors import BadRequest, NotFound, UnsupportedFeature
 from csi_xloud.cloud.models import ApiVersion, VersionRange
 
 
@@ -71,8 +71,15 @@ class MicroversionPicker:
         if self._range is None:
             async with self._lock:
                 if self._range is None:
-                    self._range = parse_version_document(await self._source.version_document())
+                    self._range = await self._discover()
         return self._range
+
+    async def _discover(self) -> VersionRange:
+        try:
+            return parse_version_document(await self._source.version_document())
+        except (NotFound, BadRequest):
+            # A gateway that hides the version document: assume the base version only.
+            return VersionRange(None, None)
 
     async def supports(self, feature: Feature) -> bool:
         return (await self.range()).supports(feature.required)
@@ -88,10 +95,10 @@ class MicroversionPicker:
                 f"{feature.required} or newer"
             )
         chosen = min(feature.best, server.max)
-        if chosen < feature.required or (server.min is not None and feature.required < server.min
-                                         and chosen < server.min):
+        if chosen < feature.required:
             raise UnsupportedFeature(
                 f"to {feature.description} the {self._service} API needs microversion {feature.required} or "
                 f"newer, but this cloud supports {server.min or '?'} to {server.max}"
             )
+        # A server that dropped old versions answers the lowest one it has.
         return max(chosen, server.min) if server.min is not None else chosen

@@ -25,6 +25,7 @@ from csi_xloud.cloud.errors import (
     UnsupportedFeature,
 )
 from csi_xloud.cloud.http import HttpTuning, retry_after_seconds, version_root
+from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import COMPUTE, STORAGE, AuthType, CloudSettings
 from csi_xloud.metrics import Metrics
 from csi_xloud.requestid import REQUEST_ID
@@ -464,3 +465,78 @@ def test_version_root() -> None:
     assert version_root("http://h:8776/v3/") == "http://h:8776/v3/"
     assert version_root("http://h/compute/v2.1") == "http://h/compute/v2.1/"
     assert version_root("http://h/identity/v3") == "http://h/identity/v3/"
+
+
+async def test_hidden_version_document_means_base_version_only(make: Any) -> None:
+    script = (
+        Script()
+        .on("GET", "/volume/v3/", json_response(404, {"message": "Not Found"}))
+        .on("GET", "/volumes/v1", json_response(200, {"volume": VOLUME}))
+        .on("POST", "/volumes/v1/action", json_response(202))
+    )
+    h = make(no_auth(), script)
+    await h.client.storage.get_volume("v1")
+    assert script.requests[-1].headers["OpenStack-API-Version"] == "volume 3.0"
+    with pytest.raises(UnsupportedFeature, match="has no microversions"):
+        await h.client.storage.extend_volume("v1", 3, online=True)
+
+
+async def test_unknown_application_credential_is_unauthorized(make: Any) -> None:
+    missing = {
+        "error": {"code": 404, "message": "Could not find Application Credential: 0000.", "title": "x"}
+    }
+    script = Script().on("POST", "/auth/tokens", json_response(404, missing))
+    settings = CloudSettings(
+        auth_type=AuthType.APPLICATION_CREDENTIAL,
+        auth_url="http://cloud.test/identity",
+        application_credential_id="0000",
+        application_credential_secret="appcred-secret-1",
+    )
+    h = make(settings, script)
+    with pytest.raises(Unauthorized, match="Could not find Application Credential"):
+        await h.client.storage.get_volume("v1")
+    body = script.requests[0].content
+    assert b'"application_credential"' in body and b'"scope"' not in body
+
+
+async def test_project_appended_to_a_catalog_endpoint_without_it(make: Any) -> None:
+    catalog_less = token_answer("tok-1")
+    payload = catalog_less.json()
+    payload["token"]["catalog"][0]["endpoints"][0]["url"] = "http://cloud.test/volume/v3"
+    script = Script().on(
+        "POST", "/auth/tokens", httpx.Response(201, json=payload, headers={"X-Subject-Token": "tok-1"})
+    )
+    script.on("GET", "/volume/v3/", json_response(200, VERSIONS))
+    script.on("GET", "/volume/v3/p1/volumes/v1", json_response(200, {"volume": VOLUME}))
+    h = make(password(), script)
+    await h.client.storage.get_volume("v1")
+    assert script.requests[-1].url.path == "/volume/v3/p1/volumes/v1"
+
+
+async def test_503_with_retry_after_waits_at_least_that_long(make: Any) -> None:
+    script = with_versions(Script()).on(
+        "GET",
+        "/volumes/v1",
+        json_response(503, None, {"Retry-After": "4"}),
+        json_response(200, {"volume": VOLUME}),
+    )
+    h = make(no_auth(), script)
+    await h.client.storage.get_volume("v1")
+    assert h.clock.sleeps == [4.0]
+
+
+async def test_volume_error_carries_the_clouds_user_message(make: Any) -> None:
+    failed = {"volume": {**VOLUME, "status": "error"}}
+    message = "create volume:schedule allocate volume:Could not find any available weighted backend."
+    script = (
+        with_versions(Script())
+        .on("GET", "/volumes/v1", json_response(200, failed))
+        .on("GET", "/messages", json_response(200, {"messages": [{"user_message": message}]}))
+    )
+    h = make(no_auth(), script)
+    with pytest.raises(CloudError, match="volume v1 went to status error: create volume:schedule") as caught:
+        await h.client.storage.wait_for_volume("v1", VolumeStatus.AVAILABLE, timeout_seconds=10)
+    assert type(caught.value) is CloudError
+    sent = script.requests[-1]
+    assert sent.url.params["resource_uuid"] == "v1"
+    assert sent.headers["OpenStack-API-Version"] == "volume 3.3"

@@ -293,3 +293,22 @@ def test_several_clouds_and_no_choice(tmp_path: Path) -> None:
     path = write_clouds(tmp_path / "clouds.yaml", {"a": password_cloud(), "b": password_cloud()})
     with pytest.raises(ConfigError, match="holds 2 clouds; choose one"):
         load_cloud_settings(None, path, {}, search_paths=[])
+
+
+def test_rate_limit_per_service(tmp_path: Path) -> None:
+    cloud = password_cloud(rate_limit={"block-storage": 5, "compute": 2.5})
+    path = write_clouds(tmp_path / "clouds.yaml", {"c": cloud})
+    settings = load_cloud_settings("c", path, {}, search_paths=[])
+    assert settings.rate_for("volume") == 5
+    assert settings.rate_for("compute") == 2.5
+    assert settings.rate_for("identity") == settings.tuning.requests_per_second
+
+
+@pytest.mark.parametrize(
+    ("rates", "named"),
+    [({"network": 3}, "clouds.c.rate_limit.network"), ({"compute": "fast"}, "clouds.c.rate_limit.compute")],
+)
+def test_bad_rate_limit_per_service(tmp_path: Path, rates: dict[str, Any], named: str) -> None:
+    path = write_clouds(tmp_path / "clouds.yaml", {"c": password_cloud(rate_limit=rates)})
+    with pytest.raises(ConfigError, match=named):
+        load_cloud_settings("c", path, {}, search_paths=[])
