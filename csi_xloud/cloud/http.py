@@ -153,35 +153,41 @@ class ServiceHttp:
         """Send a request and return its 2xx answer, or raise the named error for its failure."""
         retry_safe = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         attempt = _Attempts(self._tuning)
-        renewed = False
         while True:
             token = await self._credentials.token() if self._credentials is not None else None
             try:
                 response = await self._send(method, path, json, params, microversion, token, headers)
             except httpx.TransportError as exc:
-                unreachable = Unavailable(f"{self.service} API {method} {path}: {_describe(exc)}")
-                if (retry_safe or isinstance(exc, NOT_SENT_ERRORS)) and attempt.retry():
-                    await self._clock.sleep(attempt.delay(self._rng))
-                    continue
-                raise unreachable from exc
+                if not (retry_safe or isinstance(exc, NOT_SENT_ERRORS)) or not attempt.retry():
+                    raise Unavailable(f"{self.service} API {method} {path}: {_describe(exc)}") from exc
+                await self._clock.sleep(attempt.delay(self._rng))
+                continue
             answer = _answer(response)
             if response.is_success:
                 return answer
-            if response.status_code == 401 and self._credentials is not None and not renewed and token:
-                renewed = True
-                await self._credentials.renew(token)
-                continue
-            if is_rate_limit(answer):
-                if not attempt.rate_limited():
-                    raise Unavailable(f"{self.service} API kept rate-limiting {method} {path}",
-                                      status=answer.status, request_id=answer.request_id)
-                await self._wait_retry_after(answer)
-                continue
-            error = error_from_answer(self.service, answer)
-            if response.status_code >= 500 and retry_safe and attempt.retry():
-                await self._clock.sleep(attempt.delay(self._rng))
-                continue
+            await self._before_retry(answer, token, attempt, retry_safe, f"{method} {path}")
+
+    async def _before_retry(
+        self, answer: Answer, token: str | None, attempt: _Attempts, retry_safe: bool, what: str,
+    ) -> None:
+        """Wait or renew so the failed request can be sent again, or raise its error when it must not be."""
+        if answer.status == 401 and self._credentials is not None and token and attempt.renew():
+            await self._credentials.renew(token)
+            return
+        if is_rate_limit(answer):
+            if not attempt.rate_limited():
+                raise Unavailable(f"{self.service} API kept rate-limiting {what}", status=answer.status,
+                                  request_id=answer.request_id)
+            await self._wait_retry_after(answer)
+            return
+        error = error_from_answer(self.service, answer)
+        if answer.status < 500 or not retry_safe or not attempt.retry():
             raise error
+        delay = attempt.delay(self._rng)
+        if "retry-after" in answer.headers:  # a 503 that says when to come back
+            delay = max(delay, min(self._tuning.max_retry_after_seconds,
+                                   retry_after_seconds(answer.headers["retry-after"], answer.body)))
+        await self._clock.sleep(delay)
 
     async def _send(
         self, method: str, path: str, json: Mapping[str, Any] | None, params: Mapping[str, str] | None,
@@ -231,6 +237,14 @@ class _Attempts:
         self._tuning = tuning
         self._retries = 0
         self._rate_limited = 0
+        self._renewed = False
+
+    def renew(self) -> bool:
+        """A refused token is renewed once per request."""
+        if self._renewed:
+            return False
+        self._renewed = True
+        return True
 
     def retry(self) -> bool:
         self._retries += 1

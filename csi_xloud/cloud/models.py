@@ -372,6 +372,12 @@ class QuotaUsage:
     def gigabytes(self) -> QuotaItem | None:
         return self.items.get("gigabytes")
 
+    @property
+    def max_volume_size_gib(self) -> int | None:
+        """The largest volume the project may create (`per_volume_gigabytes`), None when unlimited."""
+        item = self.items.get("per_volume_gigabytes")
+        return None if item is None or item.unlimited else item.limit
+
     def gigabytes_for_type(self, type_name: str) -> QuotaItem | None:
         """The per-type gigabytes quota (`gigabytes_<type name>`), when the cloud has one."""
         return self.items.get(f"gigabytes_{type_name}")
@@ -408,7 +414,7 @@ class Limits:
             max_total_backup_gigabytes=pick("maxTotalBackupGigabytes"),
             total_gigabytes_used=pick("totalGigabytesUsed"),
             total_volumes_used=pick("totalVolumesUsed"),
-            # Not in upstream Cinder's limits; some clouds publish a per-volume maximum.
+            # Upstream Cinder has no such limit (see QuotaUsage.max_volume_size_gib); some clouds add one.
             max_volume_size_gib=pick("maxVolumeSize") or pick("maxVolumeGigabytes"),
             absolute=absolute,
         )

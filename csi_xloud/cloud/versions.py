@@ -95,10 +95,10 @@ class MicroversionPicker:
                 f"{feature.required} or newer"
             )
         chosen = min(feature.best, server.max)
-        if chosen < feature.required or (server.min is not None and feature.required < server.min
-                                         and chosen < server.min):
+        if chosen < feature.required:
             raise UnsupportedFeature(
                 f"to {feature.description} the {self._service} API needs microversion {feature.required} or "
                 f"newer, but this cloud supports {server.min or '?'} to {server.max}"
             )
+        # A server that dropped old versions answers the lowest one it has.
         return max(chosen, server.min) if server.min is not None else chosen

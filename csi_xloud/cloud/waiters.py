@@ -127,6 +127,11 @@ class Waiter:
 
     @staticmethod
     async def _failure(resource: R, status: str, check: StatusCheck[R], what: str) -> CloudError:
-        reason = await check.reason_of(resource) if check.reason_of is not None else None
+        reason: str | None = None
+        if check.reason_of is not None:
+            try:
+                reason = await check.reason_of(resource)
+            except CloudError:
+                reason = None  # the status alone still says what happened
         detail = f": {reason}" if reason else ""
         return CloudError(f"{what} went to status {status}{detail}")

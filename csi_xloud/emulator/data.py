@@ -44,6 +44,13 @@ async def list_loops() -> list[LoopDevice]:
     return [LoopDevice(str(d["name"]), strip_deleted(str(d.get("back-file") or ""))) for d in devices]
 
 
+def _read_only(device: str) -> bool:
+    try:
+        return Path(f"/sys/block/{Path(device).name}/ro").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def strip_deleted(back_file: str) -> str:
     """The backing file path without the kernel's ' (deleted)' suffix."""
     return back_file.removesuffix(" (deleted)")
@@ -106,14 +113,35 @@ class DataPlane:
         path.with_suffix(".tmp").unlink(missing_ok=True)
 
     async def attach(self, path: Path, link: Path) -> str:
-        """Set up a loop device for path and point link at it; returns the loop device."""
-        device = (await run("losetup", "--find", "--show", str(path))).strip()
+        """Set up a writable loop device for path and point link at it; returns the loop device."""
+        device = await self._writable_loop(path)
         link.parent.mkdir(parents=True, exist_ok=True)
         tmp = link.with_name(link.name + ".tmp")
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(device)
         os.replace(tmp, link)
         return device
+
+    async def _writable_loop(self, path: Path, tries: int = 5) -> str:
+        # losetup falls back to read-only when it cannot open a fresh /dev/loopN read-write (a race
+        # with the node's creation); such a device is useless to a guest, so take another one.
+        for attempt in range(tries):
+            device = (await run("losetup", "--find", "--show", str(path))).strip()
+            if not _read_only(device):
+                return device
+            await self._detach_device(device)
+            await asyncio.sleep(0.05 * (attempt + 1))
+        raise CommandError(f"could not get a writable loop device for {path.name}")
+
+    async def _detach_device(self, device: str, tries: int = 5) -> None:
+        for attempt in range(tries):
+            try:
+                await run("losetup", "--detach", device)
+                return
+            except CommandError:
+                if attempt == tries - 1:
+                    raise
+                await asyncio.sleep(0.1 * (attempt + 1))
 
     async def relink(self, device: str, link: Path) -> None:
         """Point link at an existing loop device."""
@@ -132,7 +160,7 @@ class DataPlane:
             return
         for loop in await list_loops():
             if loop.name == device and os.path.realpath(loop.back_file) == os.path.realpath(path):
-                await run("losetup", "--detach", device)
+                await self._detach_device(device)
 
     async def refresh_size(self, device: str) -> None:
         """Make a loop device pick up its file's new size, as a hypervisor does on extend."""

@@ -240,7 +240,12 @@ def loop_devices_under(root: Path) -> list[tuple[str, str]]:
     return found
 
 
-def detach_loops_under(root: Path) -> None:
-    """Detach every loop device whose backing file lies under root."""
-    for name, _ in loop_devices_under(root):
-        subprocess.run(["losetup", "--detach", name], capture_output=True, check=False)
+def detach_loops_under(root: Path, attempts: int = 10) -> None:
+    """Detach every loop device whose backing file lies under root (retrying while one is busy)."""
+    for attempt in range(attempts):
+        found = loop_devices_under(root)
+        if not found:
+            return
+        for name, _ in found:
+            subprocess.run(["losetup", "--detach", name], capture_output=True, check=False)
+        time.sleep(0.05 * (attempt + 1))

@@ -25,6 +25,7 @@ from csi_xloud.cloud.errors import (
     UnsupportedFeature,
 )
 from csi_xloud.cloud.http import HttpTuning, retry_after_seconds, version_root
+from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import COMPUTE, STORAGE, AuthType, CloudSettings
 from csi_xloud.metrics import Metrics
 from csi_xloud.requestid import REQUEST_ID
@@ -510,3 +511,32 @@ async def test_project_appended_to_a_catalog_endpoint_without_it(make: Any) -> N
     h = make(password(), script)
     await h.client.storage.get_volume("v1")
     assert script.requests[-1].url.path == "/volume/v3/p1/volumes/v1"
+
+
+async def test_503_with_retry_after_waits_at_least_that_long(make: Any) -> None:
+    script = with_versions(Script()).on(
+        "GET",
+        "/volumes/v1",
+        json_response(503, None, {"Retry-After": "4"}),
+        json_response(200, {"volume": VOLUME}),
+    )
+    h = make(no_auth(), script)
+    await h.client.storage.get_volume("v1")
+    assert h.clock.sleeps == [4.0]
+
+
+async def test_volume_error_carries_the_clouds_user_message(make: Any) -> None:
+    failed = {"volume": {**VOLUME, "status": "error"}}
+    message = "create volume:schedule allocate volume:Could not find any available weighted backend."
+    script = (
+        with_versions(Script())
+        .on("GET", "/volumes/v1", json_response(200, failed))
+        .on("GET", "/messages", json_response(200, {"messages": [{"user_message": message}]}))
+    )
+    h = make(no_auth(), script)
+    with pytest.raises(CloudError, match="volume v1 went to status error: create volume:schedule") as caught:
+        await h.client.storage.wait_for_volume("v1", VolumeStatus.AVAILABLE, timeout_seconds=10)
+    assert type(caught.value) is CloudError
+    sent = script.requests[-1]
+    assert sent.url.params["resource_uuid"] == "v1"
+    assert sent.headers["OpenStack-API-Version"] == "volume 3.3"

@@ -187,3 +187,19 @@ async def test_cancellation_stops_the_wait() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
     assert len(resource.polls) == polls
+
+
+async def test_a_failing_reason_lookup_does_not_hide_the_error_status() -> None:
+    clock = FakeClock()
+
+    async def fetch() -> str:
+        return "error"
+
+    async def broken_reason(_: str) -> str | None:
+        raise CloudError("messages API unavailable")
+
+    check: StatusCheck[str] = StatusCheck(
+        status_of=lambda s: s, wanted={"available"}, failed=lambda s: s == "error", reason_of=broken_reason
+    )
+    with pytest.raises(CloudError, match=r"^volume v went to status error$"):
+        await Waiter(clock).wait_for_status(fetch, check, timeout_seconds=5, what="volume v")
