@@ -147,7 +147,9 @@ class Walk:
         await self.co.detach(pv, node)
 
     async def provision(self, size_gib: int, **kwargs: object) -> PersistentVolume:
-        pv = await self.co.provision(size_gib * GIB, kwargs.pop("capability", mount_capability(self.fs_type)), **kwargs)  # type: ignore[arg-type]
+        pv = await self.co.provision(
+            size_gib * GIB, kwargs.pop("capability", mount_capability(self.fs_type)), **kwargs
+        )  # type: ignore[arg-type]
         self.volumes.append(pv)
         return pv
 
@@ -155,7 +157,9 @@ class Walk:
         step = self.report.step
         co, a, b = self.co, self.node_a, self.node_b
         fs = self.fs_type
-        pv = await step(f"provision a 1 GiB {fs} volume", lambda: self.provision(1, capability=mount_capability(fs)))
+        pv = await step(
+            f"provision a 1 GiB {fs} volume", lambda: self.provision(1, capability=mount_capability(fs))
+        )
         await step("attach it to node A", lambda: co.attach(pv, a))
         await step(f"stage it on node A (mkfs.{fs}, mount)", lambda: co.stage(pv, a))
         pod = str(uuid.uuid4())
@@ -310,7 +314,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"csi-xloud demo: emulator and driver under {data_dir}\n")
     fs_type = args.fs_type or ("ext4" if can_grow_ext4_online() else "xfs")
     if args.fs_type is None and fs_type == "xfs":
-        out.write("note: this process lacks CAP_SYS_RESOURCE, which the kernel wants for growing a mounted ext4;\n")
+        out.write(
+            "note: this process lacks CAP_SYS_RESOURCE, which the kernel wants for growing a mounted ext4;\n"
+        )
         out.write("      the main volume uses xfs so the online expansion step can run\n")
     cluster = Cluster(data_dir, op_seconds=args.op_seconds)
     failed = False
