@@ -80,7 +80,7 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         self._creator = VolumeCreator(cloud.storage, timeouts)
         self._changes = VolumeChanges(cloud.storage, timeouts)
         self._attacher = Attacher(cloud.storage, cloud.compute, timeouts)
-        self._snapshots = Snapshotter(cloud.storage)
+        self._snapshots = Snapshotter(cloud.storage, timeouts)
         self._lister = Lister(cloud.storage)
         self._capacity = CapacityReader(cloud.storage)
         self._judge = ConditionJudge(now or (lambda: datetime.now(UTC)), timeouts.stuck_seconds)

@@ -48,10 +48,5 @@ def _available(items: list[QuotaItem | None]) -> int:
 
 def _maximum(usage: QuotaUsage, limits: Limits) -> int | None:
     """The per-volume limit: the `per_volume_gigabytes` quota or the cloud's published maximum size."""
-    candidates = []
-    per_volume = usage.get("per_volume_gigabytes")
-    if per_volume is not None and not per_volume.unlimited:
-        candidates.append(per_volume.limit)
-    if limits.max_volume_size_gib is not None:
-        candidates.append(limits.max_volume_size_gib)
+    candidates = [gib for gib in (usage.max_volume_size_gib, limits.max_volume_size_gib) if gib is not None]
     return min(candidates) * GIB if candidates else None

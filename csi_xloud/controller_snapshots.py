@@ -14,7 +14,7 @@ from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Backup, BackupStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller_ids import parse_snapshot_id
-from csi_xloud.controller_volumes import fetch_volume
+from csi_xloud.controller_volumes import Timeouts, fetch_volume
 from csi_xloud.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
 from csi_xloud.validation import SnapshotKind, SnapshotParameters
 
@@ -45,8 +45,9 @@ def is_failed(item: Item) -> bool:
 class Snapshotter:
     """Starts snapshots and backups idempotently by name; finds and deletes them by CSI snapshot id."""
 
-    def __init__(self, storage: StorageApi) -> None:
+    def __init__(self, storage: StorageApi, timeouts: Timeouts) -> None:
         self._storage = storage
+        self._timeouts = timeouts
 
     async def create(self, request: NewSnapshot) -> Item:
         """The snapshot with this name, started now if there is none; ALREADY_EXISTS for another volume's."""
@@ -146,19 +147,31 @@ class Snapshotter:
         return item
 
     async def delete(self, snapshot_id: str) -> None:
-        """Start deleting; a missing one is already deleted, a backup others build on stays."""
+        """Delete and wait until gone; a missing one is already deleted, a backup others build on stays."""
         item = await self.lookup(snapshot_id)
-        if item is None or is_gone(item):
+        if item is None:
             return  # Spec: "If a snapshot ... does not exist ..., the Plugin MUST reply 0 OK."
         try:
             if isinstance(item, Backup):
-                if item.has_dependent_backups:
-                    raise FailedPrecondition(
-                        f"backup {item.id} has incremental backups that depend on it; delete those first"
-                    )
-                await self._storage.delete_backup(item.id)
+                await self._delete_backup(item)
             else:
-                await self._storage.delete_snapshot(item.id)
+                await self._delete_snapshot(item)
         except cloud.NotFound:
             return
-        log.info("deleting snapshot %s", snapshot_id)
+        log.info("deleted snapshot %s", snapshot_id)
+
+    async def _delete_snapshot(self, snapshot: Snapshot) -> None:
+        if snapshot.status is not SnapshotStatus.DELETING:
+            await self._storage.delete_snapshot(snapshot.id)
+        await self._storage.wait_for_snapshot_deleted(
+            snapshot.id, timeout_seconds=self._timeouts.delete_seconds
+        )
+
+    async def _delete_backup(self, backup: Backup) -> None:
+        if backup.has_dependent_backups:
+            raise FailedPrecondition(
+                f"backup {backup.id} has incremental backups that depend on it; delete those first"
+            )
+        if backup.status is not BackupStatus.DELETING:
+            await self._storage.delete_backup(backup.id)
+        await self._storage.wait_for_backup_deleted(backup.id, timeout_seconds=self._timeouts.delete_seconds)

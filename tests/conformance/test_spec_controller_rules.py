@@ -42,20 +42,32 @@ MISSING_FIELDS: list[tuple[str, Any, str]] = [
         csi_pb2.ControllerPublishVolumeRequest(volume_id="v", volume_capability=mount_cap()),
         "node_id",
     ),
-    ("ControllerPublishVolume", csi_pb2.ControllerPublishVolumeRequest(volume_id="v", node_id="n"), "volume_capability"),
+    (
+        "ControllerPublishVolume",
+        csi_pb2.ControllerPublishVolumeRequest(volume_id="v", node_id="n"),
+        "volume_capability",
+    ),
     ("ControllerUnpublishVolume", csi_pb2.ControllerUnpublishVolumeRequest(node_id="n"), "volume_id"),
     (
         "ValidateVolumeCapabilities",
         csi_pb2.ValidateVolumeCapabilitiesRequest(volume_capabilities=[mount_cap()]),
         "volume_id",
     ),
-    ("ValidateVolumeCapabilities", csi_pb2.ValidateVolumeCapabilitiesRequest(volume_id="v"), "volume_capabilities"),
+    (
+        "ValidateVolumeCapabilities",
+        csi_pb2.ValidateVolumeCapabilitiesRequest(volume_id="v"),
+        "volume_capabilities",
+    ),
     ("ControllerGetVolume", csi_pb2.ControllerGetVolumeRequest(), "volume_id"),
     ("CreateSnapshot", csi_pb2.CreateSnapshotRequest(name="s"), "source_volume_id"),
     ("CreateSnapshot", csi_pb2.CreateSnapshotRequest(source_volume_id="v"), "name"),
     ("DeleteSnapshot", csi_pb2.DeleteSnapshotRequest(), "snapshot_id"),
     ("GetSnapshot", csi_pb2.GetSnapshotRequest(), "snapshot_id"),
-    ("ControllerExpandVolume", csi_pb2.ControllerExpandVolumeRequest(capacity_range=gib_range(2)), "volume_id"),
+    (
+        "ControllerExpandVolume",
+        csi_pb2.ControllerExpandVolumeRequest(capacity_range=gib_range(2)),
+        "volume_id",
+    ),
     ("ControllerExpandVolume", csi_pb2.ControllerExpandVolumeRequest(volume_id="v"), "capacity_range"),
     (
         "ControllerModifyVolume",
@@ -66,7 +78,9 @@ MISSING_FIELDS: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("method", "request_", "field"), MISSING_FIELDS, ids=[f"{m}-{f}" for m, _, f in MISSING_FIELDS])
+@pytest.mark.parametrize(
+    ("method", "request_", "field"), MISSING_FIELDS, ids=[f"{m}-{f}" for m, _, f in MISSING_FIELDS]
+)
 async def test_a_missing_required_field_is_invalid_argument_naming_it(
     ctl: Harness, method: str, request_: Any, field: str
 ) -> None:
@@ -80,9 +94,13 @@ async def test_every_advertised_capability_is_implemented(ctl: Harness) -> None:
     volume = await ctl.create_volume()
     stub, vid = ctl.stub, volume.volume_id
     probes: dict[int, list[Callable[[], Awaitable[Any]]]] = {
-        _RPC.CREATE_DELETE_VOLUME: [lambda: stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=MISSING_ID))],
+        _RPC.CREATE_DELETE_VOLUME: [
+            lambda: stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=MISSING_ID))
+        ],
         _RPC.PUBLISH_UNPUBLISH_VOLUME: [
-            lambda: stub.ControllerUnpublishVolume(csi_pb2.ControllerUnpublishVolumeRequest(volume_id=MISSING_ID))
+            lambda: stub.ControllerUnpublishVolume(
+                csi_pb2.ControllerUnpublishVolumeRequest(volume_id=MISSING_ID)
+            )
         ],
         _RPC.LIST_VOLUMES: [lambda: stub.ListVolumes(csi_pb2.ListVolumesRequest())],
         _RPC.GET_CAPACITY: [lambda: stub.GetCapacity(csi_pb2.GetCapacityRequest())],
@@ -90,7 +108,9 @@ async def test_every_advertised_capability_is_implemented(ctl: Harness) -> None:
             lambda: stub.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=MISSING_ID))
         ],
         _RPC.LIST_SNAPSHOTS: [lambda: stub.ListSnapshots(csi_pb2.ListSnapshotsRequest())],
-        _RPC.GET_VOLUME: [lambda: stub.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id=vid))],
+        _RPC.GET_VOLUME: [
+            lambda: stub.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id=vid))
+        ],
         _RPC.GET_SNAPSHOT: [lambda: stub.GetSnapshot(csi_pb2.GetSnapshotRequest(snapshot_id=MISSING_ID))],
         _RPC.EXPAND_VOLUME: [
             lambda: stub.ControllerExpandVolume(
@@ -125,10 +145,14 @@ async def test_create_volume_incompatible_repeat_is_already_exists(ctl: Harness)
     """Spec: a volume with the name exists but is incompatible -> 6 ALREADY_EXISTS."""
     name = unique("pvc")
     await ctl.create_volume(name, size_gib=1)
-    bigger = csi_pb2.CreateVolumeRequest(name=name, volume_capabilities=[mount_cap()], capacity_range=gib_range(4))
+    bigger = csi_pb2.CreateVolumeRequest(
+        name=name, volume_capabilities=[mount_cap()], capacity_range=gib_range(4)
+    )
     await expect_code(ctl.stub.CreateVolume(bigger), grpc.StatusCode.ALREADY_EXISTS)
     elsewhere = csi_pb2.CreateVolumeRequest(
-        name=name, volume_capabilities=[mount_cap()], accessibility_requirements=zone_requirement(requisite=("zone-b",))
+        name=name,
+        volume_capabilities=[mount_cap()],
+        accessibility_requirements=zone_requirement(requisite=("zone-b",)),
     )
     await expect_code(ctl.stub.CreateVolume(elsewhere), grpc.StatusCode.ALREADY_EXISTS, "zone")
 
@@ -136,7 +160,8 @@ async def test_create_volume_incompatible_repeat_is_already_exists(ctl: Harness)
 async def test_create_volume_honours_capacity_range_and_requisite_topology(ctl: Harness) -> None:
     """Spec: the volume MUST be at least required_bytes and not more than limit_bytes, in a requisite zone."""
     request = csi_pb2.CreateVolumeRequest(
-        name=unique("pvc"), volume_capabilities=[mount_cap()],
+        name=unique("pvc"),
+        volume_capabilities=[mount_cap()],
         capacity_range=csi_pb2.CapacityRange(required_bytes=GIB // 2, limit_bytes=2 * GIB),
         accessibility_requirements=zone_requirement(requisite=("zone-b",)),
     )
@@ -168,7 +193,9 @@ async def test_publish_errors(ctl: Harness) -> None:
         )
         await expect_code(ctl.stub.ControllerPublishVolume(request), grpc.StatusCode.NOT_FOUND)
     await ctl.publish(volume.volume_id, "node-a")
-    await expect_code(ctl.publish(volume.volume_id, "node-b"), grpc.StatusCode.FAILED_PRECONDITION, ctl.node("node-a"))
+    await expect_code(
+        ctl.publish(volume.volume_id, "node-b"), grpc.StatusCode.FAILED_PRECONDITION, ctl.node("node-a")
+    )
 
 
 async def test_unpublish_of_what_is_not_attached_is_ok(ctl: Harness) -> None:
@@ -193,7 +220,9 @@ async def test_validate_confirms_only_supported_capabilities_and_missing_is_not_
         volume_capabilities=[mount_cap(), mount_cap(AccessMode.MULTI_NODE_MULTI_WRITER)],
     )
     assert not (await ctl.stub.ValidateVolumeCapabilities(multi_mount)).HasField("confirmed")
-    missing = csi_pb2.ValidateVolumeCapabilitiesRequest(volume_id=MISSING_ID, volume_capabilities=[mount_cap()])
+    missing = csi_pb2.ValidateVolumeCapabilitiesRequest(
+        volume_id=MISSING_ID, volume_capabilities=[mount_cap()]
+    )
     await expect_code(ctl.stub.ValidateVolumeCapabilities(missing), grpc.StatusCode.NOT_FOUND)
 
 
@@ -204,7 +233,8 @@ async def test_list_volumes_respects_max_entries_and_an_invalid_token_is_aborted
     page = await ctl.stub.ListVolumes(csi_pb2.ListVolumesRequest(max_entries=2))
     assert len(page.entries) == 2 and page.next_token
     await expect_code(
-        ctl.stub.ListVolumes(csi_pb2.ListVolumesRequest(starting_token="bogus token")), grpc.StatusCode.ABORTED
+        ctl.stub.ListVolumes(csi_pb2.ListVolumesRequest(starting_token="bogus token")),
+        grpc.StatusCode.ABORTED,
     )
 
 
@@ -223,7 +253,9 @@ async def test_volume_condition_is_set_when_advertised(ctl: Harness) -> None:
     assert got.status.HasField("volume_condition") and got.status.volume_condition.message
 
 
-async def test_create_snapshot_repeated_answers_the_same_and_another_volume_is_already_exists(ctl: Harness) -> None:
+async def test_create_snapshot_repeated_answers_the_same_and_another_volume_is_already_exists(
+    ctl: Harness,
+) -> None:
     """Spec: CreateSnapshot MUST be idempotent; the name for another volume -> 6 ALREADY_EXISTS."""
     volume, other = await ctl.create_volume(), await ctl.create_volume()
     name = unique("snap")
@@ -276,7 +308,9 @@ async def test_expand_and_modify_of_a_missing_volume_are_not_found(ctl: Harness)
     )
     await expect_code(
         ctl.stub.ControllerModifyVolume(
-            csi_pb2.ControllerModifyVolumeRequest(volume_id=MISSING_ID, mutable_parameters={"type": "archive"})
+            csi_pb2.ControllerModifyVolumeRequest(
+                volume_id=MISSING_ID, mutable_parameters={"type": "archive"}
+            )
         ),
         grpc.StatusCode.NOT_FOUND,
     )
@@ -285,7 +319,9 @@ async def test_expand_and_modify_of_a_missing_volume_are_not_found(ctl: Harness)
 async def test_modify_repeated_is_ok_and_bad_parameters_change_nothing(ctl: Harness) -> None:
     """Spec: ControllerModifyVolume MUST be idempotent; INVALID_ARGUMENT MUST NOT have applied any change."""
     volume = await ctl.create_volume()
-    request = csi_pb2.ControllerModifyVolumeRequest(volume_id=volume.volume_id, mutable_parameters={"type": "shared"})
+    request = csi_pb2.ControllerModifyVolumeRequest(
+        volume_id=volume.volume_id, mutable_parameters={"type": "shared"}
+    )
     for _ in range(2):
         await ctl.stub.ControllerModifyVolume(request)
     bad = csi_pb2.ControllerModifyVolumeRequest(

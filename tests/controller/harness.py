@@ -38,8 +38,13 @@ GIB = 1 << 30
 OP_SECONDS = 0.05
 SERVERS = "node-a,node-b,node-c@zone-b"
 TEST_TIMEOUTS = Timeouts(
-    create_seconds=20, delete_seconds=20, attach_seconds=20, detach_seconds=20, expand_seconds=20,
-    retype_seconds=20, stuck_seconds=60,
+    create_seconds=20,
+    delete_seconds=20,
+    attach_seconds=20,
+    detach_seconds=20,
+    expand_seconds=20,
+    retype_seconds=20,
+    stuck_seconds=60,
 )
 R = TypeVar("R")
 # Volume statuses the Storage API deletes from.
@@ -97,14 +102,17 @@ class AdminApi:
     async def set_quota(self, **limits: int) -> None:
         project = await self._admin.auth.project_id()
         response = await self._http.put(
-            await self._url(f"os-quota-sets/{project}"), json={"quota_set": limits}, headers=await self._headers()
+            await self._url(f"os-quota-sets/{project}"),
+            json={"quota_set": limits},
+            headers=await self._headers(),
         )
         response.raise_for_status()
 
     async def reset_status(self, volume_id: str, status: str) -> None:
         response = await self._http.post(
             await self._url(f"volumes/{volume_id}/action"),
-            json={"os-reset_status": {"status": status}}, headers=await self._headers(),
+            json={"os-reset_status": {"status": status}},
+            headers=await self._headers(),
         )
         response.raise_for_status()
 
@@ -137,7 +145,9 @@ class Harness:
                 await asyncio.sleep(0.02)
         raise AssertionError("not reached")
 
-    async def create_volume(self, name: str | None = None, size_gib: int = 1, **fields: Any) -> csi_pb2.Volume:
+    async def create_volume(
+        self, name: str | None = None, size_gib: int = 1, **fields: Any
+    ) -> csi_pb2.Volume:
         fields.setdefault("volume_capabilities", [mount_cap()])
         request = csi_pb2.CreateVolumeRequest(
             name=name or unique("pvc"), capacity_range=gib_range(size_gib), **fields
@@ -145,7 +155,9 @@ class Harness:
         response = await self.stub.CreateVolume(request)
         return response.volume
 
-    async def publish(self, volume_id: str, node: str, cap: csi_pb2.VolumeCapability | None = None) -> dict[str, str]:
+    async def publish(
+        self, volume_id: str, node: str, cap: csi_pb2.VolumeCapability | None = None
+    ) -> dict[str, str]:
         response = await self.stub.ControllerPublishVolume(
             csi_pb2.ControllerPublishVolumeRequest(
                 volume_id=volume_id, node_id=self.node(node), volume_capability=cap or mount_cap()
@@ -159,7 +171,9 @@ class Harness:
         )
         return (await self.stub.CreateSnapshot(request)).snapshot
 
-    async def ready_snapshot(self, volume_id: str, name: str | None = None, **parameters: str) -> csi_pb2.Snapshot:
+    async def ready_snapshot(
+        self, volume_id: str, name: str | None = None, **parameters: str
+    ) -> csi_pb2.Snapshot:
         """CreateSnapshot repeated, as the snapshotter does, until ready_to_use."""
         name = name or unique("snap")
         for _ in range(400):
@@ -249,7 +263,9 @@ async def empty_cloud(cloud: CloudClient, server_ids: list[str]) -> None:
     raise AssertionError("the cloud could not be emptied after the test")
 
 
-async def _delete_round(cloud: CloudClient, backups: list[Any], snapshots: list[Any], volumes: list[Any]) -> None:
+async def _delete_round(
+    cloud: CloudClient, backups: list[Any], snapshots: list[Any], volumes: list[Any]
+) -> None:
     storage = cloud.storage
     for backup in backups:
         if not backup.has_dependent_backups and backup.status in (BackupStatus.AVAILABLE, BackupStatus.ERROR):

@@ -48,7 +48,9 @@ async def test_publish_of_unknown_volume_or_node_is_not_found(ctl: Harness) -> N
     unknown_volume = csi_pb2.ControllerPublishVolumeRequest(
         volume_id=MISSING_ID, node_id=ctl.node("node-a"), volume_capability=mount_cap()
     )
-    await expect_code(ctl.stub.ControllerPublishVolume(unknown_volume), grpc.StatusCode.NOT_FOUND, "volume_id")
+    await expect_code(
+        ctl.stub.ControllerPublishVolume(unknown_volume), grpc.StatusCode.NOT_FOUND, "volume_id"
+    )
     unknown_node = csi_pb2.ControllerPublishVolumeRequest(
         volume_id=volume.volume_id, node_id=MISSING_ID, volume_capability=mount_cap()
     )
@@ -58,7 +60,10 @@ async def test_publish_of_unknown_volume_or_node_is_not_found(ctl: Harness) -> N
 async def test_publish_across_zones_is_refused_clearly(ctl: Harness) -> None:
     volume = await ctl.create_volume()  # zone nova; node-c is in zone-b
     await expect_code(
-        ctl.publish(volume.volume_id, "node-c"), grpc.StatusCode.FAILED_PRECONDITION, "zone nova", "zone zone-b"
+        ctl.publish(volume.volume_id, "node-c"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "zone nova",
+        "zone zone-b",
     )
 
 
@@ -74,7 +79,10 @@ async def test_readonly_publish_is_refused_because_it_is_not_advertised(ctl: Har
 async def test_multiattach_block_volume_publishes_to_two_nodes(ctl: Harness) -> None:
     cap = block_cap(AccessMode.MULTI_NODE_MULTI_WRITER)
     request = csi_pb2.CreateVolumeRequest(
-        name=unique("pvc"), capacity_range=gib_range(1), volume_capabilities=[cap], parameters={"type": "shared"}
+        name=unique("pvc"),
+        capacity_range=gib_range(1),
+        volume_capabilities=[cap],
+        parameters={"type": "shared"},
     )
     volume = (await ctl.stub.CreateVolume(request)).volume
     await ctl.publish(volume.volume_id, "node-a", cap)
@@ -89,12 +97,16 @@ async def test_multiattach_block_volume_publishes_to_two_nodes(ctl: Harness) -> 
 
 async def test_single_writer_mode_on_a_multiattach_volume_stays_on_one_node(ctl: Harness) -> None:
     request = csi_pb2.CreateVolumeRequest(
-        name=unique("pvc"), capacity_range=gib_range(1), volume_capabilities=[mount_cap()],
+        name=unique("pvc"),
+        capacity_range=gib_range(1),
+        volume_capabilities=[mount_cap()],
         parameters={"type": "shared"},
     )
     volume = (await ctl.stub.CreateVolume(request)).volume
     await ctl.publish(volume.volume_id, "node-a")
-    await expect_code(ctl.publish(volume.volume_id, "node-b"), grpc.StatusCode.FAILED_PRECONDITION, "single-node")
+    await expect_code(
+        ctl.publish(volume.volume_id, "node-b"), grpc.StatusCode.FAILED_PRECONDITION, "single-node"
+    )
 
 
 async def test_unpublish_detaches_waits_and_is_ok_again(ctl: Harness) -> None:

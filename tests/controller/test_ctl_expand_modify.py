@@ -14,7 +14,9 @@ from tests.controller.harness import GIB, Harness, block_cap, expect_code, gib_r
 MISSING_ID = "5b0c7b43-0000-4000-8000-0000000000bb"
 
 
-def _expand(volume_id: str, gib: int, cap: csi_pb2.VolumeCapability | None = None) -> csi_pb2.ControllerExpandVolumeRequest:
+def _expand(
+    volume_id: str, gib: int, cap: csi_pb2.VolumeCapability | None = None
+) -> csi_pb2.ControllerExpandVolumeRequest:
     request = csi_pb2.ControllerExpandVolumeRequest(volume_id=volume_id, capacity_range=gib_range(gib))
     if cap is not None:
         request.volume_capability.CopyFrom(cap)
@@ -56,9 +58,12 @@ async def test_expand_errors(ctl: Harness) -> None:
     await expect_code(ctl.stub.ControllerExpandVolume(_expand(MISSING_ID, 2)), grpc.StatusCode.NOT_FOUND)
     volume = await ctl.create_volume()
     no_range = csi_pb2.ControllerExpandVolumeRequest(volume_id=volume.volume_id)
-    await expect_code(ctl.stub.ControllerExpandVolume(no_range), grpc.StatusCode.INVALID_ARGUMENT, "capacity_range")
+    await expect_code(
+        ctl.stub.ControllerExpandVolume(no_range), grpc.StatusCode.INVALID_ARGUMENT, "capacity_range"
+    )
     bad_range = csi_pb2.ControllerExpandVolumeRequest(
-        volume_id=volume.volume_id, capacity_range=csi_pb2.CapacityRange(required_bytes=GIB + 1, limit_bytes=GIB + 2)
+        volume_id=volume.volume_id,
+        capacity_range=csi_pb2.CapacityRange(required_bytes=GIB + 1, limit_bytes=GIB + 2),
     )
     await expect_code(ctl.stub.ControllerExpandVolume(bad_range), grpc.StatusCode.OUT_OF_RANGE)
     await ctl.admin.set_quota(gigabytes=2)
@@ -72,7 +77,9 @@ async def test_expand_errors(ctl: Harness) -> None:
 
 async def test_modify_retypes_with_on_demand_migration(ctl: Harness) -> None:
     volume = await ctl.create_volume()
-    await ctl.stub.ControllerModifyVolume(_modify(volume.volume_id, type="archive", **{"migration-policy": "on-demand"}))
+    await ctl.stub.ControllerModifyVolume(
+        _modify(volume.volume_id, type="archive", **{"migration-policy": "on-demand"})
+    )
     stored = await ctl.cloud.storage.get_volume(volume.volume_id)
     assert (stored.volume_type, stored.raw_status) == ("archive", "available")
     # on-demand let the cloud move the data to the archive type's backend
@@ -84,26 +91,35 @@ async def test_modify_retypes_with_on_demand_migration(ctl: Harness) -> None:
 async def test_modify_without_permission_to_migrate_is_refused_and_changes_nothing(ctl: Harness) -> None:
     volume = await ctl.create_volume()
     await expect_code(
-        ctl.stub.ControllerModifyVolume(_modify(volume.volume_id, type="archive", **{"migration-policy": "never"})),
-        grpc.StatusCode.INVALID_ARGUMENT, "migration-policy is never",
+        ctl.stub.ControllerModifyVolume(
+            _modify(volume.volume_id, type="archive", **{"migration-policy": "never"})
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "migration-policy is never",
     )
     assert (await ctl.cloud.storage.get_volume(volume.volume_id)).volume_type == "standard"
 
 
 async def test_modify_in_place_to_a_type_on_the_same_backend_needs_no_migration(ctl: Harness) -> None:
     volume = await ctl.create_volume()
-    await ctl.stub.ControllerModifyVolume(_modify(volume.volume_id, type="shared", **{"migration-policy": "never"}))
+    await ctl.stub.ControllerModifyVolume(
+        _modify(volume.volume_id, type="shared", **{"migration-policy": "never"})
+    )
     assert (await ctl.cloud.storage.get_volume(volume.volume_id)).volume_type == "shared"
 
 
 async def test_create_honours_mutable_parameters_and_the_current_type_again_is_a_no_op(ctl: Harness) -> None:
     request = csi_pb2.CreateVolumeRequest(
-        name=unique("pvc"), capacity_range=gib_range(1), volume_capabilities=[mount_cap()],
+        name=unique("pvc"),
+        capacity_range=gib_range(1),
+        volume_capabilities=[mount_cap()],
         mutable_parameters={"type": "archive"},
     )
     volume = (await ctl.stub.CreateVolume(request)).volume
     assert (await ctl.cloud.storage.get_volume(volume.volume_id)).volume_type == "archive"
-    await ctl.stub.ControllerModifyVolume(_modify(volume.volume_id, type="archive", **{"migration-policy": "never"}))
+    await ctl.stub.ControllerModifyVolume(
+        _modify(volume.volume_id, type="archive", **{"migration-policy": "never"})
+    )
     assert (await ctl.cloud.storage.get_volume(volume.volume_id)).raw_status == "available"
 
 
@@ -111,11 +127,15 @@ async def test_modify_errors(ctl: Harness) -> None:
     volume = await ctl.create_volume()
     await expect_code(
         ctl.stub.ControllerModifyVolume(_modify(volume.volume_id, iops="100")),
-        grpc.StatusCode.INVALID_ARGUMENT, "'iops'",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "'iops'",
     )
     await expect_code(
         ctl.stub.ControllerModifyVolume(_modify(volume.volume_id, type="gold")),
-        grpc.StatusCode.INVALID_ARGUMENT, "mutable_parameters[type]",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "mutable_parameters[type]",
     )
-    await expect_code(ctl.stub.ControllerModifyVolume(_modify(MISSING_ID, type="archive")), grpc.StatusCode.NOT_FOUND)
+    await expect_code(
+        ctl.stub.ControllerModifyVolume(_modify(MISSING_ID, type="archive")), grpc.StatusCode.NOT_FOUND
+    )
     assert (await ctl.cloud.storage.get_volume(volume.volume_id)).volume_type == "standard"

@@ -57,7 +57,8 @@ async def test_list_volumes_with_a_bad_token_is_aborted(ctl: Harness) -> None:
     for token in ("../../etc", MISSING_ID):
         await expect_code(
             ctl.stub.ListVolumes(csi_pb2.ListVolumesRequest(starting_token=token)),
-            grpc.StatusCode.ABORTED, "starting_token",
+            grpc.StatusCode.ABORTED,
+            "starting_token",
         )
     await expect_code(
         ctl.stub.ListVolumes(csi_pb2.ListVolumesRequest(max_entries=-1)), grpc.StatusCode.INVALID_ARGUMENT
@@ -91,11 +92,15 @@ async def test_a_volume_stuck_in_a_transition_is_abnormal(emulator: EmulatorProc
     async with running_controller(emulator, short_tmp, now=lambda: later) as ctl:
         volume = await ctl.create_volume()
         await ctl.admin.reset_status(volume.volume_id, "detaching")
-        got = await ctl.stub.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id=volume.volume_id))
+        got = await ctl.stub.ControllerGetVolume(
+            csi_pb2.ControllerGetVolumeRequest(volume_id=volume.volume_id)
+        )
         assert got.status.volume_condition.abnormal
         assert "stuck" in got.status.volume_condition.message
         await ctl.admin.reset_status(volume.volume_id, "available")
-        healthy = await ctl.stub.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(volume_id=volume.volume_id))
+        healthy = await ctl.stub.ControllerGetVolume(
+            csi_pb2.ControllerGetVolumeRequest(volume_id=volume.volume_id)
+        )
         assert not healthy.status.volume_condition.abnormal
 
 
@@ -116,7 +121,9 @@ async def test_capacity_honours_the_per_type_quota_and_the_volume_size_limit(ctl
     try:
         await ctl.stub.CreateVolume(
             csi_pb2.CreateVolumeRequest(
-                name="cap-archive", volume_capabilities=[mount_cap()], parameters={"type": "archive"},
+                name="cap-archive",
+                volume_capabilities=[mount_cap()],
+                parameters={"type": "archive"},
                 capacity_range=csi_pb2.CapacityRange(required_bytes=2 * GIB),
             )
         )
@@ -132,14 +139,17 @@ async def test_capacity_honours_the_per_type_quota_and_the_volume_size_limit(ctl
 async def test_capacity_with_a_bad_parameter_is_invalid(ctl: Harness) -> None:
     for parameters in ({"iops": "1"}, {"type": "gold"}):
         await expect_code(
-            ctl.stub.GetCapacity(csi_pb2.GetCapacityRequest(parameters=parameters)), grpc.StatusCode.INVALID_ARGUMENT
+            ctl.stub.GetCapacity(csi_pb2.GetCapacityRequest(parameters=parameters)),
+            grpc.StatusCode.INVALID_ARGUMENT,
         )
 
 
 async def test_validate_volume_capabilities(ctl: Harness) -> None:
     volume = await ctl.create_volume()
     single = csi_pb2.ValidateVolumeCapabilitiesRequest(
-        volume_id=volume.volume_id, volume_capabilities=[mount_cap(), block_cap()], parameters={"type": "standard"}
+        volume_id=volume.volume_id,
+        volume_capabilities=[mount_cap(), block_cap()],
+        parameters={"type": "standard"},
     )
     answer = await ctl.stub.ValidateVolumeCapabilities(single)
     assert list(answer.confirmed.volume_capabilities) == list(single.volume_capabilities)
@@ -153,7 +163,9 @@ async def test_validate_volume_capabilities(ctl: Harness) -> None:
         volume_id=volume.volume_id, volume_capabilities=[mount_cap()], parameters={"iops": "1"}
     )
     assert "iops" in (await ctl.stub.ValidateVolumeCapabilities(unknown_key)).message
-    missing = csi_pb2.ValidateVolumeCapabilitiesRequest(volume_id=MISSING_ID, volume_capabilities=[mount_cap()])
+    missing = csi_pb2.ValidateVolumeCapabilitiesRequest(
+        volume_id=MISSING_ID, volume_capabilities=[mount_cap()]
+    )
     await expect_code(ctl.stub.ValidateVolumeCapabilities(missing), grpc.StatusCode.NOT_FOUND)
 
 
@@ -162,10 +174,20 @@ async def test_capabilities_are_advertised_without_readonly_publish(ctl: Harness
     kinds = {c.rpc.type for c in response.capabilities}
     assert _RPC.PUBLISH_READONLY not in kinds
     assert {
-        _RPC.CREATE_DELETE_VOLUME, _RPC.PUBLISH_UNPUBLISH_VOLUME, _RPC.LIST_VOLUMES, _RPC.GET_CAPACITY,
-        _RPC.CREATE_DELETE_SNAPSHOT, _RPC.LIST_SNAPSHOTS, _RPC.CLONE_VOLUME, _RPC.EXPAND_VOLUME,
-        _RPC.LIST_VOLUMES_PUBLISHED_NODES, _RPC.VOLUME_CONDITION, _RPC.GET_VOLUME, _RPC.MODIFY_VOLUME,
-        _RPC.GET_SNAPSHOT, _RPC.SINGLE_NODE_MULTI_WRITER,
+        _RPC.CREATE_DELETE_VOLUME,
+        _RPC.PUBLISH_UNPUBLISH_VOLUME,
+        _RPC.LIST_VOLUMES,
+        _RPC.GET_CAPACITY,
+        _RPC.CREATE_DELETE_SNAPSHOT,
+        _RPC.LIST_SNAPSHOTS,
+        _RPC.CLONE_VOLUME,
+        _RPC.EXPAND_VOLUME,
+        _RPC.LIST_VOLUMES_PUBLISHED_NODES,
+        _RPC.VOLUME_CONDITION,
+        _RPC.GET_VOLUME,
+        _RPC.MODIFY_VOLUME,
+        _RPC.GET_SNAPSHOT,
+        _RPC.SINGLE_NODE_MULTI_WRITER,
     } == kinds
 
 

@@ -49,7 +49,8 @@ async def test_snapshot_of_an_attached_volume_needs_force_create(ctl: Harness) -
     await ctl.publish(volume.volume_id, "node-a")
     for kind in ("snapshot", "backup"):
         await expect_code(
-            ctl.snapshot(volume.volume_id, type=kind, **{"force-create": "false"}), grpc.StatusCode.FAILED_PRECONDITION
+            ctl.snapshot(volume.volume_id, type=kind, **{"force-create": "false"}),
+            grpc.StatusCode.FAILED_PRECONDITION,
         )
     forced = await ctl.ready_snapshot(volume.volume_id)
     assert forced.ready_to_use
@@ -57,7 +58,9 @@ async def test_snapshot_of_an_attached_volume_needs_force_create(ctl: Harness) -
     assert backup.ready_to_use
 
 
-async def test_backups_are_snapshots_with_a_prefix_and_incrementals_protect_their_parent(ctl: Harness) -> None:
+async def test_backups_are_snapshots_with_a_prefix_and_incrementals_protect_their_parent(
+    ctl: Harness,
+) -> None:
     volume = await ctl.create_volume()
     full = await ctl.ready_snapshot(volume.volume_id, type="backup", incremental="true")
     assert full.snapshot_id.startswith("backup:")
@@ -147,7 +150,8 @@ async def test_a_snapshot_that_fails_is_deleted_and_reported(ctl: Harness) -> No
             message = await _until_failed(ctl, volume.volume_id, name, parameters)
             assert "deleted" in message
             items = await (
-                ctl.cloud.storage.find_backup_by_name(name) if parameters
+                ctl.cloud.storage.find_backup_by_name(name)
+                if parameters
                 else ctl.cloud.storage.find_snapshot_by_name(name)
             )
             assert all(item.raw_status == "deleting" for item in items)

@@ -46,7 +46,9 @@ async def test_create_is_idempotent_by_name_and_refuses_incompatible_repeats(ctl
     first = (await ctl.stub.CreateVolume(_request(name))).volume
     again = (await ctl.stub.CreateVolume(_request(name))).volume
     assert again == first
-    await expect_code(ctl.stub.CreateVolume(_request(name, size_gib=3)), grpc.StatusCode.ALREADY_EXISTS, "size")
+    await expect_code(
+        ctl.stub.CreateVolume(_request(name, size_gib=3)), grpc.StatusCode.ALREADY_EXISTS, "size"
+    )
     other_type = _request(name, parameters={"type": "archive"})
     await expect_code(ctl.stub.CreateVolume(other_type), grpc.StatusCode.ALREADY_EXISTS, "type")
     assert len(await ctl.cloud.storage.find_volume_by_name(name)) == 1
@@ -54,26 +56,43 @@ async def test_create_is_idempotent_by_name_and_refuses_incompatible_repeats(ctl
 
 async def test_fifty_identical_concurrent_creates_make_one_volume(ctl: Harness) -> None:
     name = unique("pvc")
+    aborted = 0
 
-    async def create() -> csi_pb2.Volume:
-        return (await ctl.retry(lambda: ctl.stub.CreateVolume(_request(name)))).volume
+    async def create_once() -> csi_pb2.Volume:
+        nonlocal aborted
+        try:
+            return (await ctl.stub.CreateVolume(_request(name))).volume
+        except grpc.aio.AioRpcError as exc:
+            aborted += exc.code() == grpc.StatusCode.ABORTED
+            raise
 
-    volumes = await asyncio.gather(*(create() for _ in range(50)))
+    creates_before = _volume_creates(ctl)
+    volumes = await asyncio.gather(*(ctl.retry(create_once) for _ in range(50)))
+    assert _volume_creates(ctl) == creates_before + 1
     assert len({v.volume_id for v in volumes}) == 1
+    assert aborted > 0  # the in-flight guard turned duplicates away while the first call worked
     found = await ctl.cloud.storage.find_volume_by_name(name)
     assert [v.id for v in found] == [volumes[0].volume_id]
 
 
+def _volume_creates(ctl: Harness) -> int:
+    """POST .../volumes requests the emulator has served."""
+    stats = ctl.emulator.stats()["requests"]
+    return sum(n for key, n in stats.items() if key.startswith("POST ") and key.endswith("/volumes"))
+
+
 async def test_sizes_round_up_to_whole_gib_and_a_low_limit_is_out_of_range(ctl: Harness) -> None:
     request = csi_pb2.CreateVolumeRequest(
-        name=unique("pvc"), volume_capabilities=[mount_cap()],
+        name=unique("pvc"),
+        volume_capabilities=[mount_cap()],
         capacity_range=csi_pb2.CapacityRange(required_bytes=GIB + 1),
     )
     assert (await ctl.stub.CreateVolume(request)).volume.capacity_bytes == 2 * GIB
     no_size = csi_pb2.CreateVolumeRequest(name=unique("pvc"), volume_capabilities=[mount_cap()])
     assert (await ctl.stub.CreateVolume(no_size)).volume.capacity_bytes == GIB
     tight = csi_pb2.CreateVolumeRequest(
-        name=unique("pvc"), volume_capabilities=[mount_cap()],
+        name=unique("pvc"),
+        volume_capabilities=[mount_cap()],
         capacity_range=csi_pb2.CapacityRange(required_bytes=GIB + 1, limit_bytes=GIB + GIB // 2),
     )
     await expect_code(ctl.stub.CreateVolume(tight), grpc.StatusCode.OUT_OF_RANGE, "limit_bytes")
@@ -83,20 +102,26 @@ async def test_unknown_parameter_or_volume_type_is_invalid(ctl: Harness) -> None
     unknown_key = _request(unique("pvc"), parameters={"iops": "100"})
     await expect_code(ctl.stub.CreateVolume(unknown_key), grpc.StatusCode.INVALID_ARGUMENT, "'iops'")
     unknown_type = _request(unique("pvc"), parameters={"type": "gold"})
-    await expect_code(ctl.stub.CreateVolume(unknown_type), grpc.StatusCode.INVALID_ARGUMENT, "parameters[type]", "gold")
+    await expect_code(
+        ctl.stub.CreateVolume(unknown_type), grpc.StatusCode.INVALID_ARGUMENT, "parameters[type]", "gold"
+    )
     assert (await ctl.cloud.storage.list_volumes()).items == ()
 
 
 async def test_multi_node_modes_need_block_volumes_of_a_multiattach_type(ctl: Harness) -> None:
     shared_mount = _request(
-        unique("pvc"), parameters={"type": "shared"},
+        unique("pvc"),
+        parameters={"type": "shared"},
         volume_capabilities=[mount_cap(AccessMode.MULTI_NODE_MULTI_WRITER)],
     )
-    await expect_code(ctl.stub.CreateVolume(shared_mount), grpc.StatusCode.INVALID_ARGUMENT, "block volumes only")
+    await expect_code(
+        ctl.stub.CreateVolume(shared_mount), grpc.StatusCode.INVALID_ARGUMENT, "block volumes only"
+    )
     plain_block = _request(unique("pvc"), volume_capabilities=[block_cap(AccessMode.MULTI_NODE_MULTI_WRITER)])
     await expect_code(ctl.stub.CreateVolume(plain_block), grpc.StatusCode.INVALID_ARGUMENT, "multiattach")
     shared_block = _request(
-        unique("pvc"), parameters={"type": "shared"},
+        unique("pvc"),
+        parameters={"type": "shared"},
         volume_capabilities=[block_cap(AccessMode.MULTI_NODE_MULTI_WRITER)],
     )
     volume = (await ctl.stub.CreateVolume(shared_block)).volume
@@ -104,11 +129,15 @@ async def test_multi_node_modes_need_block_volumes_of_a_multiattach_type(ctl: Ha
 
 
 async def test_topology_picks_the_zone_and_reports_the_real_one(ctl: Harness) -> None:
-    preferred = _request(unique("pvc"), accessibility_requirements=zone_requirement("zone-b", requisite=("nova", "zone-b")))
+    preferred = _request(
+        unique("pvc"), accessibility_requirements=zone_requirement("zone-b", requisite=("nova", "zone-b"))
+    )
     volume = (await ctl.stub.CreateVolume(preferred)).volume
     assert [dict(t.segments) for t in volume.accessible_topology] == [{TOPOLOGY_KEY: "zone-b"}]
     assert (await ctl.cloud.storage.get_volume(volume.volume_id)).availability_zone == "zone-b"
-    by_parameter = (await ctl.stub.CreateVolume(_request(unique("pvc"), parameters={"availability": "zone-b"}))).volume
+    by_parameter = (
+        await ctl.stub.CreateVolume(_request(unique("pvc"), parameters={"availability": "zone-b"}))
+    ).volume
     assert by_parameter.accessible_topology[0].segments[TOPOLOGY_KEY] == "zone-b"
 
 
@@ -143,9 +172,13 @@ async def test_a_missing_source_is_not_found(ctl: Harness) -> None:
     )
     await expect_code(
         ctl.stub.CreateVolume(_request(unique("pvc"), volume_content_source=missing_volume)),
-        grpc.StatusCode.NOT_FOUND, "volume_content_source",
+        grpc.StatusCode.NOT_FOUND,
+        "volume_content_source",
     )
-    for snapshot_id in ("5b0c7b43-0000-4000-8000-000000000001", "backup:5b0c7b43-0000-4000-8000-000000000002"):
+    for snapshot_id in (
+        "5b0c7b43-0000-4000-8000-000000000001",
+        "backup:5b0c7b43-0000-4000-8000-000000000002",
+    ):
         missing = csi_pb2.VolumeContentSource(
             snapshot=csi_pb2.VolumeContentSource.SnapshotSource(snapshot_id=snapshot_id)
         )
@@ -162,7 +195,9 @@ async def test_restore_from_snapshot_and_from_backup(ctl: Harness) -> None:
         content = csi_pb2.VolumeContentSource(
             snapshot=csi_pb2.VolumeContentSource.SnapshotSource(snapshot_id=snapshot.snapshot_id)
         )
-        restored = (await ctl.stub.CreateVolume(_request(unique("pvc"), volume_content_source=content))).volume
+        restored = (
+            await ctl.stub.CreateVolume(_request(unique("pvc"), volume_content_source=content))
+        ).volume
         assert restored.capacity_bytes == 2 * GIB
         assert restored.content_source == content
         assert (await ctl.cloud.storage.get_volume(restored.volume_id)).raw_status == "available"
@@ -190,7 +225,9 @@ async def test_a_volume_that_ends_in_error_is_deleted_before_the_error_is_return
     )
     await expect_code(
         ctl.stub.CreateVolume(_request(name, volume_content_source=content)),
-        grpc.StatusCode.INTERNAL, "status error", "deleted",
+        grpc.StatusCode.INTERNAL,
+        "status error",
+        "deleted",
     )
     left = await ctl.cloud.storage.find_volume_by_name(name)
     assert all(v.raw_status in ("deleting",) for v in left)
@@ -208,13 +245,17 @@ async def test_delete_refuses_attached_volumes_and_volumes_with_snapshots(ctl: H
     await ctl.publish(volume.volume_id, "node-a")
     await expect_code(
         ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume.volume_id)),
-        grpc.StatusCode.FAILED_PRECONDITION, "attached", ctl.node("node-a"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "attached",
+        ctl.node("node-a"),
     )
     other = await ctl.create_volume()
     snapshot = await ctl.ready_snapshot(other.volume_id)
     await expect_code(
         ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=other.volume_id)),
-        grpc.StatusCode.FAILED_PRECONDITION, "snapshots", snapshot.snapshot_id,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "snapshots",
+        snapshot.snapshot_id,
     )
     assert (await ctl.cloud.storage.get_volume(other.volume_id)).raw_status == "available"
 
