@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"csi-xloud {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_driver_arguments(commands.add_parser("driver", help="serve the CSI driver"))
-    emulator_cli.add_arguments(commands.add_parser("emulator", help="run a local Xloud (Identity, Storage, Compute)"))
-    demo.add_arguments(commands.add_parser("demo", help="walk a volume through its whole life on a local Xloud"))
+    emulator_cli.add_arguments(commands.add_parser("emulator", help="run a local Xloud cloud"))
+    demo.add_arguments(commands.add_parser("demo", help="walk volumes through their life on a local Xloud"))
     return parser
 
 

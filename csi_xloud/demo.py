@@ -146,10 +146,16 @@ class Walk:
         await self.co.unstage(pv, node)
         await self.co.detach(pv, node)
 
-    async def provision(self, size_gib: int, **kwargs: object) -> PersistentVolume:
+    async def provision(
+        self,
+        size_gib: int,
+        capability: csi_pb2.VolumeCapability | None = None,
+        source: csi_pb2.VolumeContentSource | None = None,
+    ) -> PersistentVolume:
+        """A new PVC of the main volume's filesystem (or the given capability), remembered for deletion."""
         pv = await self.co.provision(
-            size_gib * GIB, kwargs.pop("capability", mount_capability(self.fs_type)), **kwargs
-        )  # type: ignore[arg-type]
+            size_gib * GIB, capability or mount_capability(self.fs_type), source=source
+        )
         self.volumes.append(pv)
         return pv
 
@@ -303,7 +309,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fs-type",
         choices=["ext4", "xfs"],
-        help="filesystem of the main volume (default: ext4, or xfs where this process may not grow a mounted ext4)",
+        help="filesystem of the main volume (default ext4; xfs where a mounted ext4 cannot be grown here)",
     )
 
 
