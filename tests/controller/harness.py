@@ -284,7 +284,7 @@ async def _quietly(call: Awaitable[None]) -> None:
     """Cleanup tolerates races with the cloud's own transitions; the loop tries again."""
     try:
         await call
-    except Exception:  # noqa: BLE001 - retried by the caller's loop
+    except Exception:  # retried by the caller's loop
         return
 
 
