@@ -58,7 +58,9 @@ def test_list_tokens() -> None:
 def test_backup_snapshot_message_is_ready_only_when_available() -> None:
     creating = Backup(UUID, "b", "v", 2, BackupStatus.CREATING, raw_status="creating")
     message = snapshot_message(creating)
-    assert message.snapshot_id == f"backup:{UUID}" and not message.ready_to_use and message.size_bytes == 2 << 30
+    assert (
+        message.snapshot_id == f"backup:{UUID}" and not message.ready_to_use and message.size_bytes == 2 << 30
+    )
 
 
 def test_conditions() -> None:
@@ -67,7 +69,12 @@ def test_conditions() -> None:
 
     def volume(status: str, age_seconds: float) -> Volume:
         return Volume(
-            UUID, "v", 1, VolumeStatus(status), raw_status=status, updated_at=now - timedelta(seconds=age_seconds)
+            UUID,
+            "v",
+            1,
+            VolumeStatus(status),
+            raw_status=status,
+            updated_at=now - timedelta(seconds=age_seconds),
         )
 
     assert not judge.condition(volume("available", 3600)).abnormal

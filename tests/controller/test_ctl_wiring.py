@@ -19,10 +19,14 @@ from csi_xloud.metrics import Metrics
 from tests.controller.harness import gib_range, mount_cap, unique
 
 
-async def test_build_controller_service_reads_the_cloud_config(emulator: EmulatorProcess, short_tmp: Path) -> None:
+async def test_build_controller_service_reads_the_cloud_config(
+    emulator: EmulatorProcess, short_tmp: Path
+) -> None:
     config = DriverConfig(
-        endpoint=Endpoint("unix", str(short_tmp / "csi.sock")), mode=Mode.CONTROLLER,
-        cloud="xloud-emulator", cloud_config=emulator.clouds_yaml,
+        endpoint=Endpoint("unix", str(short_tmp / "csi.sock")),
+        mode=Mode.CONTROLLER,
+        cloud="xloud-emulator",
+        cloud_config=emulator.clouds_yaml,
     )
     service = build_controller_service(config, Metrics(), {})
     try:
@@ -34,8 +38,18 @@ async def test_build_controller_service_reads_the_cloud_config(emulator: Emulato
 async def test_the_driver_command_serves_the_controller(emulator: EmulatorProcess, short_tmp: Path) -> None:
     socket = short_tmp / "csi.sock"
     argv = [
-        sys.executable, "-m", "csi_xloud", "driver", "--mode", "controller", "--endpoint", f"unix://{socket}",
-        "--cloud", "xloud-emulator", "--cloud-config", str(emulator.clouds_yaml),
+        sys.executable,
+        "-m",
+        "csi_xloud",
+        "driver",
+        "--mode",
+        "controller",
+        "--endpoint",
+        f"unix://{socket}",
+        "--cloud",
+        "xloud-emulator",
+        "--cloud-config",
+        str(emulator.clouds_yaml),
     ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
