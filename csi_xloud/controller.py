@@ -17,7 +17,7 @@ from google.protobuf.wrappers_pb2 import Int64Value
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import Volume
-from csi_xloud.config import DriverConfig
+from csi_xloud.config import DEFAULT_MAX_VOLUMES_PER_NODE, DriverConfig
 from csi_xloud.controller_attach import Attacher
 from csi_xloud.controller_capacity import CapacityReader
 from csi_xloud.controller_changes import VolumeChanges
@@ -73,13 +73,14 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         inflight: InFlight,
         timeouts: Timeouts | None = None,
         now: Callable[[], datetime] | None = None,
+        max_volumes_per_node: int = DEFAULT_MAX_VOLUMES_PER_NODE,
     ) -> None:
         self._cloud = cloud
         self._inflight = inflight
         timeouts = timeouts or Timeouts()
         self._creator = VolumeCreator(cloud.storage, timeouts)
         self._changes = VolumeChanges(cloud.storage, timeouts)
-        self._attacher = Attacher(cloud.storage, cloud.compute, timeouts)
+        self._attacher = Attacher(cloud.storage, cloud.compute, timeouts, max_volumes_per_node)
         self._snapshots = Snapshotter(cloud.storage, timeouts)
         self._lister = Lister(cloud.storage)
         self._capacity = CapacityReader(cloud.storage)
@@ -317,4 +318,5 @@ def build_controller_service(
     config: DriverConfig, metrics: Metrics, env: Mapping[str, str]
 ) -> ControllerService:
     """The controller with a cloud client from --cloud/--cloud-config (or OS_* variables)."""
-    return ControllerService(CloudClient.from_config(config, metrics, env), InFlight())
+    cloud = CloudClient.from_config(config, metrics, env)
+    return ControllerService(cloud, InFlight(), max_volumes_per_node=config.max_volumes_per_node)

@@ -10,7 +10,7 @@ from csi_xloud.cloud.models import Server, Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller_ids import is_storage_id
 from csi_xloud.controller_volumes import Timeouts, fetch_volume
-from csi_xloud.errors import FailedPrecondition, NotFound
+from csi_xloud.errors import FailedPrecondition, NotFound, ResourceExhausted
 from csi_xloud.validation import CapabilityNeeds, multi_node_refusal
 
 log = logging.getLogger(__name__)
@@ -23,10 +23,13 @@ SIZE_GIB_KEY = "size_gib"
 class Attacher:
     """Attaches volumes to nodes (Compute servers) and detaches them, idempotently."""
 
-    def __init__(self, storage: StorageApi, compute: ComputeApi, timeouts: Timeouts) -> None:
+    def __init__(
+        self, storage: StorageApi, compute: ComputeApi, timeouts: Timeouts, max_volumes_per_node: int
+    ) -> None:
         self._storage = storage
         self._compute = compute
         self._timeouts = timeouts
+        self._max_volumes_per_node = max_volumes_per_node
 
     async def publish(self, volume_id: str, node_id: str, needs: CapabilityNeeds) -> dict[str, str]:
         """Attach (or find attached) and return the publish_context."""
@@ -74,11 +77,14 @@ class Attacher:
 
     async def _attach(self, volume: Volume, node_id: str) -> None:
         """Start the attachment, unless one is already on its way (reserved/attaching) for this node."""
-        try:
-            await self._compute.get_attachment(node_id, volume.id)
+        attachments = await self._compute.list_attachments(node_id)
+        if any(a.volume_id == volume.id for a in attachments):
             return
-        except cloud.NotFound:
-            pass
+        if len(attachments) >= self._max_volumes_per_node:
+            raise ResourceExhausted(
+                f"node {node_id} already has {len(attachments)} volumes attached, the most it may have "
+                f"(--max-volumes-per-node {self._max_volumes_per_node}); detach one first"
+            )
         await self._compute.attach_volume(node_id, volume.id)
         log.info("attaching volume %s to node %s", volume.id, node_id)
 

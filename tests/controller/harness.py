@@ -214,14 +214,17 @@ def cloud_client(emulator: EmulatorProcess, name: str = "xloud-emulator") -> Clo
 
 @asynccontextmanager
 async def running_controller(
-    emulator: EmulatorProcess, socket_dir: Path, now: Callable[[], datetime] | None = None
+    emulator: EmulatorProcess,
+    socket_dir: Path,
+    now: Callable[[], datetime] | None = None,
+    max_volumes_per_node: int = 25,
 ) -> AsyncIterator[Harness]:
     """A controller on a unix socket in socket_dir; on the way out the cloud is emptied."""
     cloud = cloud_client(emulator)
     admin_client = cloud_client(emulator, "xloud-emulator-admin")
     admin = AdminApi(admin_client)
     metrics = Metrics()
-    service = ControllerService(cloud_client(emulator), InFlight(), TEST_TIMEOUTS, now)
+    service = ControllerService(cloud_client(emulator), InFlight(), TEST_TIMEOUTS, now, max_volumes_per_node)
     server = CsiServer(
         Endpoint("unix", str(socket_dir / "csi.sock")),
         [lambda s: csi_pb2_grpc.add_ControllerServicer_to_server(service, s)],
@@ -284,7 +287,7 @@ async def _quietly(call: Awaitable[None]) -> None:
     """Cleanup tolerates races with the cloud's own transitions; the loop tries again."""
     try:
         await call
-    except Exception:  # noqa: BLE001 - retried by the caller's loop
+    except Exception:  # retried by the caller's loop
         return
 
 

@@ -8,7 +8,17 @@ from pathlib import Path
 import grpc
 
 from csi_xloud._proto import csi_pb2
-from tests.controller.harness import AccessMode, Harness, block_cap, expect_code, gib_range, mount_cap, unique
+from csi_xloud.emulator.process import EmulatorProcess
+from tests.controller.harness import (
+    AccessMode,
+    Harness,
+    block_cap,
+    expect_code,
+    gib_range,
+    mount_cap,
+    running_controller,
+    unique,
+)
 
 MISSING_ID = "5b0c7b43-0000-4000-8000-0000000000aa"
 
@@ -133,3 +143,12 @@ async def test_unpublish_of_missing_volume_node_or_attachment_is_ok(ctl: Harness
     await ctl.stub.ControllerUnpublishVolume(_unpublish(volume.volume_id, MISSING_ID))
     await ctl.stub.ControllerUnpublishVolume(_unpublish(volume.volume_id, ctl.node("node-b")))
     assert (await ctl.cloud.storage.get_volume(volume.volume_id)).raw_status == "available"
+
+
+async def test_a_full_node_is_resource_exhausted(emulator: EmulatorProcess, short_tmp: Path) -> None:
+    async with running_controller(emulator, short_tmp, max_volumes_per_node=1) as ctl:
+        first, second = await ctl.create_volume(), await ctl.create_volume()
+        await ctl.publish(first.volume_id, "node-a")
+        await expect_code(ctl.publish(second.volume_id, "node-a"), grpc.StatusCode.RESOURCE_EXHAUSTED, "node")
+        assert await ctl.publish(first.volume_id, "node-a")  # what is attached stays publishable
+        await ctl.publish(second.volume_id, "node-b")
