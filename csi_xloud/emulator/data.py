@@ -1,0 +1,149 @@
+"""Volume data: sparse files per backend, sparse copies, and loop devices for attachments."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+GIB = 1024**3
+
+
+class CommandError(RuntimeError):
+    """A command exited non-zero."""
+
+
+async def run(*argv: str) -> str:
+    """Run a command (argv list, no shell) and return its stdout; raise CommandError on failure."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise CommandError(f"{argv[0]} exited {proc.returncode}: {err.decode(errors='replace').strip()}")
+    return out.decode()
+
+
+@dataclass(frozen=True, slots=True)
+class LoopDevice:
+    """A loop device and the file behind it."""
+
+    name: str
+    back_file: str
+
+
+async def list_loops() -> list[LoopDevice]:
+    """Every loop device on the machine with its backing file."""
+    out = await run("losetup", "--list", "--json", "--output", "NAME,BACK-FILE")
+    if not out.strip():
+        return []
+    devices = json.loads(out).get("loopdevices", [])
+    return [LoopDevice(str(d["name"]), strip_deleted(str(d.get("back-file") or ""))) for d in devices]
+
+
+def strip_deleted(back_file: str) -> str:
+    """The backing file path without the kernel's ' (deleted)' suffix."""
+    return back_file.removesuffix(" (deleted)")
+
+
+def is_under(path: str, root: Path) -> bool:
+    """Whether path lies under root."""
+    try:
+        Path(path).resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+class DataPlane:
+    """Files of volumes and snapshots under DIR/backends/<backend>/, and loop devices for attachments."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._root = data_dir
+
+    def volume_path(self, backend: str, volume_id: str) -> Path:
+        """Where a volume's data lives."""
+        return self._root / "backends" / backend / "volumes" / f"{volume_id}.img"
+
+    def snapshot_path(self, backend: str, snapshot_id: str) -> Path:
+        """Where a snapshot's data lives."""
+        return self._root / "backends" / backend / "snapshots" / f"{snapshot_id}.img"
+
+    async def create_sparse(self, path: Path, size_gib: int) -> None:
+        """Make an empty sparse file of size_gib (replacing any earlier one)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.truncate(size_gib * GIB)
+        os.replace(tmp, path)
+
+    async def copy_sparse(self, src: Path, dst: Path, size_gib: int) -> None:
+        """Copy src to dst keeping holes, then grow dst to size_gib."""
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_suffix(".tmp")
+        await run("cp", "--sparse=always", "--reflink=auto", str(src), str(tmp))
+        if tmp.stat().st_size < size_gib * GIB:
+            os.truncate(tmp, size_gib * GIB)
+        os.replace(tmp, dst)
+
+    async def grow(self, path: Path, size_gib: int) -> None:
+        """Grow a file to size_gib; never shrinks."""
+        if path.stat().st_size < size_gib * GIB:
+            os.truncate(path, size_gib * GIB)
+
+    async def move(self, src: Path, dst: Path) -> None:
+        """Move a volume file to another backend folder (same inode: open loop devices keep working)."""
+        if src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+
+    def remove(self, path: Path) -> None:
+        """Delete a data file if present."""
+        path.unlink(missing_ok=True)
+        path.with_suffix(".tmp").unlink(missing_ok=True)
+
+    async def attach(self, path: Path, link: Path) -> str:
+        """Set up a loop device for path and point link at it; returns the loop device."""
+        device = (await run("losetup", "--find", "--show", str(path))).strip()
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(link.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(device)
+        os.replace(tmp, link)
+        return device
+
+    async def relink(self, device: str, link: Path) -> None:
+        """Point link at an existing loop device."""
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(link.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(device)
+        os.replace(tmp, link)
+
+    async def detach(self, device: str | None, path: Path, link: Path) -> None:
+        """Remove link and detach device if it still holds path."""
+        with contextlib.suppress(FileNotFoundError):
+            if link.is_symlink():
+                link.unlink()
+        if not device:
+            return
+        for loop in await list_loops():
+            if loop.name == device and os.path.realpath(loop.back_file) == os.path.realpath(path):
+                await run("losetup", "--detach", device)
+
+    async def refresh_size(self, device: str) -> None:
+        """Make a loop device pick up its file's new size, as a hypervisor does on extend."""
+        await run("losetup", "--set-capacity", device)
+
+    async def flush(self, device: str) -> None:
+        """Flush a loop device's buffers so its file holds everything written."""
+        await run("blockdev", "--flushbufs", device)
+
+    async def loops_under_root(self) -> list[LoopDevice]:
+        """Loop devices whose backing file lies under the data directory."""
+        return [
+            loop for loop in await list_loops() if loop.back_file and is_under(loop.back_file, self._root)
+        ]

@@ -1,0 +1,128 @@
+"""Fault injection rules and request statistics for /_emulator/*."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+_ID_SEGMENT = re.compile(
+    r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$"
+)
+
+
+class RuleError(ValueError):
+    """A fault rule is malformed."""
+
+
+@dataclass(slots=True)
+class FaultRule:
+    """The next `remaining` requests matching method and path get status or are delayed."""
+
+    method: str | None
+    path: re.Pattern[str]
+    status: int | None
+    remaining: int
+    retry_after: float | None
+    delay: float
+
+    @classmethod
+    def parse(cls, raw: Any) -> FaultRule:
+        """Validate one rule of the POST /_emulator/faults body."""
+        if not isinstance(raw, dict):
+            raise RuleError("each rule must be an object")
+        unknown = set(raw) - {"method", "path", "status", "count", "retry_after", "delay"}
+        if unknown:
+            raise RuleError(f"unknown rule fields: {sorted(unknown)}")
+        try:
+            path = re.compile(str(raw.get("path", ".*")))
+        except re.error as exc:
+            raise RuleError(f"path is not a valid regex: {exc}") from exc
+        status = raw.get("status")
+        if status is not None and (not isinstance(status, int) or not 100 <= status <= 599):
+            raise RuleError("status must be an HTTP status code")
+        count = raw.get("count", 1)
+        delay = raw.get("delay", 0)
+        retry_after = raw.get("retry_after")
+        if not isinstance(count, int) or count < 1:
+            raise RuleError("count must be a positive integer")
+        if not isinstance(delay, int | float) or delay < 0:
+            raise RuleError("delay must be a non-negative number")
+        if retry_after is not None and (not isinstance(retry_after, int | float) or retry_after < 0):
+            raise RuleError("retry_after must be a non-negative number")
+        if status is None and not delay:
+            raise RuleError("a rule needs a status or a delay")
+        method = raw.get("method")
+        return cls(
+            method=str(method).upper() if method else None,
+            path=path,
+            status=status,
+            remaining=count,
+            retry_after=retry_after,
+            delay=float(delay),
+        )
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether a request falls under this rule."""
+        return (self.method is None or self.method == method) and self.path.search(path) is not None
+
+
+def path_template(path: str) -> str:
+    """The path with every id segment replaced by {id}."""
+    return "/".join("{id}" if _ID_SEGMENT.match(seg) else seg for seg in path.split("/"))
+
+
+class Faults:
+    """Active fault rules and per-template request counts."""
+
+    def __init__(self) -> None:
+        self.rules: list[FaultRule] = []
+        self.counts: Counter[str] = Counter()
+
+    def set_rules(self, raw: Any) -> None:
+        """Replace the active rules with a validated list."""
+        if not isinstance(raw, list):
+            raise RuleError("the body must be a JSON list of rules")
+        self.rules = [FaultRule.parse(r) for r in raw]
+
+    def take(self, method: str, path: str) -> FaultRule | None:
+        """The first live rule matching the request, with one use consumed."""
+        for rule in self.rules:
+            if rule.remaining > 0 and rule.matches(method, path):
+                rule.remaining -= 1
+                return rule
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        """The /_emulator/stats body."""
+        return {"total": sum(self.counts.values()), "requests": dict(self.counts)}
+
+
+class FaultMiddleware:
+    """Counts API requests and applies fault rules before the API sees them."""
+
+    def __init__(self, app: ASGIApp, faults: Faults) -> None:
+        self._app = app
+        self._faults = faults
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_emulator"):
+            await self._app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        self._faults.counts[f"{method} {path_template(path)}"] += 1
+        rule = self._faults.take(method, path)
+        if rule is not None:
+            if rule.delay:
+                await asyncio.sleep(rule.delay)
+            if rule.status is not None:
+                headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
+                body = {"computeFault": {"code": rule.status, "message": "Injected fault."}}
+                await JSONResponse(body, status_code=rule.status, headers=headers)(scope, receive, send)
+                return
+        await self._app(scope, receive, send)

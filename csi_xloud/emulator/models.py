@@ -1,0 +1,293 @@
+"""Records the emulator keeps: frozen dataclasses persisted as JSON documents."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar
+
+JsonDict = dict[str, Any]
+
+
+class VolumeStatus(StrEnum):
+    """Cinder volume statuses the emulator uses."""
+
+    CREATING = "creating"
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    ATTACHING = "attaching"
+    IN_USE = "in-use"
+    DETACHING = "detaching"
+    DELETING = "deleting"
+    EXTENDING = "extending"
+    RETYPING = "retyping"
+    BACKING_UP = "backing-up"
+    RESTORING_BACKUP = "restoring-backup"
+    ERROR = "error"
+    ERROR_DELETING = "error_deleting"
+    ERROR_EXTENDING = "error_extending"
+
+
+class SnapshotStatus(StrEnum):
+    """Cinder snapshot statuses."""
+
+    CREATING = "creating"
+    AVAILABLE = "available"
+    DELETING = "deleting"
+    ERROR = "error"
+    ERROR_DELETING = "error_deleting"
+
+
+class BackupStatus(StrEnum):
+    """Cinder backup statuses."""
+
+    CREATING = "creating"
+    AVAILABLE = "available"
+    DELETING = "deleting"
+    RESTORING = "restoring"
+    ERROR = "error"
+
+
+class AttachStatus(StrEnum):
+    """Status of one attachment of a volume to a server."""
+
+    RESERVED = "reserved"
+    ATTACHING = "attaching"
+    ATTACHED = "attached"
+    DETACHING = "detaching"
+
+
+def now() -> str:
+    """UTC time in Cinder's format (microseconds, no zone)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def new_id() -> str:
+    """A fresh UUID string."""
+    return str(uuid.uuid4())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Volume:
+    """A volume; `pending` names the asynchronous operation in flight, if any."""
+
+    KIND: ClassVar[str] = "volume"
+    id: str
+    project_id: str
+    user_id: str
+    size: int
+    status: str
+    type_id: str
+    backend: str
+    availability_zone: str
+    created_at: str
+    updated_at: str | None = None
+    name: str | None = None
+    description: str | None = None
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    snapshot_id: str | None = None
+    source_volid: str | None = None
+    backup_id: str | None = None
+    multiattach: bool = False
+    bootable: bool = False
+    migration_status: str | None = None
+    pending: JsonDict | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attachment:
+    """One attachment (Cinder attachment and Nova block device mapping in one)."""
+
+    KIND: ClassVar[str] = "attachment"
+    id: str
+    volume_id: str
+    server_id: str | None
+    status: str
+    device: str
+    bdm_uuid: str
+    created_at: str
+    attached_at: str | None = None
+    tag: str | None = None
+    delete_on_termination: bool = False
+    mode: str = "rw"
+    loop_device: str | None = None
+    legacy: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A volume snapshot; its data is a sparse copy of the volume file."""
+
+    KIND: ClassVar[str] = "snapshot"
+    id: str
+    project_id: str
+    user_id: str
+    volume_id: str
+    size: int
+    status: str
+    backend: str
+    created_at: str
+    updated_at: str | None = None
+    name: str | None = None
+    description: str | None = None
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    progress: str = "0%"
+    pending: JsonDict | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Backup:
+    """A backup in the chunk store; incremental ones name their parent."""
+
+    KIND: ClassVar[str] = "backup"
+    id: str
+    project_id: str
+    user_id: str
+    volume_id: str
+    size: int
+    status: str
+    availability_zone: str
+    container: str
+    created_at: str
+    updated_at: str | None = None
+    name: str | None = None
+    description: str | None = None
+    snapshot_id: str | None = None
+    parent_id: str | None = None
+    is_incremental: bool = False
+    object_count: int = 0
+    data_timestamp: str | None = None
+    fail_reason: str | None = None
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    pending: JsonDict | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VolumeType:
+    """A volume type with its extra specs."""
+
+    KIND: ClassVar[str] = "volume_type"
+    id: str
+    name: str
+    description: str | None = None
+    is_public: bool = True
+    extra_specs: dict[str, str] = dataclasses.field(default_factory=dict)
+    qos_specs_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QosSpec:
+    """A QoS spec (admin only)."""
+
+    KIND: ClassVar[str] = "qos_spec"
+    id: str
+    name: str
+    consumer: str
+    specs: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QuotaSet:
+    """Quota limits a project has overridden."""
+
+    KIND: ClassVar[str] = "quota"
+    id: str
+    limits: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Token:
+    """An issued Keystone token."""
+
+    KIND: ClassVar[str] = "token"
+    id: str
+    user_id: str
+    project_id: str
+    methods: list[str]
+    issued_at: float
+    expires_at: float
+    audit_id: str
+    app_cred_id: str | None = None
+    revoked: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class User:
+    """A Keystone user with its project role names."""
+
+    KIND: ClassVar[str] = "user"
+    id: str
+    name: str
+    password: str
+    roles: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppCredential:
+    """A Keystone application credential."""
+
+    KIND: ClassVar[str] = "app_credential"
+    id: str
+    name: str
+    secret: str
+    user_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Server:
+    """A Compute server (a node of the emulated cloud)."""
+
+    KIND: ClassVar[str] = "server"
+    id: str
+    name: str
+    availability_zone: str
+    device_dir: str
+    created_at: str
+
+
+Record = (
+    Volume
+    | Attachment
+    | Snapshot
+    | Backup
+    | VolumeType
+    | QosSpec
+    | QuotaSet
+    | Token
+    | User
+    | AppCredential
+    | Server
+)
+R = TypeVar(
+    "R",
+    Volume,
+    Attachment,
+    Snapshot,
+    Backup,
+    VolumeType,
+    QosSpec,
+    QuotaSet,
+    Token,
+    User,
+    AppCredential,
+    Server,
+)
+
+RECORD_TYPES: dict[str, type[Any]] = {
+    cls.KIND: cls
+    for cls in (
+        Volume,
+        Attachment,
+        Snapshot,
+        Backup,
+        VolumeType,
+        QosSpec,
+        QuotaSet,
+        Token,
+        User,
+        AppCredential,
+        Server,
+    )
+}

@@ -1,0 +1,416 @@
+"""Asynchronous operations: each status transition takes op_seconds, then does the real data work.
+
+An operation in flight is recorded in the record's `pending` field (or in the attachment's status) in
+the same transaction that starts it, so after a restart `resume()` runs it again; every operation is
+idempotent (copies go to a temporary file and are renamed into place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from csi_xloud.emulator.backups import ChunkStore
+from csi_xloud.emulator.data import GIB, DataPlane
+from csi_xloud.emulator.models import (
+    Attachment,
+    AttachStatus,
+    Backup,
+    BackupStatus,
+    Server,
+    Snapshot,
+    SnapshotStatus,
+    Volume,
+    VolumeStatus,
+    VolumeType,
+    now,
+)
+from csi_xloud.emulator.state import Store
+
+log = logging.getLogger(__name__)
+
+
+def backend_of(vtype: VolumeType | None) -> str:
+    """The backend folder a volume type puts its volumes in."""
+    if vtype is None:
+        return "ssd"
+    return vtype.extra_specs.get("volume_backend_name", "ssd")
+
+
+def settled_status(attachments: list[Attachment]) -> VolumeStatus:
+    """A volume's status given its attachments."""
+    states = {a.status for a in attachments}
+    if AttachStatus.DETACHING in states:
+        return VolumeStatus.DETACHING
+    if AttachStatus.ATTACHING in states:
+        return VolumeStatus.ATTACHING
+    if AttachStatus.RESERVED in states:
+        return VolumeStatus.ATTACHING if AttachStatus.ATTACHED in states else VolumeStatus.RESERVED
+    return VolumeStatus.IN_USE if states else VolumeStatus.AVAILABLE
+
+
+class Operations:
+    """Runs and resumes the emulator's asynchronous operations."""
+
+    def __init__(self, store: Store, data: DataPlane, chunks: ChunkStore, op_seconds: float) -> None:
+        self._store = store
+        self._data = data
+        self._chunks = chunks
+        self._op_seconds = op_seconds
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, what: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("operation %s failed", what)
+
+        task = asyncio.get_running_loop().create_task(guarded(), name=what)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick(self, fraction: float = 1.0) -> None:
+        if self._op_seconds > 0:
+            await asyncio.sleep(self._op_seconds * fraction)
+
+    def attachments_of(self, volume_id: str) -> list[Attachment]:
+        """Attachments of a volume."""
+        return [a for a in self._store.all(Attachment) if a.volume_id == volume_id]
+
+    def volume_path(self, vol: Volume) -> Path:
+        """Where a volume's data lives."""
+        return self._data.volume_path(vol.backend, vol.id)
+
+    def link_path(self, att: Attachment) -> Path | None:
+        """The by-id symlink of an attachment on its server."""
+        server = self._store.get(Server, att.server_id or "")
+        if server is None:
+            return None
+        return Path(server.device_dir) / f"virtio-{att.volume_id[:20]}"
+
+    def _update_volume(self, vol_id: str, **changes: Any) -> Volume | None:
+        vol = self._store.get(Volume, vol_id)
+        if vol is None:
+            return None
+        new = dataclasses.replace(vol, updated_at=now(), **changes)
+        self._store.put(new)
+        return new
+
+    async def flush_volume(self, vol: Volume) -> None:
+        """Flush every loop device of a volume so its file holds what was written."""
+        for att in self.attachments_of(vol.id):
+            if att.loop_device:
+                try:
+                    await self._data.flush(att.loop_device)
+                except Exception:
+                    log.warning("flush of %s failed", att.loop_device, exc_info=True)
+
+    # -- start ------------------------------------------------------------------------------------
+
+    def start_volume(self, vol_id: str) -> None:
+        """Run a volume's pending operation."""
+        self._spawn(self._volume_op(vol_id), f"volume {vol_id}")
+
+    def start_snapshot(self, snap_id: str) -> None:
+        """Run a snapshot's pending operation."""
+        self._spawn(self._snapshot_op(snap_id), f"snapshot {snap_id}")
+
+    def start_backup(self, backup_id: str) -> None:
+        """Run a backup's pending operation."""
+        self._spawn(self._backup_op(backup_id), f"backup {backup_id}")
+
+    def start_attach(self, att_id: str) -> None:
+        """Bring an attachment up (reserved -> attaching -> attached)."""
+        self._spawn(self._attach(att_id), f"attach {att_id}")
+
+    def start_detach(self, att_id: str) -> None:
+        """Take an attachment down (detaching -> gone)."""
+        self._spawn(self._detach(att_id), f"detach {att_id}")
+
+    # -- volumes ----------------------------------------------------------------------------------
+
+    async def _volume_op(self, vol_id: str) -> None:
+        vol = self._store.get(Volume, vol_id)
+        if vol is None or vol.pending is None:
+            return
+        op = vol.pending["op"]
+        await self._tick()
+        handler = {
+            "create": self._create,
+            "delete": self._delete,
+            "extend": self._extend,
+            "retype": self._retype,
+        }[op]
+        try:
+            await handler(vol_id)
+        except Exception as exc:
+            failed = {"delete": VolumeStatus.ERROR_DELETING, "extend": VolumeStatus.ERROR_EXTENDING}
+            log.warning("volume %s %s failed: %s", vol_id, op, exc)
+            self._update_volume(vol_id, status=failed.get(op, VolumeStatus.ERROR), pending=None)
+
+    async def _create(self, vol_id: str) -> None:
+        vol = self._store.get(Volume, vol_id)
+        if vol is None:
+            return
+        dst = self.volume_path(vol)
+        if vol.source_volid:
+            src_vol = self._store.get(Volume, vol.source_volid)
+            if src_vol is None:
+                raise RuntimeError("source volume vanished")
+            await self.flush_volume(src_vol)
+            await self._data.copy_sparse(self.volume_path(src_vol), dst, vol.size)
+        elif vol.snapshot_id:
+            snap = self._store.get(Snapshot, vol.snapshot_id)
+            if snap is None:
+                raise RuntimeError("source snapshot vanished")
+            await self._data.copy_sparse(self._data.snapshot_path(snap.backend, snap.id), dst, vol.size)
+        else:
+            await self._data.create_sparse(dst, vol.size)
+        current = self._store.get(Volume, vol_id)
+        if current is None or not current.pending or current.pending.get("op") != "create":
+            return  # deleted or reset meanwhile
+        self._update_volume(vol_id, status=VolumeStatus.AVAILABLE, pending=None)
+
+    async def _delete(self, vol_id: str) -> None:
+        vol = self._store.get(Volume, vol_id)
+        if vol is None:
+            return
+        snaps = [s for s in self._store.all(Snapshot) if s.volume_id == vol_id]
+        for snap in snaps:
+            self._data.remove(self._data.snapshot_path(snap.backend, snap.id))
+        self._data.remove(self.volume_path(vol))
+        self._store.delete(vol, *snaps)
+
+    async def _extend(self, vol_id: str) -> None:
+        vol = self._store.get(Volume, vol_id)
+        if vol is None or vol.pending is None:
+            return
+        new_size = int(vol.pending["new_size"])
+        await self._data.grow(self.volume_path(vol), new_size)
+        for att in self.attachments_of(vol_id):
+            if att.loop_device:
+                await self._data.refresh_size(att.loop_device)
+        self._update_volume(vol_id, size=new_size, status=vol.pending["prev"], pending=None)
+
+    async def _retype(self, vol_id: str) -> None:
+        vol = self._store.get(Volume, vol_id)
+        if vol is None or vol.pending is None:
+            return
+        vtype = self._store.get(VolumeType, vol.pending["type_id"])
+        backend = backend_of(vtype)
+        if backend != vol.backend:
+            self._update_volume(vol_id, migration_status="migrating")
+            await self._tick()
+            await self._data.move(self.volume_path(vol), self._data.volume_path(backend, vol.id))
+            self._update_volume(vol_id, backend=backend, migration_status="success")
+        self._update_volume(vol_id, type_id=vol.pending["type_id"], status=vol.pending["prev"], pending=None)
+
+    # -- attachments ------------------------------------------------------------------------------
+
+    def _put_attachment(self, att: Attachment, **changes: Any) -> Attachment:
+        new = dataclasses.replace(att, **changes)
+        vol = self._store.get(Volume, att.volume_id)
+        others = [a for a in self.attachments_of(att.volume_id) if a.id != att.id]
+        if vol is None:
+            self._store.put(new)
+            return new
+        status = settled_status([*others, new])
+        self._store.put(new, dataclasses.replace(vol, status=status, updated_at=now()))
+        return new
+
+    async def _attach(self, att_id: str) -> None:
+        att = self._store.get(Attachment, att_id)
+        if att is None:
+            return
+        if att.status == AttachStatus.RESERVED:
+            await self._tick(0.5)
+            att = self._put_attachment(att, status=AttachStatus.ATTACHING)
+        await self._tick(0.5)
+        att = self._store.get(Attachment, att_id)
+        vol = self._store.get(Volume, att.volume_id) if att else None
+        link = self.link_path(att) if att else None
+        if att is None or vol is None or link is None:
+            return
+        try:
+            device = await self._data.attach(self.volume_path(vol), link)
+        except Exception as exc:
+            log.warning("attach %s failed: %s", att_id, exc)
+            self._store.delete(att)
+            self._update_volume(vol.id, status=settled_status(self.attachments_of(vol.id)))
+            return
+        self._put_attachment(att, status=AttachStatus.ATTACHED, loop_device=device, attached_at=now())
+
+    async def _detach(self, att_id: str) -> None:
+        att = self._store.get(Attachment, att_id)
+        if att is None:
+            return
+        await self._tick()
+        vol = self._store.get(Volume, att.volume_id)
+        link = self.link_path(att)
+        if vol is not None and link is not None:
+            await self._data.detach(att.loop_device, self.volume_path(vol), link)
+        self._store.delete(att)
+        if vol is not None:
+            self._update_volume(vol.id, status=settled_status(self.attachments_of(vol.id)))
+
+    # -- snapshots --------------------------------------------------------------------------------
+
+    def _update_snapshot(self, snap_id: str, **changes: Any) -> None:
+        snap = self._store.get(Snapshot, snap_id)
+        if snap is not None:
+            self._store.put(dataclasses.replace(snap, updated_at=now(), **changes))
+
+    async def _snapshot_op(self, snap_id: str) -> None:
+        snap = self._store.get(Snapshot, snap_id)
+        if snap is None or snap.pending is None:
+            return
+        op = snap.pending["op"]
+        await self._tick()
+        try:
+            if op == "create":
+                vol = self._store.get(Volume, snap.volume_id)
+                if vol is None:
+                    raise RuntimeError("volume vanished")
+                await self.flush_volume(vol)
+                await self._data.copy_sparse(
+                    self.volume_path(vol), self._data.snapshot_path(snap.backend, snap.id), snap.size
+                )
+                self._update_snapshot(snap_id, status=SnapshotStatus.AVAILABLE, progress="100%", pending=None)
+            else:
+                self._data.remove(self._data.snapshot_path(snap.backend, snap.id))
+                self._store.delete(snap)
+        except Exception as exc:
+            log.warning("snapshot %s %s failed: %s", snap_id, op, exc)
+            status = SnapshotStatus.ERROR if op == "create" else SnapshotStatus.ERROR_DELETING
+            self._update_snapshot(snap_id, status=status, pending=None)
+
+    # -- backups ----------------------------------------------------------------------------------
+
+    def _update_backup(self, backup_id: str, **changes: Any) -> None:
+        backup = self._store.get(Backup, backup_id)
+        if backup is not None:
+            self._store.put(dataclasses.replace(backup, updated_at=now(), **changes))
+
+    async def _backup_op(self, backup_id: str) -> None:
+        backup = self._store.get(Backup, backup_id)
+        if backup is None or backup.pending is None:
+            return
+        op = backup.pending["op"]
+        await self._tick()
+        try:
+            await {"create": self._backup_create, "delete": self._backup_delete, "restore": self._restore}[
+                op
+            ](backup)
+        except Exception as exc:
+            log.warning("backup %s %s failed: %s", backup_id, op, exc)
+            self._backup_failed(backup, str(exc))
+
+    def _backup_failed(self, backup: Backup, reason: str) -> None:
+        pending = backup.pending or {}
+        op = pending.get("op")
+        if op == "create":
+            self._update_volume(backup.volume_id, status=pending.get("prev", VolumeStatus.AVAILABLE))
+            self._update_backup(backup.id, status=BackupStatus.ERROR, fail_reason=reason, pending=None)
+        elif op == "restore":
+            self._update_volume(pending["volume_id"], status=VolumeStatus.ERROR)
+            self._update_backup(backup.id, status=BackupStatus.AVAILABLE, pending=None)
+        else:
+            self._update_backup(backup.id, status=BackupStatus.ERROR, fail_reason=reason, pending=None)
+
+    async def _backup_create(self, backup: Backup) -> None:
+        assert backup.pending is not None
+        if backup.snapshot_id:
+            snap = self._store.get(Snapshot, backup.snapshot_id)
+            if snap is None:
+                raise RuntimeError("snapshot vanished")
+            src = self._data.snapshot_path(snap.backend, snap.id)
+        else:
+            vol = self._store.get(Volume, backup.volume_id)
+            if vol is None:
+                raise RuntimeError("volume vanished")
+            await self.flush_volume(vol)
+            src = self.volume_path(vol)
+        result = await self._chunks.backup(src, backup.id, backup.parent_id)
+        self._update_volume(backup.volume_id, status=backup.pending["prev"])
+        self._update_backup(
+            backup.id, status=BackupStatus.AVAILABLE, object_count=result.chunks_written, pending=None
+        )
+
+    async def _backup_delete(self, backup: Backup) -> None:
+        others = [b.id for b in self._store.all(Backup) if b.id != backup.id]
+        await self._chunks.delete(backup.id, others)
+        self._store.delete(backup)
+
+    async def _restore(self, backup: Backup) -> None:
+        assert backup.pending is not None
+        vol = self._store.get(Volume, backup.pending["volume_id"])
+        if vol is None:
+            raise RuntimeError("target volume vanished")
+        await self._chunks.restore(backup.id, self.volume_path(vol), vol.size * GIB)
+        self._update_volume(vol.id, status=VolumeStatus.AVAILABLE, pending=None)
+        self._update_backup(backup.id, status=BackupStatus.AVAILABLE, pending=None)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def resume(self) -> None:
+        """After a start: reuse or drop leftover loop devices, re-create attachments, rerun pending work."""
+        await self._reconcile_loops()
+        for vol in self._store.all(Volume):
+            if vol.pending is not None:
+                self.start_volume(vol.id)
+        for snap in self._store.all(Snapshot):
+            if snap.pending is not None:
+                self.start_snapshot(snap.id)
+        for backup in self._store.all(Backup):
+            if backup.pending is not None:
+                self.start_backup(backup.id)
+        for att in self._store.all(Attachment):
+            if att.status in (AttachStatus.RESERVED, AttachStatus.ATTACHING):
+                self.start_attach(att.id)
+            elif att.status == AttachStatus.DETACHING:
+                self.start_detach(att.id)
+
+    async def _reconcile_loops(self) -> None:
+        loops = await self._data.loops_under_root()
+        unused = {loop.name: loop.back_file for loop in loops}
+        for att in self._store.all(Attachment):
+            vol = self._store.get(Volume, att.volume_id)
+            link = self.link_path(att)
+            if vol is None or link is None or att.status != AttachStatus.ATTACHED or att.legacy:
+                continue
+            path = str(self.volume_path(vol))
+            reuse = next((name for name, back in unused.items() if back == path), None)
+            if reuse is not None:
+                del unused[reuse]
+                await self._data.relink(reuse, link)
+                device = reuse
+            else:
+                device = await self._data.attach(self.volume_path(vol), link)
+            self._store.put(dataclasses.replace(att, loop_device=device))
+        for name, back in unused.items():
+            await self._data.detach(name, Path(back), Path("/nonexistent"))
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Let running operations finish for a moment, cancel the rest, then detach our loop devices."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
+        for att in self._store.all(Attachment):
+            vol = self._store.get(Volume, att.volume_id)
+            link = self.link_path(att)
+            if vol is not None and link is not None and att.loop_device:
+                try:
+                    await self._data.detach(att.loop_device, self.volume_path(vol), link)
+                except Exception:
+                    log.warning("detach of %s at shutdown failed", att.loop_device, exc_info=True)
