@@ -255,7 +255,7 @@ async def empty_cloud(cloud: CloudClient, server_ids: list[str]) -> None:
     storage, compute = cloud.storage, cloud.compute
     for server_id in server_ids:
         for attachment in await compute.list_attachments(server_id):
-            await compute.detach_volume(server_id, attachment.volume_id)
+            await _quietly(compute.detach_volume(server_id, attachment.volume_id))
     for _ in range(200):
         backups = list((await storage.list_backups()).items)
         snapshots = list((await storage.list_snapshots()).items)
