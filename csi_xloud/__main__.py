@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from csi_xloud import __version__
+from csi_xloud import __version__, demo
 from csi_xloud._proto import csi_pb2_grpc
 from csi_xloud.config import (
     DEFAULT_DEVICE_DIR,
@@ -27,6 +27,7 @@ from csi_xloud.config import (
     Mode,
     parse_hostport,
 )
+from csi_xloud.emulator import cli as emulator_cli
 from csi_xloud.identity import IdentityService, ReadinessCheck
 from csi_xloud.interceptors import CallInterceptor
 from csi_xloud.logsetup import configure_logging
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"csi-xloud {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_driver_arguments(commands.add_parser("driver", help="serve the CSI driver"))
+    emulator_cli.add_arguments(commands.add_parser("emulator", help="run a local Xloud cloud"))
+    demo.add_arguments(commands.add_parser("demo", help="walk volumes through their life on a local Xloud"))
     return parser
 
 
@@ -195,6 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "driver":
             return _driver(args, env)
+        if args.command == "emulator":
+            return emulator_cli.run(args)
+        if args.command == "demo":
+            configure_logging(LogFormat.TEXT, "WARNING")
+            return demo.run(args, sys.stdout)
         parser.error(f"unknown command {args.command!r}")
     except ConfigError as exc:
         sys.stderr.write(f"csi-xloud: error: {exc}\n")

@@ -319,7 +319,7 @@ class BackupRoutes:
                 status=VolumeStatus.CREATING, type_id=vtype.id, backend=backend_of(vtype),
                 availability_zone=backup.availability_zone, created_at=now(),
                 name=check_name("name", req.get("name")) or f"restore_backup_{backup.id}",
-                description=f"auto-created_from_restore_from_backup",
+                description="auto-created_from_restore_from_backup",
             )
         self._store.put(
             dataclasses.replace(vol, status=VolumeStatus.RESTORING_BACKUP, updated_at=now()),

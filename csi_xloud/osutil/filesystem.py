@@ -156,7 +156,9 @@ class Filesystems:
                 f"{device} holds {signature.describe()}; refusing to format it as {kind.name}"
             )
         log.info("formatting %s as %s", device, kind.name)
-        await self._runner.run(_argv(kind.mkfs, device=device), timeout_seconds=_MKFS_TIMEOUT_SECONDS)
+        await self._runner.run(
+            _argv(kind.mkfs, device=device), timeout_seconds=_MKFS_TIMEOUT_SECONDS, cancellable=False
+        )
 
     async def size_bytes(self, kind: FsKind, device: Path, mount: Path | None) -> int:
         """The size the filesystem itself believes it has (mount may be None for an unmounted ext4)."""
@@ -168,7 +170,7 @@ class Filesystems:
         log.info("growing %s filesystem on %s (mounted at %s)", kind.name, device, mount)
         argv = _argv(kind.grow, device=device, mount=mount)
         try:
-            await self._runner.run(argv, timeout_seconds=_MKFS_TIMEOUT_SECONDS)
+            await self._runner.run(argv, timeout_seconds=_MKFS_TIMEOUT_SECONDS, cancellable=False)
         except CommandFailed as exc:
             if "Permission denied" not in exc.stderr:
                 raise
@@ -184,7 +186,10 @@ class Filesystems:
             # e2fsck -p: 1 means it corrected something harmless; 2 and up need a human.
             codes = (0, 1) if template[0] == "e2fsck" else (0,)
             await self._runner.run(
-                _argv(template, device=device), ok_codes=codes, timeout_seconds=_MKFS_TIMEOUT_SECONDS
+                _argv(template, device=device),
+                ok_codes=codes,
+                timeout_seconds=_MKFS_TIMEOUT_SECONDS,
+                cancellable=False,
             )
 
     async def find_by_label(self, label: str) -> list[Path]:

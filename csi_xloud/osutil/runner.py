@@ -64,8 +64,13 @@ class Runner:
         *,
         timeout_seconds: float | None = None,
         ok_codes: Sequence[int] = (0,),
+        cancellable: bool = True,
     ) -> CommandResult:
-        """Run argv; raise CommandFailed for an exit code outside ok_codes, CommandTimeout when too slow."""
+        """Run argv; raise CommandFailed for an exit code outside ok_codes, CommandTimeout when too slow.
+
+        A cancelled call kills its command, unless cancellable is False: then the command (an mkfs or
+        a resize, which a kill would leave half done) runs to its end before the cancellation goes on.
+        """
         args = _checked_argv(argv)
         timeout = self._default_timeout if timeout_seconds is None else timeout_seconds
         started = time.monotonic()
@@ -80,15 +85,23 @@ class Runner:
             )
         except (FileNotFoundError, PermissionError) as exc:
             raise OsUtilError(f"{args[0]} cannot be run (is it installed?): {exc.strerror}") from exc
+        communicating = asyncio.ensure_future(process.communicate())
         try:
-            out, err = await asyncio.wait_for(process.communicate(), timeout)
+            out, err = await asyncio.wait_for(
+                communicating if cancellable else asyncio.shield(communicating), timeout
+            )
         except TimeoutError:
             await _kill(process)
             log.warning("command timed out after %.1fs: %s", timeout, " ".join(args))
             raise CommandTimeout(f"{args[0]} did not finish within {timeout:g}s") from None
         except asyncio.CancelledError:
-            await _kill(process)
-            log.info("command cancelled: %s", " ".join(args))
+            if cancellable:
+                await _kill(process)
+                log.info("command cancelled: %s", " ".join(args))
+            else:
+                log.warning("call cancelled while %s runs; letting it finish first", args[0])
+                with contextlib.suppress(Exception):
+                    await communicating
             raise
         result = CommandResult(
             argv=tuple(args),

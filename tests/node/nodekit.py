@@ -64,6 +64,14 @@ class Loop:
                 digest.update(chunk)
         return digest.hexdigest()
 
+    def is_ours(self) -> bool:
+        """Whether the loop device is still attached to our backing file."""
+        backing = Path(f"/sys/block/{self.device.name}/loop/backing_file")
+        try:
+            return backing.read_text().strip() == str(self.backing)
+        except OSError:
+            return False
+
     @property
     def size_bytes(self) -> int:
         return int(Path(f"/sys/dev/block/{os.major(self.rdev)}:{os.minor(self.rdev)}/size").read_text()) * 512
@@ -131,6 +139,8 @@ class Host:
             for entry in reversed(mine):
                 subprocess.run(["umount", "-l", str(entry.mount_point)], capture_output=True, check=False)
         for loop in self.loops:
+            if not loop.is_ours():
+                continue  # detached already: the number may belong to someone else by now
             # A read-only flag set with blockdev outlives the detach and would pass to the next user.
             subprocess.run(["blockdev", "--setrw", str(loop.device)], capture_output=True, check=False)
             subprocess.run(["losetup", "-d", str(loop.device)], capture_output=True, check=False)
@@ -161,6 +171,7 @@ def build_service(
     config_drive_label: str = "csx-no-such-label",
     device_wait_seconds: float = 1.0,
     runner: Runner | None = None,
+    device_dir: Path | None = None,
 ) -> NodeService:
     runner = runner or Runner(observers=[commands.append])
     stats = Stats()
@@ -169,7 +180,7 @@ def build_service(
     wait = WaitPolicy(timeout_seconds=device_wait_seconds, first_delay_seconds=0.05, max_delay_seconds=0.2)
     return NodeService(
         runner=runner,
-        devices=DeviceFinder(runner, stats, SystemClock(), host.device_dir, wait=wait),
+        devices=DeviceFinder(runner, stats, SystemClock(), device_dir or host.device_dir, wait=wait),
         filesystems=filesystems,
         mounter=mounter,
         stats=stats,

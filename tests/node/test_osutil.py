@@ -271,3 +271,17 @@ async def test_a_hint_with_another_serial_is_never_taken(host: Host, tmp_path: P
     with pytest.raises(DeviceNotFound):
         await hint_finder(host, sysfs, clock).find(VOLUME, hint=disk.device)
     assert sum(clock.sleeps) >= 2.0
+
+
+async def test_a_cancelled_mkfs_like_command_runs_to_its_end_first(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    started = tmp_path / "started"
+    task = asyncio.create_task(
+        Runner().run(["sh", "-c", f"touch {started}; sleep 0.5; touch {done}"], cancellable=False)
+    )
+    while not started.exists():
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert done.exists()  # the cancellation waited for the command instead of killing it half way
