@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -158,7 +159,8 @@ class ServiceHttp:
             try:
                 response = await self._send(method, path, json, params, microversion, token, headers)
             except httpx.TransportError as exc:
-                if not (retry_safe or isinstance(exc, NOT_SENT_ERRORS)) or not attempt.retry():
+                retryable = not _tls_failure(exc) and (retry_safe or isinstance(exc, NOT_SENT_ERRORS))
+                if not retryable or not attempt.retry():
                     raise Unavailable(f"{self.service} API {method} {path}: {_describe(exc)}") from exc
                 await self._clock.sleep(attempt.delay(self._rng))
                 continue
@@ -308,6 +310,16 @@ def _answer(response: httpx.Response) -> Answer:
             body = parsed
     request_id = response.headers.get("x-openstack-request-id")
     return Answer(response.status_code, body, response.headers, request_id)
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """A certificate or handshake failure: retrying cannot help."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _describe(exc: httpx.TransportError) -> str:
