@@ -144,7 +144,7 @@ def test_none_auth_with_overrides() -> None:
 def test_tls_settings(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("not a certificate\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="OS_CACERT: .* holds no usable CA certificate"):
+    with pytest.raises(ConfigError, match=r"OS_CACERT: .* holds no usable CA certificate"):
         load_env({**PASSWORD_ENV, "OS_CACERT": str(bundle)})
     assert load_env({**PASSWORD_ENV, "OS_INSECURE": "true"}).tls_verify() is False
     assert load_env({**PASSWORD_ENV, "OS_INSECURE": "false"}).verify is True

@@ -96,7 +96,7 @@ async def discover(env: dict[str, str]) -> str:
 
 async def test_unknown_certificate_is_refused_by_default(https_server: tuple[str, Path]) -> None:
     url, _ = https_server
-    with pytest.raises(Unavailable, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+    with pytest.raises(Unavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
         await discover(env_for(url))
 
 
