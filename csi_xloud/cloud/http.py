@@ -40,8 +40,10 @@ class HttpTuning:
     retry_max_seconds: float = 8.0
     rate_limit_retries: int = 6
     max_retry_after_seconds: float = 60.0
-    requests_per_second: float = 20.0
-    burst: int = 20
+    # 50 volumes created at once against the emulator (1 s operations): at 50 requests/s each is
+    # available after a median 1.6 s with 3 requests per volume; unlimited, 1.3 s with 8; at 20/s, 2.8 s.
+    requests_per_second: float = 50.0
+    burst: int = 50
 
     def __post_init__(self) -> None:
         if self.timeout_seconds <= 0 or self.connect_timeout_seconds <= 0:
