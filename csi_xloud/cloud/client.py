@@ -36,7 +36,7 @@ class CloudClient:
         self._clock = clock or SystemClock()
         tuning = settings.tuning
         self._client = httpx.AsyncClient(
-            verify=settings.tls_verify, timeout=tuning.httpx_timeout(), limits=tuning.httpx_limits(),
+            verify=settings.tls_verify(), timeout=tuning.httpx_timeout(), limits=tuning.httpx_limits(),
             transport=transport, follow_redirects=False,
         )
         identity_url = _identity_url(settings.auth_url) if settings.auth_url else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -89,12 +90,11 @@ class CloudSettings:
         """The token bucket rate of one service."""
         return self.service_rates.get(service, self.tuning.requests_per_second)
 
-    @property
-    def tls_verify(self) -> bool | str:
-        """httpx's `verify`: False, the CA bundle path, or True for the system store."""
+    def tls_verify(self) -> bool | ssl.SSLContext:
+        """httpx's `verify`: False, a context trusting the CA bundle, or True for the default store."""
         if not self.verify:
             return False
-        return str(self.cacert) if self.cacert is not None else True
+        return ssl.create_default_context(cafile=str(self.cacert)) if self.cacert is not None else True
 
 
 class _Source:
@@ -291,6 +291,10 @@ def _cacert(src: _Source) -> Path | None:
     path = Path(raw)
     if not path.is_file():
         raise ConfigError(f"{src.name('cacert')}: {raw} is not a readable file")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError):
+        raise ConfigError(f"{src.name('cacert')}: {raw} holds no usable CA certificate") from None
     return path
 
 

@@ -52,7 +52,7 @@ def test_password_from_environment() -> None:
     assert settings.auth_type is AuthType.PASSWORD
     assert settings.username == "demo" and settings.project_name == "demo"
     assert settings.region_name == "RegionOne" and settings.interface == "public"
-    assert settings.verify is True and settings.tls_verify is True
+    assert settings.verify is True and settings.tls_verify() is True
 
 
 def test_secrets_stay_out_of_repr() -> None:
@@ -143,11 +143,13 @@ def test_none_auth_with_overrides() -> None:
 
 def test_tls_settings(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
-    assert load_env({**PASSWORD_ENV, "OS_CACERT": str(bundle)}).tls_verify == str(bundle)
-    assert load_env({**PASSWORD_ENV, "OS_INSECURE": "true"}).tls_verify is False
+    bundle.write_text("not a certificate\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"OS_CACERT: .* holds no usable CA certificate"):
+        load_env({**PASSWORD_ENV, "OS_CACERT": str(bundle)})
+    assert load_env({**PASSWORD_ENV, "OS_INSECURE": "true"}).tls_verify() is False
+    assert load_env({**PASSWORD_ENV, "OS_INSECURE": "false"}).verify is True
     path = write_clouds(tmp_path / "clouds.yaml", {"c": password_cloud(verify=False)})
-    assert load_cloud_settings("c", path, {}, search_paths=[]).tls_verify is False
+    assert load_cloud_settings("c", path, {}, search_paths=[]).tls_verify() is False
 
 
 def test_tuning_keys() -> None:
