@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from csi_xloud.cloud.auth import auth_body
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.errors import (
     BadRequest,
@@ -540,3 +541,39 @@ async def test_volume_error_carries_the_clouds_user_message(make: Any) -> None:
     sent = script.requests[-1]
     assert sent.url.params["resource_uuid"] == "v1"
     assert sent.headers["OpenStack-API-Version"] == "volume 3.3"
+
+
+def test_password_auth_bodies_match_keystone() -> None:
+    by_name = auth_body(password())
+    assert by_name == {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": "demo", "domain": {"id": "default"}, "password": "pw-very-secret"}
+                },
+            },
+            "scope": {"project": {"name": "demo", "domain": {"id": "default"}}},
+        }
+    }
+    by_id = auth_body(
+        CloudSettings(
+            auth_type=AuthType.PASSWORD, user_id="u1", password="p", project_id="p1", project_name="ignored"
+        )
+    )
+    assert by_id["auth"]["identity"]["password"]["user"] == {"id": "u1", "password": "p"}
+    assert by_id["auth"]["scope"] == {"project": {"id": "p1"}}
+    by_credential_name = auth_body(
+        CloudSettings(
+            auth_type=AuthType.APPLICATION_CREDENTIAL,
+            application_credential_name="ci",
+            application_credential_secret="s",
+            username="demo",
+            user_domain_name="Default",
+        )
+    )
+    assert by_credential_name["auth"]["identity"]["application_credential"] == {
+        "secret": "s",
+        "name": "ci",
+        "user": {"name": "demo", "domain": {"name": "Default"}},
+    }
