@@ -28,6 +28,7 @@ from csi_xloud.cloud.errors import (
 from csi_xloud.cloud.http import HttpTuning, retry_after_seconds, version_root
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import COMPUTE, STORAGE, AuthType, CloudSettings
+from csi_xloud.emulator.process import free_port
 from csi_xloud.metrics import Metrics
 from csi_xloud.requestid import REQUEST_ID
 from tests.cloud.fakes import FakeClock, Script, json_response
@@ -577,3 +578,32 @@ def test_password_auth_bodies_match_keystone() -> None:
         "name": "ci",
         "user": {"name": "demo", "domain": {"name": "Default"}},
     }
+
+
+async def test_unreachable_cloud_makes_readiness_say_why() -> None:
+    port = free_port()  # nothing listens there
+    settings = CloudSettings(
+        auth_type=AuthType.NONE,
+        project_id="p1",
+        endpoint_overrides={
+            STORAGE: f"http://127.0.0.1:{port}/volume/v3/p1",
+            COMPUTE: f"http://127.0.0.1:{port}/c",
+        },
+    )
+    clock = FakeClock()
+    metrics = Metrics()
+    async with CloudClient(settings, metrics, clock=clock, rng=random.Random(1)) as client:
+        reason = await client.readiness()
+    assert (
+        reason is not None
+        and reason.startswith("cloud not ready: volume API GET")
+        and "ConnectError" in reason
+    )
+    # Connection refused means the request never left: retried with growing, jittered pauses.
+    assert len(clock.sleeps) == HttpTuning().retries
+    assert (
+        metrics.registry.get_sample_value(
+            "csi_xloud_cloud_requests_total", {"service": "volume", "method": "GET", "status": "error"}
+        )
+        == HttpTuning().retries + 1
+    )
