@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from csi_xloud.cloud.clock import Clock
+from csi_xloud.clock import Clock
 from csi_xloud.cloud.errors import BadRequest, CloudError, Forbidden, NotFound, Unauthorized
 from csi_xloud.cloud.http import Answer, ServiceHttp
 from csi_xloud.cloud.models import parse_time

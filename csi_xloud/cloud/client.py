@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import httpx
 
+from csi_xloud.clock import Clock, SystemClock
 from csi_xloud.cloud.auth import Authenticator, identity_url
-from csi_xloud.cloud.clock import Clock, SystemClock
 from csi_xloud.cloud.compute import ComputeApi
 from csi_xloud.cloud.errors import CloudError
 from csi_xloud.cloud.http import ServiceHttp

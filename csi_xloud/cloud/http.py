@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from csi_xloud.cloud.clock import Clock
+from csi_xloud.clock import Clock
 from csi_xloud.cloud.errors import CloudError, Unavailable
 from csi_xloud.cloud.faults import error_from_answer, is_rate_limit
 from csi_xloud.cloud.models import ApiVersion
