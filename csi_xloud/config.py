@@ -48,12 +48,12 @@ class Endpoint:
     @classmethod
     def parse(cls, value: str) -> Endpoint:
         if value.startswith("unix://"):
-            path = value[len("unix://"):]
+            path = value[len("unix://") :]
             if not path.startswith("/"):
                 raise ConfigError(f"--endpoint: unix socket path must be absolute, got {value!r}")
             return cls("unix", path)
         if value.startswith("tcp://"):
-            hostport = value[len("tcp://"):]
+            hostport = value[len("tcp://") :]
             host, sep, port = hostport.rpartition(":")
             if not sep or not port.isdigit() or not host:
                 raise ConfigError(f"--endpoint: expected tcp://HOST:PORT, got {value!r}")

@@ -78,10 +78,13 @@ ERROR_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (cloud.UnsupportedFeature, grpc.StatusCode.FAILED_PRECONDITION),
     (cloud.CloudError, grpc.StatusCode.INTERNAL),
     (osu.PathNotAllowed, grpc.StatusCode.INVALID_ARGUMENT),
+    (osu.BadMountOption, grpc.StatusCode.INVALID_ARGUMENT),
     (osu.DeviceHasData, grpc.StatusCode.FAILED_PRECONDITION),
     (osu.MountConflict, grpc.StatusCode.ALREADY_EXISTS),
     (osu.DeviceNotFound, grpc.StatusCode.NOT_FOUND),
+    (osu.DeviceTooSmall, grpc.StatusCode.FAILED_PRECONDITION),
     (osu.CommandTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (osu.MetadataUnavailable, grpc.StatusCode.UNAVAILABLE),
     (osu.OsUtilError, grpc.StatusCode.INTERNAL),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
 )

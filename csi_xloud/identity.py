@@ -6,11 +6,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-import grpc
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from csi_xloud import DRIVER_NAME, __version__
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
+from csi_xloud.grpc_types import Context
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,12 @@ class IdentityService(csi_pb2_grpc.IdentityServicer):
         self._checks = tuple(checks)
 
     async def GetPluginInfo(
-        self, request: csi_pb2.GetPluginInfoRequest, context: grpc.aio.ServicerContext
+        self, request: csi_pb2.GetPluginInfoRequest, context: Context
     ) -> csi_pb2.GetPluginInfoResponse:
         return csi_pb2.GetPluginInfoResponse(name=DRIVER_NAME, vendor_version=__version__)
 
     async def GetPluginCapabilities(
-        self, request: csi_pb2.GetPluginCapabilitiesRequest, context: grpc.aio.ServicerContext
+        self, request: csi_pb2.GetPluginCapabilitiesRequest, context: Context
     ) -> csi_pb2.GetPluginCapabilitiesResponse:
         return csi_pb2.GetPluginCapabilitiesResponse(capabilities=self.capabilities())
 
@@ -48,9 +48,7 @@ class IdentityService(csi_pb2_grpc.IdentityServicer):
         caps.append(_PLUGIN(volume_expansion=_PLUGIN.VolumeExpansion(type=_PLUGIN.VolumeExpansion.ONLINE)))
         return caps
 
-    async def Probe(
-        self, request: csi_pb2.ProbeRequest, context: grpc.aio.ServicerContext
-    ) -> csi_pb2.ProbeResponse:
+    async def Probe(self, request: csi_pb2.ProbeRequest, context: Context) -> csi_pb2.ProbeResponse:
         reasons = await self.not_ready_reasons()
         if reasons:
             # Spec: a plugin still getting ready answers OK with ready=false. The response has no

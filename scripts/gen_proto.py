@@ -53,7 +53,9 @@ def generate(out_dir: Path) -> list[Path]:
         raise SystemExit("protoc failed")
     written = sorted(p for p in out_dir.iterdir() if p.name.startswith("csi_pb2"))
     for path in written:
-        text = re.sub(r"^import csi_pb2 as", f"from {PACKAGE} import csi_pb2 as", path.read_text(), flags=re.M)
+        text = re.sub(
+            r"^import csi_pb2 as", f"from {PACKAGE} import csi_pb2 as", path.read_text(), flags=re.M
+        )
         path.write_text(HEADER + text)
     init = out_dir / "__init__.py"
     init.write_text(HEADER.replace("by scripts", "package marker; stubs made by scripts"))

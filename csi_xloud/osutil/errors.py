@@ -35,3 +35,15 @@ class PathNotAllowed(OsUtilError):
 
 class MountConflict(OsUtilError):
     """A path is already mounted with another source or incompatible options."""
+
+
+class DeviceTooSmall(OsUtilError):
+    """A device holds fewer bytes than the volume should (wrong disk, or a resize not yet seen)."""
+
+
+class BadMountOption(OsUtilError):
+    """A mount flag from a request is not a plain mount option, or would change what gets mounted."""
+
+
+class MetadataUnavailable(OsUtilError):
+    """Neither a config drive nor the metadata service told us who this instance is."""

@@ -1,0 +1,218 @@
+"""The `csi-xloud` command: the one place that reads the environment and builds real objects."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from csi_xloud import __version__, demo
+from csi_xloud._proto import csi_pb2_grpc
+from csi_xloud.config import (
+    DEFAULT_DEVICE_DIR,
+    DEFAULT_KUBELET_DIR,
+    DEFAULT_MAX_VOLUMES_PER_NODE,
+    DEFAULT_METADATA_URL,
+    ConfigError,
+    DriverConfig,
+    Endpoint,
+    LogFormat,
+    Mode,
+    parse_hostport,
+)
+from csi_xloud.emulator import cli as emulator_cli
+from csi_xloud.identity import IdentityService, ReadinessCheck
+from csi_xloud.interceptors import CallInterceptor
+from csi_xloud.logsetup import configure_logging
+from csi_xloud.metrics import Metrics
+from csi_xloud.server import CsiServer, EndpointInUse, Registration
+
+log = logging.getLogger("csi_xloud")
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad or missing flag in one line and exits 2, never a traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="csi-xloud", description="Kubernetes CSI driver for Xloud Block Storage")
+    parser.add_argument("--version", action="version", version=f"csi-xloud {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    _add_driver_arguments(commands.add_parser("driver", help="serve the CSI driver"))
+    emulator_cli.add_arguments(commands.add_parser("emulator", help="run a local Xloud cloud"))
+    demo.add_arguments(commands.add_parser("demo", help="walk volumes through their life on a local Xloud"))
+    return parser
+
+
+def _add_driver_arguments(driver: argparse.ArgumentParser) -> None:
+    driver.add_argument(
+        "--endpoint", help="unix:///path/csi.sock or tcp://127.0.0.1:PORT (default: $CSI_ENDPOINT)"
+    )
+    driver.add_argument("--mode", required=True, choices=[mode.value for mode in Mode])
+    driver.add_argument("--cloud", help="cloud name in clouds.yaml (default: $OS_CLOUD)")
+    driver.add_argument(
+        "--cloud-config", type=Path, help="clouds.yaml path (default: $OS_CLIENT_CONFIG_FILE)"
+    )
+    driver.add_argument("--node-id", help="instance id of this node (default: config drive, then metadata)")
+    driver.add_argument("--availability-zone", help="zone of this node (default: from instance metadata)")
+    driver.add_argument("--device-dir", type=Path, default=DEFAULT_DEVICE_DIR)
+    driver.add_argument("--metadata-url", default=DEFAULT_METADATA_URL)
+    driver.add_argument("--kubelet-dir", type=Path, default=DEFAULT_KUBELET_DIR)
+    driver.add_argument("--max-volumes-per-node", type=int, default=DEFAULT_MAX_VOLUMES_PER_NODE)
+    driver.add_argument("--metrics-address", help="HOST:PORT to serve Prometheus metrics on")
+    driver.add_argument(
+        "--log-format", choices=[fmt.value for fmt in LogFormat], default=LogFormat.TEXT.value
+    )
+    driver.add_argument("--log-level", default="INFO", type=_log_level)
+    driver.add_argument(
+        "--shutdown-grace", type=float, default=25.0, help="seconds in-flight calls get on SIGTERM"
+    )
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise argparse.ArgumentTypeError(f"unknown log level {value!r}")
+    return value.upper()
+
+
+def driver_config(args: argparse.Namespace, env: Mapping[str, str]) -> DriverConfig:
+    """Turn parsed flags (and CSI_ENDPOINT) into a validated DriverConfig."""
+    endpoint = args.endpoint or env.get("CSI_ENDPOINT")
+    if not endpoint:
+        raise ConfigError("--endpoint is required (or set CSI_ENDPOINT)")
+    return DriverConfig(
+        endpoint=Endpoint.parse(endpoint),
+        mode=Mode(args.mode),
+        cloud=args.cloud,
+        cloud_config=args.cloud_config,
+        node_id=args.node_id,
+        availability_zone=args.availability_zone,
+        device_dir=args.device_dir,
+        metadata_url=args.metadata_url,
+        kubelet_dir=args.kubelet_dir,
+        max_volumes_per_node=args.max_volumes_per_node,
+        metrics_address=parse_hostport(args.metrics_address, "--metrics-address")
+        if args.metrics_address
+        else None,
+        log_format=LogFormat(args.log_format),
+        log_level=args.log_level,
+        shutdown_grace_seconds=args.shutdown_grace,
+    )
+
+
+@dataclass
+class Parts:
+    """What the chosen mode serves, what Probe checks, and what to close on the way out."""
+
+    registrations: list[Registration] = field(default_factory=list)
+    checks: list[ReadinessCheck] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def build_parts(config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) -> Parts:
+    """Build the services of the configured mode; Identity always."""
+    parts = Parts()
+    if config.mode.runs_controller:
+        _add_controller(parts, config, metrics, env)
+    if config.mode.runs_node:
+        _add_node(parts, config)
+    identity = IdentityService(controller=config.mode.runs_controller, checks=parts.checks)
+    parts.registrations.insert(
+        0, lambda server: csi_pb2_grpc.add_IdentityServicer_to_server(identity, server)
+    )
+    return parts
+
+
+def _add_controller(parts: Parts, config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) -> None:
+    controller = _part("controller").build_controller_service(config, metrics, env)
+    parts.registrations.append(
+        lambda server: csi_pb2_grpc.add_ControllerServicer_to_server(controller, server)
+    )
+    parts.checks.append(controller.readiness)
+    parts.closers.append(controller.aclose)
+
+
+def _add_node(parts: Parts, config: DriverConfig) -> None:
+    node = _part("node").build_node_service(config)
+    parts.registrations.append(lambda server: csi_pb2_grpc.add_NodeServicer_to_server(node, server))
+    parts.checks.append(node.readiness)
+
+
+def _part(name: str) -> Any:
+    """Import a service module only when its mode runs (the node never loads the cloud client)."""
+    try:
+        return importlib.import_module(f"csi_xloud.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"csi_xloud.{name}":
+            raise
+        raise ConfigError(f"--mode: this build has no {name} service yet") from exc
+
+
+async def run_driver(config: DriverConfig, env: Mapping[str, str]) -> int:
+    """Serve until SIGTERM/SIGINT, then drain calls in flight and close the parts."""
+    metrics = Metrics()
+    if config.metrics_address is not None:
+        from prometheus_client import start_http_server
+
+        host, port = config.metrics_address
+        start_http_server(port, addr=host or "0.0.0.0", registry=metrics.registry)  # noqa: S104 - operator's choice
+        log.info("serving metrics on %s:%d", host, port)
+    parts = build_parts(config, metrics, env)
+    server = CsiServer(
+        config.endpoint, parts.registrations, [CallInterceptor(metrics)], config.shutdown_grace_seconds
+    )
+    try:
+        await server.start()
+        await server.serve_until_signalled()
+    finally:
+        await server.stop()
+        for close in parts.closers:
+            await close()
+    return 0
+
+
+def _driver(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    config = driver_config(args, env)
+    configure_logging(config.log_format, config.log_level)
+    log.info("csi-xloud %s starting in %s mode", __version__, config.mode.value)
+    return asyncio.run(run_driver(config, env))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `csi-xloud` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    try:
+        if args.command == "driver":
+            return _driver(args, env)
+        if args.command == "emulator":
+            return emulator_cli.run(args)
+        if args.command == "demo":
+            configure_logging(LogFormat.TEXT, "WARNING")
+            return demo.run(args, sys.stdout)
+        parser.error(f"unknown command {args.command!r}")
+    except ConfigError as exc:
+        sys.stderr.write(f"csi-xloud: error: {exc}\n")
+        return EXIT_USAGE
+    except EndpointInUse as exc:
+        sys.stderr.write(f"csi-xloud: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

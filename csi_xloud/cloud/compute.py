@@ -1,0 +1,69 @@
+"""The Compute API (Nova): servers and their volume attachments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from csi_xloud.cloud.http import ServiceHttp
+from csi_xloud.cloud.models import ApiVersion, Attachment, Server, VersionRange
+from csi_xloud.cloud.versions import Feature, MicroversionPicker
+
+V2_1 = ApiVersion(2, 1)
+# 2.89 adds the Storage attachment_id to attachment views (and drops the volume id as `id`).
+ATTACHMENTS = Feature("list volume attachments", V2_1, ApiVersion(2, 89))
+ATTACH = Feature("attach a volume", V2_1, ApiVersion(2, 89))
+SERVERS = Feature("show servers", V2_1)
+
+
+class ComputeApi:
+    """Calls of the Compute API used by the controller."""
+
+    def __init__(self, http: ServiceHttp) -> None:
+        self._http = http
+        self._versions = MicroversionPicker(http, "compute")
+
+    async def versions(self) -> VersionRange:
+        """The microversion range the Compute API supports (discovered once, then cached)."""
+        return await self._versions.range()
+
+    async def get_server(self, server_id: str) -> Server:
+        """One server; NotFound when it does not exist."""
+        version = await self._pick(SERVERS)
+        answer = await self._http.request("GET", f"servers/{server_id}", microversion=version)
+        return Server.from_api(answer.field("server"))
+
+    async def attach_volume(self, server_id: str, volume_id: str, *, device: str | None = None) -> Attachment:
+        """Start attaching a volume (it goes reserved, attaching, in-use); Conflict when it is in use."""
+        body: dict[str, Any] = {"volumeId": volume_id}
+        if device is not None:
+            body["device"] = device
+        answer = await self._http.request(
+            "POST", f"servers/{server_id}/os-volume_attachments", json={"volumeAttachment": body},
+            microversion=await self._pick(ATTACH), idempotent=False,
+        )
+        return Attachment.from_api(answer.field("volumeAttachment"))
+
+    async def list_attachments(self, server_id: str) -> list[Attachment]:
+        """Every volume attached to a server; NotFound when the server does not exist."""
+        answer = await self._http.request(
+            "GET", f"servers/{server_id}/os-volume_attachments", microversion=await self._pick(ATTACHMENTS),
+        )
+        return [Attachment.from_api(a) for a in answer.body.get("volumeAttachments") or ()]
+
+    async def get_attachment(self, server_id: str, volume_id: str) -> Attachment:
+        """The attachment of a volume to a server; NotFound when it is not attached there."""
+        answer = await self._http.request(
+            "GET", f"servers/{server_id}/os-volume_attachments/{volume_id}",
+            microversion=await self._pick(ATTACHMENTS),
+        )
+        return Attachment.from_api(answer.field("volumeAttachment"))
+
+    async def detach_volume(self, server_id: str, volume_id: str) -> None:
+        """Start detaching a volume from a server; NotFound when it is not attached there."""
+        await self._http.request(
+            "DELETE", f"servers/{server_id}/os-volume_attachments/{volume_id}",
+            microversion=await self._pick(ATTACHMENTS),
+        )
+
+    async def _pick(self, feature: Feature) -> ApiVersion:
+        return await self._versions.pick(feature)

@@ -1,0 +1,421 @@
+"""The Storage API (Cinder v3): volumes, snapshots, backups, types, quotas and limits."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from csi_xloud.cloud.errors import NotFound
+from csi_xloud.cloud.http import Answer, ServiceHttp
+from csi_xloud.cloud.models import (
+    ApiVersion,
+    Backup,
+    BackupRestore,
+    BackupStatus,
+    Json,
+    Limits,
+    Page,
+    QosSpec,
+    QuotaUsage,
+    Snapshot,
+    SnapshotStatus,
+    VersionRange,
+    Volume,
+    VolumeStatus,
+    VolumeType,
+)
+from csi_xloud.cloud.versions import Feature, MicroversionPicker
+from csi_xloud.cloud.waiters import StatusCheck, Waiter
+
+T = TypeVar("T")
+
+V3_0 = ApiVersion(3, 0)
+# What each feature needs (required) and the version whose answers carry the most (preferred).
+CREATE_FROM_BACKUP = Feature("create a volume from a backup", ApiVersion(3, 47))
+VOLUME_SHOW = Feature("show volumes", V3_0, ApiVersion(3, 63))  # 3.63 adds volume_type_id
+ONLINE_EXTEND = Feature("extend an attached (in-use) volume", ApiVersion(3, 42))
+OFFLINE_EXTEND = Feature("extend a volume", V3_0)
+SNAPSHOT_FORCED = Feature("snapshot an in-use volume", V3_0, ApiVersion(3, 66))
+# From 3.66 an in-use volume is always snapshotted and force=false is refused, so we stay below it.
+SNAPSHOT_UNFORCED = Feature("snapshot an available volume only", V3_0, ApiVersion(3, 65))
+BACKUP_METADATA = Feature("store metadata on a backup", ApiVersion(3, 43))
+BACKUP_SHOW = Feature("show backups", V3_0, ApiVersion(3, 45))
+MESSAGES = Feature("read user messages", ApiVersion(3, 3))
+PLAIN = Feature("basic volume calls", V3_0)
+
+
+class StorageApi:
+    """Calls of the Storage API; every method is one request unless it says otherwise."""
+
+    def __init__(self, http: ServiceHttp, waiter: Waiter) -> None:
+        self._http = http
+        self._waiter = waiter
+        self._versions = MicroversionPicker(http, "volume")
+
+    # -- versions -------------------------------------------------------------------------------
+
+    async def versions(self) -> VersionRange:
+        """The microversion range the Storage API supports (discovered once, then cached)."""
+        return await self._versions.range()
+
+    # -- volumes --------------------------------------------------------------------------------
+
+    async def create_volume(
+        self,
+        name: str,
+        size_gib: int,
+        *,
+        volume_type: str | None = None,
+        availability_zone: str | None = None,
+        snapshot_id: str | None = None,
+        source_volid: str | None = None,
+        backup_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        multiattach: bool = False,
+        description: str | None = None,
+    ) -> Volume:
+        """Start creating a volume (status `creating`); never retried blindly: look it up by name instead."""
+        body: dict[str, Any] = {"name": name, "size": size_gib}
+        optional = {
+            "volume_type": volume_type, "availability_zone": availability_zone, "snapshot_id": snapshot_id,
+            "source_volid": source_volid, "backup_id": backup_id, "description": description,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if metadata:
+            body["metadata"] = dict(metadata)
+        if multiattach:
+            body["multiattach"] = True
+        feature = CREATE_FROM_BACKUP if backup_id else VOLUME_SHOW
+        answer = await self._post("volumes", {"volume": body}, feature, idempotent=False)
+        return Volume.from_api(answer.field("volume"))
+
+    async def get_volume(self, volume_id: str) -> Volume:
+        """One volume; NotFound when it does not exist."""
+        answer = await self._get(f"volumes/{volume_id}", VOLUME_SHOW)
+        return Volume.from_api(answer.field("volume"))
+
+    async def find_volume_by_name(self, name: str) -> list[Volume]:
+        """Every volume with exactly this name (names are not unique in the Storage API)."""
+        items = await self._all_pages(lambda marker: self._volume_page({"name": name}, 1000, marker))
+        return [v for v in items if v.name == name]
+
+    async def list_volumes(
+        self, *, limit: int | None = None, marker: str | None = None,
+        filters: Mapping[str, str] | None = None,
+    ) -> Page[Volume]:
+        """One page of volumes with details, oldest first; NotFound when the marker is unknown."""
+        return await self._volume_page(dict(filters or {}), limit, marker)
+
+    async def delete_volume(self, volume_id: str, *, cascade: bool = False) -> None:
+        """Start deleting a volume; NotFound when already gone, Conflict while attached or with snapshots."""
+        params = {"cascade": "true"} if cascade else None
+        await self._http.request("DELETE", f"volumes/{volume_id}", params=params,
+                                 microversion=await self._pick(PLAIN))
+
+    async def extend_volume(self, volume_id: str, new_size_gib: int, *, online: bool = False) -> None:
+        """Start growing a volume; `online` (attached volume) needs microversion 3.42."""
+        feature = ONLINE_EXTEND if online else OFFLINE_EXTEND
+        await self._action(volume_id, {"os-extend": {"new_size": new_size_gib}}, feature)
+
+    async def retype_volume(self, volume_id: str, new_type: str, *, migration_policy: str = "never") -> None:
+        """Start changing a volume's type; `on-demand` lets the cloud move the data to another backend."""
+        body = {"os-retype": {"new_type": new_type, "migration_policy": migration_policy}}
+        await self._action(volume_id, body, PLAIN)
+
+    async def update_volume_metadata(self, volume_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
+        """Merge keys into a volume's metadata; returns the whole metadata afterwards."""
+        answer = await self._http.request(
+            "POST", f"volumes/{volume_id}/metadata", json={"metadata": dict(metadata)},
+            microversion=await self._pick(PLAIN), idempotent=True,
+        )
+        return {str(k): str(v) for k, v in answer.field("metadata").items()}
+
+    async def reset_volume_status(self, volume_id: str, status: VolumeStatus) -> None:
+        """Force a volume's status (admin only: Forbidden otherwise), to recover one stuck in a transition."""
+        await self._action(volume_id, {"os-reset_status": {"status": str(status)}}, PLAIN)
+
+    async def volume_error_reason(self, volume_id: str) -> str | None:
+        """The newest user message the cloud left about a resource (why it went to error), if any."""
+        if not await self._versions.supports(MESSAGES):
+            return None
+        try:
+            answer = await self._http.request(
+                "GET", "messages",
+                params={"resource_uuid": volume_id, "sort": "created_at:desc", "limit": "1"},
+                microversion=await self._pick(MESSAGES),
+            )
+        except NotFound:
+            return None
+        messages = answer.body.get("messages") or []
+        if not messages:
+            return None
+        return str(messages[0].get("user_message") or "") or None
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    async def create_snapshot(
+        self, volume_id: str, name: str, *, force: bool = False, metadata: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> Snapshot:
+        """Start a snapshot; `force` allows an in-use volume (Conflict without it)."""
+        body: dict[str, Any] = {"volume_id": volume_id, "name": name}
+        if metadata:
+            body["metadata"] = dict(metadata)
+        if description is not None:
+            body["description"] = description
+        version = await self._pick(SNAPSHOT_FORCED if force else SNAPSHOT_UNFORCED)
+        if force or version < ApiVersion(3, 66):
+            body["force"] = force
+        answer = await self._http.request("POST", "snapshots", json={"snapshot": body}, microversion=version,
+                                          idempotent=False)
+        return Snapshot.from_api(answer.field("snapshot"))
+
+    async def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        """One snapshot; NotFound when it does not exist."""
+        answer = await self._get(f"snapshots/{snapshot_id}", PLAIN)
+        return Snapshot.from_api(answer.field("snapshot"))
+
+    async def find_snapshot_by_name(self, name: str) -> list[Snapshot]:
+        """Every snapshot with exactly this name."""
+        items = await self._all_pages(lambda m: self.list_snapshots(limit=1000, marker=m, name=name))
+        return [s for s in items if s.name == name]
+
+    async def list_snapshots(
+        self, *, limit: int | None = None, marker: str | None = None, volume_id: str | None = None,
+        name: str | None = None,
+    ) -> Page[Snapshot]:
+        """One page of snapshots with details, optionally of one volume."""
+        params = _page_params(limit, marker, {"volume_id": volume_id, "name": name})
+        answer = await self._get("snapshots/detail", PLAIN, params)
+        return _page(answer, "snapshots", Snapshot.from_api)
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        """Start deleting a snapshot; NotFound when already gone."""
+        await self._http.request("DELETE", f"snapshots/{snapshot_id}", microversion=await self._pick(PLAIN))
+
+    # -- backups --------------------------------------------------------------------------------
+
+    async def create_backup(
+        self, volume_id: str, name: str, *, incremental: bool = False, force: bool = False,
+        snapshot_id: str | None = None, container: str | None = None,
+        metadata: Mapping[str, str] | None = None, description: str | None = None,
+    ) -> Backup:
+        """Start a backup (full, or incremental on the volume's last one); `force` allows an in-use volume."""
+        body: dict[str, Any] = {"volume_id": volume_id, "name": name, "incremental": incremental,
+                                "force": force}
+        optional = {"snapshot_id": snapshot_id, "container": container, "description": description}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if metadata:
+            body["metadata"] = dict(metadata)
+        feature = BACKUP_METADATA if metadata else PLAIN
+        answer = await self._post("backups", {"backup": body}, feature, idempotent=False)
+        backup = answer.field("backup")
+        # The create answer holds only id, name and links; the caller gets the full view.
+        return await self.get_backup(str(backup["id"]))
+
+    async def get_backup(self, backup_id: str) -> Backup:
+        """One backup; NotFound when it does not exist."""
+        answer = await self._get(f"backups/{backup_id}", BACKUP_SHOW)
+        return Backup.from_api(answer.field("backup"))
+
+    async def find_backup_by_name(self, name: str) -> list[Backup]:
+        """Every backup with exactly this name."""
+        items = await self._all_pages(lambda m: self.list_backups(limit=1000, marker=m, name=name))
+        return [b for b in items if b.name == name]
+
+    async def list_backups(
+        self, *, limit: int | None = None, marker: str | None = None, volume_id: str | None = None,
+        name: str | None = None,
+    ) -> Page[Backup]:
+        """One page of backups with details, optionally of one volume."""
+        params = _page_params(limit, marker, {"volume_id": volume_id, "name": name})
+        answer = await self._get("backups/detail", BACKUP_SHOW, params)
+        return _page(answer, "backups", Backup.from_api)
+
+    async def delete_backup(self, backup_id: str) -> None:
+        """Start deleting a backup; NotFound when gone, Conflict while incremental backups depend on it."""
+        await self._http.request("DELETE", f"backups/{backup_id}", microversion=await self._pick(PLAIN))
+
+    async def restore_backup(
+        self, backup_id: str, *, volume_id: str | None = None, name: str | None = None,
+    ) -> BackupRestore:
+        """Start restoring a backup into an existing volume, or into a new one named `name`."""
+        body: dict[str, Any] = {}
+        if volume_id is not None:
+            body["volume_id"] = volume_id
+        if name is not None:
+            body["name"] = name
+        answer = await self._post(f"backups/{backup_id}/restore", {"restore": body}, PLAIN, idempotent=False)
+        return BackupRestore.from_api(answer.field("restore"))
+
+    # -- types, qos, quotas, limits --------------------------------------------------------------
+
+    async def list_types(self) -> list[VolumeType]:
+        """Every volume type visible to the project, with extra specs."""
+        answer = await self._get("types", PLAIN)
+        return [VolumeType.from_api(t) for t in answer.body.get("volume_types") or ()]
+
+    async def get_type(self, name_or_id: str) -> VolumeType:
+        """A volume type by id or by name (the API shows types by id only); NotFound when neither matches."""
+        for volume_type in await self.list_types():
+            if name_or_id in (volume_type.id, volume_type.name):
+                return volume_type
+        # Private types are not listed to a project that has access to them, but can be shown by id.
+        answer = await self._get(f"types/{name_or_id}", PLAIN)
+        return VolumeType.from_api(answer.field("volume_type"))
+
+    async def list_qos_specs(self) -> list[QosSpec]:
+        """Every QoS spec (admin only in most clouds: Forbidden otherwise)."""
+        answer = await self._get("qos-specs", PLAIN)
+        return [QosSpec.from_api(q) for q in answer.body.get("qos_specs") or ()]
+
+    async def get_qos_spec(self, qos_id: str) -> QosSpec:
+        """One QoS spec by id."""
+        answer = await self._get(f"qos-specs/{qos_id}", PLAIN)
+        return QosSpec.from_api(answer.field("qos_specs"))
+
+    async def get_quota_usage(self, project_id: str | None = None) -> QuotaUsage:
+        """The project's quota set with usage (limit, in_use, reserved per resource)."""
+        project = project_id or await self._http.project_id()
+        answer = await self._get(f"os-quota-sets/{project}", PLAIN, {"usage": "true"})
+        return QuotaUsage.from_api(answer.field("quota_set"))
+
+    async def get_limits(self) -> Limits:
+        """The project's absolute limits."""
+        answer = await self._get("limits", PLAIN)
+        return Limits.from_api(answer.field("limits"))
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    async def wait_for_volume(
+        self, volume_id: str, *wanted: VolumeStatus, timeout_seconds: float,
+        done: Callable[[Volume], bool] | None = None,
+    ) -> Volume:
+        """Poll a volume until a wanted status (and `done`); CloudError with the reason on error."""
+        check: StatusCheck[Volume] = StatusCheck(
+            status_of=lambda v: v.raw_status, wanted={str(s) for s in wanted},
+            failed=_volume_failed(wanted), reason_of=lambda v: self.volume_error_reason(v.id), done=done,
+        )
+        return await self._waiter.wait_for_status(
+            lambda: self.get_volume(volume_id), check, timeout_seconds=timeout_seconds,
+            what=f"volume {volume_id}",
+        )
+
+    async def wait_for_volume_deleted(self, volume_id: str, *, timeout_seconds: float) -> None:
+        """Poll until the volume is gone; CloudError when it goes to error_deleting."""
+        check: StatusCheck[Volume] = StatusCheck(
+            status_of=lambda v: v.raw_status, wanted=(), failed=lambda s: s == VolumeStatus.ERROR_DELETING,
+            reason_of=lambda v: self.volume_error_reason(v.id),
+        )
+        await self._waiter.wait_for_deletion(
+            lambda: self.get_volume(volume_id), check, timeout_seconds=timeout_seconds,
+            what=f"volume {volume_id}",
+        )
+
+    async def wait_for_snapshot(self, snapshot_id: str, *, timeout_seconds: float) -> Snapshot:
+        """Poll a snapshot until available; CloudError when it goes to error."""
+        check: StatusCheck[Snapshot] = StatusCheck(
+            status_of=lambda s: s.raw_status, wanted={SnapshotStatus.AVAILABLE.value},
+            failed=lambda s: s.startswith("error"), reason_of=lambda s: self.volume_error_reason(s.id),
+        )
+        return await self._waiter.wait_for_status(
+            lambda: self.get_snapshot(snapshot_id), check, timeout_seconds=timeout_seconds,
+            what=f"snapshot {snapshot_id}",
+        )
+
+    async def wait_for_snapshot_deleted(self, snapshot_id: str, *, timeout_seconds: float) -> None:
+        """Poll until the snapshot is gone; CloudError when it goes to error_deleting."""
+        check: StatusCheck[Snapshot] = StatusCheck(
+            status_of=lambda s: s.raw_status, wanted=(), failed=lambda s: s == SnapshotStatus.ERROR_DELETING,
+        )
+        await self._waiter.wait_for_deletion(
+            lambda: self.get_snapshot(snapshot_id), check, timeout_seconds=timeout_seconds,
+            what=f"snapshot {snapshot_id}",
+        )
+
+    async def wait_for_backup_deleted(self, backup_id: str, *, timeout_seconds: float) -> None:
+        """Poll until the backup is gone; CloudError with its fail_reason when it goes to error_deleting."""
+        check: StatusCheck[Backup] = StatusCheck(
+            status_of=lambda b: b.raw_status, wanted=(), failed=lambda s: s == BackupStatus.ERROR_DELETING,
+            reason_of=_backup_reason,
+        )
+        await self._waiter.wait_for_deletion(
+            lambda: self.get_backup(backup_id), check, timeout_seconds=timeout_seconds,
+            what=f"backup {backup_id}",
+        )
+
+    async def wait_for_backup(self, backup_id: str, *, timeout_seconds: float) -> Backup:
+        """Poll a backup until available; CloudError with its fail_reason when it goes to error."""
+        check: StatusCheck[Backup] = StatusCheck(
+            status_of=lambda b: b.raw_status, wanted={BackupStatus.AVAILABLE.value},
+            failed=lambda s: s.startswith("error"), reason_of=_backup_reason,
+        )
+        return await self._waiter.wait_for_status(
+            lambda: self.get_backup(backup_id), check, timeout_seconds=timeout_seconds,
+            what=f"backup {backup_id}",
+        )
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _pick(self, feature: Feature) -> ApiVersion:
+        return await self._versions.pick(feature)
+
+    async def _get(self, path: str, feature: Feature, params: Mapping[str, str] | None = None) -> Answer:
+        return await self._http.request("GET", path, params=params, microversion=await self._pick(feature))
+
+    async def _post(self, path: str, body: Json, feature: Feature, *, idempotent: bool) -> Answer:
+        return await self._http.request("POST", path, json=body, microversion=await self._pick(feature),
+                                        idempotent=idempotent)
+
+    async def _action(self, volume_id: str, body: Json, feature: Feature) -> None:
+        # Volume actions change state and answer 400 when repeated, so they are not retried blindly.
+        await self._post(f"volumes/{volume_id}/action", body, feature, idempotent=False)
+
+    async def _volume_page(
+        self, filters: dict[str, str], limit: int | None, marker: str | None,
+    ) -> Page[Volume]:
+        params = _page_params(limit, marker, {"sort": "created_at:asc", **filters})
+        answer = await self._get("volumes/detail", VOLUME_SHOW, params)
+        return _page(answer, "volumes", Volume.from_api)
+
+    @staticmethod
+    async def _all_pages(fetch: Callable[[str | None], Awaitable[Page[T]]]) -> list[T]:
+        items: list[T] = []
+        marker: str | None = None
+        while True:
+            page = await fetch(marker)
+            items.extend(page.items)
+            if page.next_marker is None or not page.items:
+                return items
+            marker = page.next_marker
+
+
+async def _backup_reason(backup: Backup) -> str | None:
+    return backup.fail_reason
+
+
+def _volume_failed(wanted: tuple[VolumeStatus, ...]) -> Callable[[str], bool]:
+    """Error statuses end a wait, unless the caller waits for exactly that status."""
+    wanted_values = {str(s) for s in wanted}
+    return lambda status: status.startswith("error") and status not in wanted_values
+
+
+def _page_params(limit: int | None, marker: str | None, extra: Mapping[str, str | None]) -> dict[str, str]:
+    params = {k: v for k, v in extra.items() if v is not None}
+    if limit is not None:
+        params["limit"] = str(limit)
+    if marker is not None:
+        params["marker"] = marker
+    return params
+
+
+def _page(answer: Answer, key: str, build: Callable[[Json], T]) -> Page[T]:
+    """A page and the marker of the next one, read from the `<key>_links` next link."""
+    items = tuple(build(item) for item in answer.body.get(key) or ())
+    for link in answer.body.get(f"{key}_links") or ():
+        if link.get("rel") == "next":
+            markers = parse_qs(urlsplit(str(link.get("href") or "")).query).get("marker")
+            if markers and items:
+                return Page(items, markers[0])
+    return Page(items, None)

@@ -1,0 +1,133 @@
+"""ControllerPublishVolume / ControllerUnpublishVolume's work: Compute API attachments, waited for."""
+
+from __future__ import annotations
+
+import logging
+
+from csi_xloud.cloud import errors as cloud
+from csi_xloud.cloud.compute import ComputeApi
+from csi_xloud.cloud.models import Server, Volume, VolumeStatus
+from csi_xloud.cloud.storage import StorageApi
+from csi_xloud.controller_ids import is_storage_id
+from csi_xloud.controller_volumes import Timeouts, fetch_volume
+from csi_xloud.errors import FailedPrecondition, NotFound, ResourceExhausted
+from csi_xloud.validation import CapabilityNeeds, multi_node_refusal
+
+log = logging.getLogger(__name__)
+
+# publish_context keys the node plugin reads.
+DEVICE_PATH_KEY = "device_path"
+SIZE_GIB_KEY = "size_gib"
+
+
+class Attacher:
+    """Attaches volumes to nodes (Compute servers) and detaches them, idempotently."""
+
+    def __init__(
+        self, storage: StorageApi, compute: ComputeApi, timeouts: Timeouts, max_volumes_per_node: int
+    ) -> None:
+        self._storage = storage
+        self._compute = compute
+        self._timeouts = timeouts
+        self._max_volumes_per_node = max_volumes_per_node
+
+    async def publish(self, volume_id: str, node_id: str, needs: CapabilityNeeds) -> dict[str, str]:
+        """Attach (or find attached) and return the publish_context."""
+        volume = await fetch_volume(self._storage, volume_id)
+        server = await self._server(node_id)
+        if node_id not in volume.attached_server_ids:
+            self._check_attachable(volume, server, needs)
+            await self._attach(volume, node_id)
+        volume = await self._storage.wait_for_volume(
+            volume_id,
+            VolumeStatus.IN_USE,
+            timeout_seconds=self._timeouts.attach_seconds,
+            done=lambda v: node_id in v.attached_server_ids,
+        )
+        return await self._publish_context(volume, node_id)
+
+    async def _server(self, node_id: str) -> Server:
+        if not is_storage_id(node_id):
+            raise NotFound(f"node_id {node_id!r} does not name a server")
+        try:
+            return await self._compute.get_server(node_id)
+        except cloud.NotFound:
+            raise NotFound(f"node_id {node_id}: no such server") from None
+
+    @staticmethod
+    def _check_attachable(volume: Volume, server: Server, needs: CapabilityNeeds) -> None:
+        """Same zone, and attached nowhere else unless the volume is multiattach and the modes allow it."""
+        if (
+            volume.availability_zone
+            and server.availability_zone
+            and volume.availability_zone != server.availability_zone
+        ):
+            raise FailedPrecondition(
+                f"volume {volume.id} is in zone {volume.availability_zone} but node {server.id} is in zone "
+                f"{server.availability_zone}; volumes attach only within their zone"
+            )
+        refusal = multi_node_refusal(needs, volume.multiattach)
+        if refusal is not None:
+            raise FailedPrecondition(f"volume_capability: {refusal}")
+        others = [s for s in volume.attached_server_ids if s != server.id]
+        if others and not (needs.multi_node and volume.multiattach):
+            raise FailedPrecondition(
+                f"volume {volume.id} is already published to node {', '.join(others)} and is single-node"
+            )
+
+    async def _attach(self, volume: Volume, node_id: str) -> None:
+        """Start the attachment, unless one is already on its way (reserved/attaching) for this node."""
+        attachments = await self._compute.list_attachments(node_id)
+        if any(a.volume_id == volume.id for a in attachments):
+            return
+        if len(attachments) >= self._max_volumes_per_node:
+            raise ResourceExhausted(
+                f"node {node_id} already has {len(attachments)} volumes attached, the most it may have "
+                f"(--max-volumes-per-node {self._max_volumes_per_node}); detach one first"
+            )
+        await self._compute.attach_volume(node_id, volume.id)
+        log.info("attaching volume %s to node %s", volume.id, node_id)
+
+    async def _publish_context(self, volume: Volume, node_id: str) -> dict[str, str]:
+        """The device Compute reported (a hint only: the node finds the disk by its serial) and the size."""
+        context = {SIZE_GIB_KEY: str(volume.size_gib)}
+        attachment = await self._compute.get_attachment(node_id, volume.id)
+        if attachment.device:
+            context[DEVICE_PATH_KEY] = attachment.device
+        return context
+
+    async def unpublish(self, volume_id: str, node_id: str) -> None:
+        """Detach from the node (all nodes when empty) and wait; gone volumes, nodes, attachments are OK."""
+        if not is_storage_id(volume_id) or (node_id and not is_storage_id(node_id)):
+            return  # Spec: cannot be found and can be regarded as unpublished -> 0 OK.
+        try:
+            volume = await self._storage.get_volume(volume_id)
+        except cloud.NotFound:
+            return
+        nodes = [node_id] if node_id else list(volume.attached_server_ids)
+        detaching = frozenset([node for node in nodes if await self._detach(volume.id, node)])
+        if detaching:
+            await self._wait_detached(volume.id, detaching)
+
+    async def _detach(self, volume_id: str, node_id: str) -> bool:
+        """Start detaching; False when there is nothing to wait for (not attached there, no such server)."""
+        try:
+            await self._compute.detach_volume(node_id, volume_id)
+        except cloud.NotFound:
+            return False
+        log.info("detaching volume %s from node %s", volume_id, node_id)
+        return True
+
+    async def _wait_detached(self, volume_id: str, nodes: frozenset[str]) -> None:
+        try:
+            await self._storage.wait_for_volume(
+                volume_id,
+                VolumeStatus.AVAILABLE,
+                VolumeStatus.IN_USE,
+                timeout_seconds=self._timeouts.detach_seconds,
+                done=lambda v: (
+                    not nodes.intersection(v.attached_server_ids) and v.status is not VolumeStatus.DETACHING
+                ),
+            )
+        except cloud.NotFound:
+            return

@@ -1,0 +1,129 @@
+"""DeleteVolume, ControllerExpandVolume and ControllerModifyVolume's work on existing volumes."""
+
+from __future__ import annotations
+
+import logging
+
+from csi_xloud.cloud import errors as cloud
+from csi_xloud.cloud.models import Volume, VolumeStatus
+from csi_xloud.cloud.storage import StorageApi
+from csi_xloud.controller_ids import is_storage_id
+from csi_xloud.controller_volumes import Timeouts, fetch_volume, has_type, resolve_type
+from csi_xloud.errors import FailedPrecondition, Internal, InvalidArgument
+from csi_xloud.validation import MigrationPolicy, MutableParameters
+
+log = logging.getLogger(__name__)
+
+SETTLED = (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE)
+
+
+class VolumeChanges:
+    """Deletes, grows and retypes volumes, each waiting until the cloud is done."""
+
+    def __init__(self, storage: StorageApi, timeouts: Timeouts) -> None:
+        self._storage = storage
+        self._timeouts = timeouts
+
+    async def delete(self, volume_id: str) -> None:
+        """Delete and wait until gone; a missing volume is already deleted."""
+        if not is_storage_id(volume_id):
+            return  # Spec: "If a volume ... does not exist ..., the Plugin MUST reply 0 OK."
+        try:
+            volume = await self._storage.get_volume(volume_id)
+            await self._check_deletable(volume)
+            if volume.status is not VolumeStatus.DELETING:
+                await self._start_delete(volume)
+            await self._storage.wait_for_volume_deleted(
+                volume_id, timeout_seconds=self._timeouts.delete_seconds
+            )
+        except cloud.NotFound:
+            return
+        log.info("deleted volume %s", volume_id)
+
+    async def _start_delete(self, volume: Volume) -> None:
+        """Ask for deletion; a volume a failed deletion left behind is retried, and its failure explained."""
+        try:
+            await self._storage.delete_volume(volume.id)
+        except (cloud.Conflict, cloud.BadRequest) as exc:
+            if volume.status is not VolumeStatus.ERROR_DELETING:
+                raise
+            reason = await self._storage.volume_error_reason(volume.id) or str(exc)
+            raise Internal(
+                f"volume {volume.id} is in status error_deleting ({reason}); an operator must clean it up"
+            ) from exc
+
+    async def _check_deletable(self, volume: Volume) -> None:
+        """Attached volumes and volumes with snapshots stay; the message says what holds them."""
+        if volume.attached_server_ids:
+            servers = ", ".join(volume.attached_server_ids)
+            raise FailedPrecondition(
+                f"volume {volume.id} is attached to node(s) {servers}; unpublish it first"
+            )
+        snapshots = (await self._storage.list_snapshots(volume_id=volume.id, limit=20)).items
+        if snapshots:
+            ids = ", ".join(s.id for s in snapshots)
+            raise FailedPrecondition(
+                f"volume {volume.id} has snapshots ({ids}); delete them before the volume"
+            )
+
+    async def expand(self, volume_id: str, new_size_gib: int) -> Volume:
+        """Grow to new_size_gib (online when attached) and wait; a big enough volume is left alone."""
+        volume = await fetch_volume(self._storage, volume_id)
+        if volume.size_gib >= new_size_gib and volume.status in SETTLED:
+            return volume  # Spec: already larger than or equal to the target -> 0 OK.
+        if volume.status is not VolumeStatus.EXTENDING:
+            if volume.status not in SETTLED:
+                raise FailedPrecondition(
+                    f"volume {volume_id} is {volume.raw_status}; it can grow when available"
+                )
+            online = volume.status is VolumeStatus.IN_USE
+            await self._storage.extend_volume(volume_id, new_size_gib, online=online)
+            log.info(
+                "extending volume %s to %d GiB (%s)",
+                volume_id,
+                new_size_gib,
+                "online" if online else "offline",
+            )
+        return await self._storage.wait_for_volume(
+            volume_id,
+            *SETTLED,
+            timeout_seconds=self._timeouts.expand_seconds,
+            done=lambda v: v.size_gib >= new_size_gib,
+        )
+
+    async def modify(self, volume_id: str, change: MutableParameters) -> None:
+        """Retype to the requested type and wait until done; the same type again is a no-op."""
+        volume = await fetch_volume(self._storage, volume_id)
+        if change.volume_type is None:
+            return
+        volume_type = await resolve_type(self._storage, change.volume_type, "mutable_parameters[type]")
+        if has_type(volume, volume_type):
+            return
+        if volume.status is not VolumeStatus.RETYPING:
+            if volume.status not in SETTLED:
+                raise FailedPrecondition(
+                    f"volume {volume_id} is {volume.raw_status}; it can be retyped when available"
+                )
+            await self._storage.retype_volume(
+                volume_id, volume_type.name, migration_policy=change.migration_policy
+            )
+            log.info("retyping volume %s to %s (%s)", volume_id, volume_type.name, change.migration_policy)
+        settled = await self._storage.wait_for_volume(
+            volume_id,
+            *SETTLED,
+            timeout_seconds=self._timeouts.retype_seconds,
+        )
+        if not has_type(settled, volume_type):
+            raise self._retype_refused(settled, volume_type.name, change.migration_policy)
+
+    @staticmethod
+    def _retype_refused(volume: Volume, type_name: str, policy: MigrationPolicy) -> Exception:
+        """The cloud settled the volume without the new type: it could not retype in place."""
+        if policy is MigrationPolicy.NEVER:
+            return InvalidArgument(
+                f"mutable_parameters: volume {volume.id} cannot become {type_name} without moving its data, "
+                "and migration-policy is never"
+            )
+        return FailedPrecondition(
+            f"volume {volume.id} kept type {volume.volume_type}; retype to {type_name} failed"
+        )

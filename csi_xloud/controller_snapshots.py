@@ -1,0 +1,177 @@
+"""CreateSnapshot, DeleteSnapshot and GetSnapshot's work on Storage snapshots and backups.
+
+Creation does not wait: the CO calls CreateSnapshot again until ready_to_use turns true, so
+an hour-long backup holds no call open. See controller_ids for how a CSI snapshot id names
+a snapshot or a backup.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from csi_xloud.cloud import errors as cloud
+from csi_xloud.cloud.models import Backup, BackupStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus
+from csi_xloud.cloud.storage import StorageApi
+from csi_xloud.controller_ids import parse_snapshot_id
+from csi_xloud.controller_volumes import Timeouts, fetch_volume
+from csi_xloud.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
+from csi_xloud.validation import SnapshotKind, SnapshotParameters
+
+log = logging.getLogger(__name__)
+
+Item = Snapshot | Backup
+GONE = frozenset({SnapshotStatus.DELETING.value, SnapshotStatus.ERROR_DELETING.value})
+
+
+@dataclass(frozen=True, slots=True)
+class NewSnapshot:
+    """A validated CreateSnapshot request."""
+
+    name: str
+    source_volume_id: str
+    parameters: SnapshotParameters
+
+
+def is_gone(item: Item) -> bool:
+    """Being deleted (or failed to be): no longer a snapshot the CO may use."""
+    return item.raw_status in GONE
+
+
+def is_failed(item: Item) -> bool:
+    return item.status.is_error
+
+
+class Snapshotter:
+    """Starts snapshots and backups idempotently by name; finds and deletes them by CSI snapshot id."""
+
+    def __init__(self, storage: StorageApi, timeouts: Timeouts) -> None:
+        self._storage = storage
+        self._timeouts = timeouts
+
+    async def create(self, request: NewSnapshot) -> Item:
+        """The snapshot with this name, started now if there is none; ALREADY_EXISTS for another volume's."""
+        existing = await self._find(request)
+        if existing is not None:
+            if existing.volume_id != request.source_volume_id:
+                raise AlreadyExists(
+                    f"snapshot {request.name!r} already exists for volume {existing.volume_id}, "
+                    f"not for source_volume_id {request.source_volume_id}"
+                )
+            if is_failed(existing):
+                raise await self._discard(existing)
+            return existing
+        volume = await fetch_volume(self._storage, request.source_volume_id, "source_volume_id")
+        if request.parameters.kind is SnapshotKind.BACKUP:
+            return await self._start_backup(request, volume)
+        return await self._start_snapshot(request, volume)
+
+    async def _find(self, request: NewSnapshot) -> Item | None:
+        found: list[Item]
+        if request.parameters.kind is SnapshotKind.BACKUP:
+            found = list(await self._storage.find_backup_by_name(request.name))
+        else:
+            found = list(await self._storage.find_snapshot_by_name(request.name))
+        live = [item for item in found if not is_gone(item)]
+        if len(live) > 1:
+            ids = ", ".join(item.id for item in live)
+            raise Internal(
+                f"name {request.name!r}: several snapshots carry this name ({ids}); remove the extra ones"
+            )
+        return live[0] if live else None
+
+    async def _start_snapshot(self, request: NewSnapshot, volume: Volume) -> Snapshot:
+        params = request.parameters
+        snapshot = await self._storage.create_snapshot(
+            volume.id, request.name, force=params.force, metadata=dict(params.metadata)
+        )
+        log.info("snapshotting volume %s as %s", volume.id, snapshot.id)
+        return snapshot
+
+    async def _start_backup(self, request: NewSnapshot, volume: Volume) -> Backup:
+        """A backup; incremental only when a full one exists to build on (the cloud refuses otherwise)."""
+        params = request.parameters
+        incremental = params.incremental and await self._has_backup(volume.id)
+        if volume.status is VolumeStatus.IN_USE and not params.force:
+            raise FailedPrecondition(
+                f"source_volume_id {volume.id} is attached and parameters[force-create] is false"
+            )
+        backup = await self._storage.create_backup(
+            volume.id,
+            request.name,
+            incremental=incremental,
+            force=params.force,
+            metadata=dict(params.metadata) or None,
+        )
+        log.info(
+            "backing up volume %s as %s (%s)", volume.id, backup.id, "incremental" if incremental else "full"
+        )
+        return backup
+
+    async def _has_backup(self, volume_id: str) -> bool:
+        page = await self._storage.list_backups(volume_id=volume_id)
+        return any(b.status is BackupStatus.AVAILABLE for b in page.items)
+
+    async def _discard(self, item: Item) -> Internal:
+        """Delete a failed snapshot or backup (the CO's retry starts afresh) and say why it failed."""
+        reason = item.fail_reason if isinstance(item, Backup) else None
+        try:
+            if isinstance(item, Backup):
+                await self._storage.delete_backup(item.id)
+            else:
+                await self._storage.delete_snapshot(item.id)
+        except cloud.NotFound:
+            pass
+        detail = f": {reason}" if reason else ""
+        return Internal(f"snapshot {item.id} went to status {item.raw_status}{detail}; it was deleted")
+
+    async def lookup(self, snapshot_id: str) -> Item | None:
+        """The snapshot or backup a CSI snapshot id names, or None; a plain id is tried as both."""
+        ref = parse_snapshot_id(snapshot_id)
+        if ref is None:
+            return None
+        if not ref.backup:
+            try:
+                return await self._storage.get_snapshot(ref.storage_id)
+            except cloud.NotFound:
+                pass
+        try:
+            return await self._storage.get_backup(ref.storage_id)
+        except cloud.NotFound:
+            return None
+
+    async def get(self, snapshot_id: str) -> Item:
+        item = await self.lookup(snapshot_id)
+        if item is None:
+            raise NotFound(f"snapshot_id {snapshot_id}: no such snapshot or backup")
+        return item
+
+    async def delete(self, snapshot_id: str) -> None:
+        """Delete and wait until gone; a missing one is already deleted, a backup others build on stays."""
+        item = await self.lookup(snapshot_id)
+        if item is None:
+            return  # Spec: "If a snapshot ... does not exist ..., the Plugin MUST reply 0 OK."
+        try:
+            if isinstance(item, Backup):
+                await self._delete_backup(item)
+            else:
+                await self._delete_snapshot(item)
+        except cloud.NotFound:
+            return
+        log.info("deleted snapshot %s", snapshot_id)
+
+    async def _delete_snapshot(self, snapshot: Snapshot) -> None:
+        if snapshot.status is not SnapshotStatus.DELETING:
+            await self._storage.delete_snapshot(snapshot.id)
+        await self._storage.wait_for_snapshot_deleted(
+            snapshot.id, timeout_seconds=self._timeouts.delete_seconds
+        )
+
+    async def _delete_backup(self, backup: Backup) -> None:
+        if backup.has_dependent_backups:
+            raise FailedPrecondition(
+                f"backup {backup.id} has incremental backups that depend on it; delete those first"
+            )
+        if backup.status is not BackupStatus.DELETING:
+            await self._storage.delete_backup(backup.id)
+        await self._storage.wait_for_backup_deleted(backup.id, timeout_seconds=self._timeouts.delete_seconds)

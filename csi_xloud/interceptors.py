@@ -1,0 +1,177 @@
+"""Per-call plumbing: request id, one log line per call, secret-free debug bodies, errors -> status."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+from google.protobuf import text_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from csi_xloud._proto import csi_pb2
+from csi_xloud.errors import status_for
+from csi_xloud.grpc_types import Context
+from csi_xloud.metrics import Metrics
+from csi_xloud.requestid import REQUEST_ID, new_request_id
+
+log = logging.getLogger("csi_xloud.rpc")
+
+if TYPE_CHECKING:
+    _InterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _InterceptorBase = grpc.aio.ServerInterceptor
+
+REDACTED = "<redacted>"
+UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
+
+
+class CallInterceptor(_InterceptorBase):
+    """Wraps every unary CSI call with a request id, logging, metrics and error mapping."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        wrapped = self._wrap(handler_call_details.method, cast(UnaryBehavior, handler.unary_unary))
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, full_method: str, behavior: UnaryBehavior) -> UnaryBehavior:
+        method = full_method.rsplit("/", 1)[-1]
+
+        async def call(request: Any, context: Context) -> Any:
+            request_id = new_request_id()
+            token = REQUEST_ID.set(request_id)
+            started = time.monotonic()
+            code = grpc.StatusCode.OK
+            try:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s request: %s", method, describe(request))
+                try:
+                    response = await behavior(request, context)
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception as exc:
+                    aborted = _code_of_abort(context)
+                    if aborted is not None:  # the handler called context.abort() itself
+                        code = aborted
+                        raise
+                    code, message = _status_of(exc, method, request_id)
+                    await context.abort(code, message)  # raises, ending the call with that status
+                    raise  # not reached: abort() always raises
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s response: %s", method, describe(response))
+                return response
+            finally:
+                elapsed = time.monotonic() - started
+                self._metrics.rpc_calls.labels(method, code.name).inc()
+                self._metrics.rpc_seconds.labels(method, code.name).observe(elapsed)
+                log.info("%s %s %.1fms", method, code.name, elapsed * 1000.0)
+                REQUEST_ID.reset(token)
+
+        return call
+
+
+def _code_of_abort(context: Context) -> grpc.StatusCode | None:
+    """The code a handler already set with context.abort(), if it did."""
+    code = context.code()
+    if code is None or code == grpc.StatusCode.OK:
+        return None
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return None
+
+
+def _status_of(exc: Exception, method: str, request_id: str) -> tuple[grpc.StatusCode, str]:
+    """The status the one error table gives; an unknown error is INTERNAL with the request id."""
+    mapped = status_for(exc)
+    if mapped is None:
+        log.error("%s failed unexpectedly", method, exc_info=exc)
+        return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); request id {request_id}"
+    log.warning("%s: %s: %s", method, mapped[0].name, mapped[1])
+    return mapped
+
+
+def describe(message: Message) -> str:
+    """One-line text of a message with every csi_secret field's values replaced."""
+    return text_format.MessageToString(redacted(message), as_one_line=True)
+
+
+def redacted(message: Message) -> Message:
+    """A copy of the message where every field marked csi_secret (at any depth) is redacted."""
+    if not _has_secrets(message.DESCRIPTOR):
+        return message
+    copy = type(message)()
+    copy.CopyFrom(message)
+    _redact_in_place(copy)
+    return copy
+
+
+def _redact_in_place(message: Message) -> None:
+    for field, value in message.ListFields():
+        if _is_secret(field):
+            _blank(message, field, value)
+        elif field.message_type is not None and _has_secrets(field.message_type):
+            for child in _child_messages(field, value):
+                _redact_in_place(child)
+
+
+def _blank(message: Message, field: FieldDescriptor, value: Any) -> None:
+    if _is_map(field):
+        for key in list(value):
+            value[key] = REDACTED
+    elif field.type == FieldDescriptor.TYPE_STRING:
+        setattr(message, field.name, REDACTED)
+    else:
+        message.ClearField(field.name)
+
+
+def _child_messages(field: FieldDescriptor, value: Any) -> list[Message]:
+    if _is_map(field):
+        return [item for item in value.values() if isinstance(item, Message)]
+    if field.is_repeated:
+        return list(value)
+    return [value]
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _is_secret(field: FieldDescriptor) -> bool:
+    return bool(field.GetOptions().Extensions[csi_pb2.csi_secret])
+
+
+@cache
+def _has_secrets(descriptor: Descriptor) -> bool:
+    """Whether a message type holds a secret field anywhere below it (cached per type)."""
+    return _scan(descriptor, frozenset())
+
+
+def _scan(descriptor: Descriptor, seen: frozenset[str]) -> bool:
+    if descriptor.full_name in seen:
+        return False
+    seen = seen | {descriptor.full_name}
+    for field in descriptor.fields:
+        if _is_secret(field):
+            return True
+        if field.message_type is not None and _scan(field.message_type, seen):
+            return True
+    return False

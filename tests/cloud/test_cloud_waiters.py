@@ -1,0 +1,205 @@
+"""The waiter's schedule, deadline, error statuses and cancellation, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+
+import pytest
+
+from csi_xloud.cloud.errors import CloudError, NotFound, WaitTimeout
+from csi_xloud.cloud.waiters import Backoff, StatusCheck, Waiter
+from tests.cloud.fakes import FakeClock
+
+
+class Resource:
+    """A resource whose status changes at given moments of the fake clock."""
+
+    def __init__(
+        self, clock: FakeClock, timeline: list[tuple[float, str]], reason: str | None = None
+    ) -> None:
+        self.clock = clock
+        self.start = clock.now
+        self.timeline = timeline
+        self.reason = reason
+        self.polls: list[float] = []
+
+    async def fetch(self) -> str:
+        elapsed = self.clock.now - self.start
+        self.polls.append(elapsed)
+        status = self.timeline[0][1]
+        for at, value in self.timeline:
+            if elapsed >= at:
+                status = value
+        if status == "gone":
+            raise NotFound("gone")
+        return status
+
+    def check(self, *wanted: str) -> StatusCheck[str]:
+        async def reason_of(_: str) -> str | None:
+            return self.reason
+
+        return StatusCheck(
+            status_of=lambda s: s,
+            wanted=set(wanted),
+            failed=lambda s: s.startswith("error"),
+            reason_of=reason_of,
+        )
+
+
+def test_schedule_grows_by_factor_up_to_the_cap() -> None:
+    delays = list(itertools.islice(Backoff(jitter=0).delays(), 30))
+    assert delays[0] == pytest.approx(0.1)
+    assert delays[1] == pytest.approx(0.125)
+    assert all(b >= a for a, b in itertools.pairwise(delays))
+    assert max(delays) == pytest.approx(5.0)
+    assert delays[-1] == pytest.approx(5.0)
+
+
+def test_jitter_stays_within_its_band() -> None:
+    plain = list(itertools.islice(Backoff(jitter=0).delays(), 40))
+    jittered = list(itertools.islice(Backoff(jitter=0.1).delays(random.Random(7)), 40))
+    assert jittered != plain
+    for base, value in zip(plain, jittered, strict=True):
+        assert base * 0.9 <= value <= base * 1.1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"initial_seconds": 0},
+        {"factor": 0.5},
+        {"max_seconds": 0.01},
+        {"jitter": 1.0},
+    ],
+)
+def test_bad_backoff_is_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        Backoff(**bad)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_latency_overshoot_stays_within_30_percent_plus_150_ms(seed: int) -> None:
+    for step in range(1, 360):
+        operation_seconds = 0.05 * 1.025**step  # 0.05 s to 6 minutes
+        clock = FakeClock()
+        resource = Resource(clock, [(0, "creating"), (operation_seconds, "available")])
+        waiter = Waiter(clock, rng=random.Random(seed * 1000 + step))
+        await waiter.wait_for_status(
+            resource.fetch, resource.check("available"), timeout_seconds=900, what="volume v"
+        )
+        late = clock.now - resource.start - operation_seconds
+        assert 0 <= late <= 0.3 * operation_seconds + 0.15, operation_seconds
+        if operation_seconds >= 20:
+            assert late <= 0.3 * operation_seconds, operation_seconds
+
+
+@pytest.mark.parametrize(("operation_seconds", "max_polls"), [(1.0, 7), (10.0, 16), (60.0, 28), (300.0, 76)])
+async def test_poll_count_grows_slowly(operation_seconds: float, max_polls: int) -> None:
+    clock = FakeClock()
+    resource = Resource(clock, [(0, "creating"), (operation_seconds, "available")])
+    waiter = Waiter(clock, rng=random.Random(2))
+    await waiter.wait_for_status(resource.fetch, resource.check("available"), timeout_seconds=900, what="v")
+    assert len(resource.polls) <= max_polls
+
+
+async def test_first_poll_is_immediate_and_done_resources_return_at_once() -> None:
+    clock = FakeClock()
+    resource = Resource(clock, [(0, "available")])
+    result = await Waiter(clock).wait_for_status(
+        resource.fetch, resource.check("available"), timeout_seconds=5, what="v"
+    )
+    assert result == "available"
+    assert resource.polls == [0]
+    assert clock.sleeps == []
+
+
+async def test_error_status_raises_with_the_clouds_reason() -> None:
+    clock = FakeClock()
+    resource = Resource(clock, [(0, "creating"), (0.3, "error")], reason="No valid backend was found.")
+    with pytest.raises(CloudError) as caught:
+        await Waiter(clock).wait_for_status(
+            resource.fetch, resource.check("available"), timeout_seconds=10, what="volume v1"
+        )
+    assert type(caught.value) is CloudError
+    assert str(caught.value) == "volume v1 went to status error: No valid backend was found."
+
+
+async def test_deadline_raises_wait_timeout_after_a_last_poll_at_the_deadline() -> None:
+    clock = FakeClock()
+    resource = Resource(clock, [(0, "creating")])
+    with pytest.raises(WaitTimeout, match=r"volume v is still creating after 3 s"):
+        await Waiter(clock, rng=random.Random(3)).wait_for_status(
+            resource.fetch, resource.check("available"), timeout_seconds=3, what="volume v"
+        )
+    assert resource.polls[-1] == pytest.approx(3.0)
+    assert clock.now - resource.start == pytest.approx(3.0)
+
+
+async def test_a_resource_finishing_exactly_at_the_deadline_is_seen() -> None:
+    clock = FakeClock()
+    resource = Resource(clock, [(0, "creating"), (2.0, "available")])
+    assert (
+        await Waiter(clock).wait_for_status(
+            resource.fetch, resource.check("available"), timeout_seconds=2.0, what="v"
+        )
+        == "available"
+    )
+
+
+async def test_extra_done_condition_keeps_waiting() -> None:
+    clock = FakeClock()
+    resource = Resource(clock, [(0, "available")])
+    calls = iter([False, False, True])
+    check: StatusCheck[str] = StatusCheck(
+        status_of=lambda s: s, wanted={"available"}, failed=lambda s: False, done=lambda _: next(calls)
+    )
+    await Waiter(clock).wait_for_status(resource.fetch, check, timeout_seconds=5, what="v")
+    assert len(resource.polls) == 3
+
+
+async def test_wait_for_deletion_returns_on_not_found_and_fails_on_error_deleting() -> None:
+    clock = FakeClock()
+    resource = Resource(clock, [(0, "deleting"), (0.5, "gone")])
+    await Waiter(clock).wait_for_deletion(resource.fetch, resource.check(), timeout_seconds=5, what="v")
+    assert resource.polls[-1] >= 0.5
+
+    broken = Resource(clock, [(0, "deleting"), (0.2, "error_deleting")], reason="backend refused")
+    with pytest.raises(CloudError, match="went to status error_deleting: backend refused"):
+        await Waiter(clock).wait_for_deletion(broken.fetch, broken.check(), timeout_seconds=5, what="v")
+
+
+async def test_cancellation_stops_the_wait() -> None:
+    clock = FakeClock()
+    resource = Resource(clock, [(0, "creating")])
+    task = asyncio.create_task(
+        Waiter(clock).wait_for_status(
+            resource.fetch, resource.check("available"), timeout_seconds=1e6, what="v"
+        )
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    polls = len(resource.polls)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(resource.polls) == polls
+
+
+async def test_a_failing_reason_lookup_does_not_hide_the_error_status() -> None:
+    clock = FakeClock()
+
+    async def fetch() -> str:
+        return "error"
+
+    async def broken_reason(_: str) -> str | None:
+        raise CloudError("messages API unavailable")
+
+    check: StatusCheck[str] = StatusCheck(
+        status_of=lambda s: s, wanted={"available"}, failed=lambda s: s == "error", reason_of=broken_reason
+    )
+    with pytest.raises(CloudError, match=r"^volume v went to status error$"):
+        await Waiter(clock).wait_for_status(fetch, check, timeout_seconds=5, what="volume v")

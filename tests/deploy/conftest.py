@@ -1,0 +1,31 @@
+"""Fixtures of the deployment tests: the chart rendered once per session, with two value sets."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+from deploy_support import FULL_VALUES, Obj, flatten, load_generator
+
+
+@pytest.fixture(scope="session")
+def generator() -> ModuleType:
+    return load_generator()
+
+
+@pytest.fixture(scope="session")
+def default_objects(generator: ModuleType) -> list[Obj]:
+    """The chart with its default values, as `helm template csi-xloud -n kube-system` renders it."""
+    return flatten(generator.render())
+
+
+@pytest.fixture(scope="session")
+def full_objects(generator: ModuleType) -> list[Obj]:
+    """The chart with every optional part on, in another namespace and release."""
+    return flatten(generator.render(FULL_VALUES, release="storage", namespace="xloud-system"))
+
+
+@pytest.fixture(scope="session", params=["default", "full"])
+def objects(request: pytest.FixtureRequest, default_objects: list[Obj], full_objects: list[Obj]) -> list[Obj]:
+    """Each rendering in turn: every consistency rule must hold for both."""
+    return default_objects if request.param == "default" else full_objects

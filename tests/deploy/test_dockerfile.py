@@ -1,0 +1,257 @@
+"""The Dockerfile, read as Docker reads it (no engine here to build it): stages, context, labels, tools."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from deploy_support import CHART_DIR, ROOT
+
+from csi_xloud import __version__
+
+BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|cc|clang|make|build-essential|[a-z0-9.+-]+-dev|rustc|cargo|cmake)\b")
+NODE_TOOLS = {"e2fsprogs", "xfsprogs", "util-linux", "mount", "udev"}
+OCI_LABELS = {"title", "description", "version", "revision", "created", "licenses", "vendor"}
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    keyword: str
+    rest: str
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str
+    instructions: list[Instruction]
+
+    def all(self, keyword: str) -> list[str]:
+        return [i.rest for i in self.instructions if i.keyword == keyword]
+
+
+def parse(text: str) -> tuple[list[Instruction], list[Stage]]:
+    """Instructions before the first FROM, and the stages; continuation lines joined."""
+    logical: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    assert not pending, "Dockerfile ends inside a continued line"
+    preamble: list[Instruction] = []
+    stages: list[Stage] = []
+    for line in logical:
+        keyword, _, rest = line.partition(" ")
+        instruction = Instruction(keyword.upper(), rest.strip())
+        if instruction.keyword == "FROM":
+            match = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", instruction.rest, re.I)
+            assert match, instruction.rest
+            stages.append(Stage(match[1], match[2] or str(len(stages)), []))
+        elif stages:
+            stages[-1].instructions.append(instruction)
+        else:
+            preamble.append(instruction)
+    return preamble, stages
+
+
+PREAMBLE, STAGES = parse((ROOT / "Dockerfile").read_text())
+FINAL = STAGES[-1]
+
+
+def arg_defaults(instructions: list[Instruction]) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for rest in (i.rest for i in instructions if i.keyword == "ARG"):
+        name, sep, default = rest.partition("=")
+        found[name] = default if sep else None
+    return found
+
+
+def labels(stage: Stage) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for rest in stage.all("LABEL"):
+        for name, value in re.findall(r'([\w.-]+)="([^"]*)"', rest):
+            found[name] = value
+    return found
+
+
+def test_multi_stage_on_a_slim_python_311_base() -> None:
+    assert len(STAGES) >= 2
+    base = arg_defaults(PREAMBLE)["PYTHON_IMAGE"]
+    assert base is not None and re.fullmatch(r"python:3\.11-slim-\w+", base), base
+    assert all(stage.base == "${PYTHON_IMAGE}" for stage in STAGES)
+    assert [stage.name for stage in STAGES] == ["build", "runtime"]
+
+
+def test_every_variable_a_stage_uses_is_declared_in_it() -> None:
+    """An ARG before FROM is visible only to FROM lines unless the stage declares it again."""
+    for stage in STAGES:
+        declared = set(arg_defaults(stage.instructions))
+        for rest in stage.all("ENV"):
+            declared |= set(re.findall(r"(\w+)=", rest))
+        for instruction in stage.instructions:
+            used = set(re.findall(r"\$\{?(\w+)", instruction.rest)) - {"PATH"}
+            assert used <= declared, f"{stage.name}: {instruction.keyword} uses {used - declared}"
+
+
+def test_final_stage_has_no_build_tools_and_copies_only_the_venv() -> None:
+    for rest in FINAL.all("RUN"):
+        assert not BUILD_TOOLS.search(rest), rest
+        assert "pip install" not in rest
+    assert FINAL.all("COPY") == ["--from=build /opt/venv /opt/venv"]
+    build_runs = " ".join(STAGES[0].all("RUN"))
+    assert "/opt/venv/bin/pip install ." in build_runs
+
+
+def test_final_stage_installs_the_node_tools_lean() -> None:
+    runs = FINAL.all("RUN")
+    installs = [rest for rest in runs if "apt-get install" in rest]
+    assert len(installs) == 1
+    packages = set(installs[0].split("--no-install-recommends", 1)[1].split("&&")[0].split())
+    assert packages >= NODE_TOOLS, packages
+    assert "rm -rf /var/lib/apt/lists/*" in installs[0]
+
+
+def test_entrypoint_is_the_console_script() -> None:
+    assert FINAL.all("ENTRYPOINT") == ['["csi-xloud"]']
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["csi-xloud"] == "csi_xloud.__main__:main"
+    assert any(rest.startswith("PATH=/opt/venv/bin:") for rest in FINAL.all("ENV"))
+
+
+def test_oci_labels_name_the_version_and_license() -> None:
+    found = labels(FINAL)
+    assert {f"org.opencontainers.image.{name}" for name in OCI_LABELS} <= set(found)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert found["org.opencontainers.image.licenses"] == pyproject["project"]["license"]["text"]
+    assert found["org.opencontainers.image.version"] == "${VERSION}"
+    assert arg_defaults(FINAL.instructions)["VERSION"] == __version__
+
+
+def test_chart_app_version_is_the_package_version() -> None:
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+
+
+# --- the build context ------------------------------------------------------------------------
+
+
+def ignore_rules() -> list[tuple[bool, str]]:
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            rules.append((line.startswith("!"), line.lstrip("!").rstrip("/")))
+    return rules
+
+
+def in_context(path: str, rules: list[tuple[bool, str]]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for negated, pattern in rules:
+        regex = fnmatch.translate(pattern).replace(".*", "[^/]*") if "**" not in pattern else None
+        for candidate in candidates:
+            if regex is not None:
+                hit = re.fullmatch(regex, candidate) is not None
+            else:
+                hit = fnmatch.fnmatch(candidate, pattern.replace("**/", "*"))
+            if hit:
+                included = negated
+    return included
+
+
+def context_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout.split()
+    rules = ignore_rules()
+    return [path for path in listed if (ROOT / path).exists() and in_context(path, rules)]
+
+
+def test_context_holds_what_the_build_copies_and_nothing_else() -> None:
+    files = context_files()
+    sources = [word for rest in STAGES[0].all("COPY") for word in rest.split()[:-1]]
+    for source in sources:
+        assert any(f == source or f.startswith(source.rstrip("/") + "/") for f in files), source
+    assert all(f.split("/")[0] in {"pyproject.toml", "README.md", "csi_xloud"} for f in files), files
+    assert "csi_xloud/__main__.py" in files and "csi_xloud/_proto/csi_pb2.py" in files
+
+
+def test_package_builds_from_the_context_alone(tmp_path: Path) -> None:
+    """What `pip install .` does in the build stage, on exactly the files the context sends."""
+    if shutil.which("git") is None:
+        pytest.fail("git is needed to list the repository's files")
+    source = tmp_path / "src"
+    for path in context_files():
+        target = source / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / path, target)
+    out = tmp_path / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(out), "."],
+        cwd=source, check=True, capture_output=True, timeout=120,
+    )
+    (wheel,) = out.glob("csi_xloud-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "csi-xloud = csi_xloud.__main__:main" in archive.read(entry_points).decode()
+    assert {"csi_xloud/__main__.py", "csi_xloud/_proto/csi_pb2.py", "csi_xloud/py.typed"} <= names
+
+
+# What the node plugin runs (the node's own list joins in when the node service is present).
+NODE_COMMANDS = {
+    "blkid", "mount", "umount", "losetup", "findmnt", "wipefs",
+    "mkfs.ext4", "resize2fs", "e2fsck", "mkfs.xfs", "xfs_growfs", "udevadm",
+}
+
+
+def node_commands() -> set[str]:
+    import importlib.util
+
+    commands = set(NODE_COMMANDS)
+    if importlib.util.find_spec("csi_xloud.node") is not None:
+        from csi_xloud import node
+
+        commands |= set(getattr(node, "REQUIRED_TOOLS", ()))
+    return commands
+
+
+def debian_package_of(command: str) -> str | None:
+    """The Debian package shipping a command, as dpkg knows it (usr-merged paths tried too)."""
+    for folder in ("/sbin", "/bin", "/usr/sbin", "/usr/bin"):
+        found = subprocess.run(["dpkg", "-S", f"{folder}/{command}"], capture_output=True, text=True)
+        if found.returncode == 0:
+            return found.stdout.split(":", 1)[0]
+    return None
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs a Debian system to map commands to packages")
+def test_final_stage_packages_ship_every_node_command() -> None:
+    """The base image is Debian too: each command the node runs comes from a package we install."""
+    install = next(rest for rest in FINAL.all("RUN") if "apt-get install" in rest)
+    packages = set(install.split("--no-install-recommends", 1)[1].split("&&")[0].split())
+    for command in sorted(node_commands()):
+        package = debian_package_of(command)
+        assert package is not None, f"{command} is not installed here to check"
+        assert package in packages, f"{command} comes from {package}, which the image does not install"
