@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from csi_xloud.emulator.process import EmulatorProcess, loop_devices_under
-from tests.emulator.apiclient import Api
+from tests.emulator.helpers import Api
 
 HERE = Path(__file__).resolve().parent
 

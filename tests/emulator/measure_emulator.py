@@ -17,7 +17,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from csi_xloud.emulator.process import EmulatorProcess
-from tests.emulator.apiclient import Api
+from tests.emulator.helpers import Api
 
 
 def _rss_kib(pid: int) -> int:

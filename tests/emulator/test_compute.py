@@ -8,7 +8,7 @@ from pathlib import Path
 
 from csi_xloud.emulator.data import GIB
 from csi_xloud.emulator.process import loop_devices_under
-from tests.emulator.apiclient import Api
+from tests.emulator.helpers import Api
 
 
 def _link(server: dict[str, str], volume_id: str) -> Path:

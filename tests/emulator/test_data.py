@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from csi_xloud.emulator.process import EmulatorProcess
-from tests.emulator.apiclient import Api
+from tests.emulator.helpers import Api
 
 MIB = 1024 * 1024
 OFFSETS = (0, 5 * MIB + 17, 300 * MIB, 1024 * MIB - 4096)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.emulator.apiclient import Api
+from tests.emulator.helpers import Api
 
 
 def test_status_rule_fires_exactly_count_times(api: Api) -> None:

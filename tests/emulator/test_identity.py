@@ -9,7 +9,7 @@ import httpx
 import yaml
 
 from csi_xloud.emulator.process import EmulatorProcess
-from tests.emulator.apiclient import Api
+from tests.emulator.helpers import Api
 
 
 def _password_body(user: str, password: str, project_id: str) -> dict[str, object]:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from csi_xloud.emulator.process import EmulatorProcess, loop_devices_under
-from tests.emulator.apiclient import Api
+from tests.emulator.helpers import Api
 
 
 def _device(server: dict[str, str], volume_id: str) -> str:

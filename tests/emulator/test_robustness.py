@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.emulator.apiclient import Api
+from tests.emulator.helpers import Api
 
 BODIES: list[Any] = [
     None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from csi_xloud.emulator.process import EmulatorProcess
-from tests.emulator.apiclient import Api
+from tests.emulator.helpers import Api
 
 
 def test_version_discovery_and_negotiation(api: Api) -> None:
