@@ -6,6 +6,7 @@ import asyncio
 import re
 import uuid
 from collections import Counter
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _ID_SEGMENT = re.compile(
     r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$"
 )
+
+
+# What a matching request's asynchronous work does instead of finishing: "error" ends it in the
+# resource's error status (error, error_extending, error_deleting...), "stuck" never ends it.
+# Set for the request by FaultMiddleware; the operation tasks the request starts inherit it.
+FORCED_OUTCOME: ContextVar[str | None] = ContextVar("emulator_forced_outcome", default=None)
+OUTCOMES = ("error", "stuck")
 
 
 class RuleError(ValueError):
@@ -31,13 +39,14 @@ class FaultRule:
     remaining: int
     retry_after: float | None
     delay: float
+    outcome: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> FaultRule:
         """Validate one rule of the POST /_emulator/faults body."""
         if not isinstance(raw, dict):
             raise RuleError("each rule must be an object")
-        unknown = set(raw) - {"method", "path", "status", "count", "retry_after", "delay"}
+        unknown = set(raw) - {"method", "path", "status", "count", "retry_after", "delay", "outcome"}
         if unknown:
             raise RuleError(f"unknown rule fields: {sorted(unknown)}")
         try:
@@ -56,8 +65,13 @@ class FaultRule:
             raise RuleError("delay must be a non-negative number")
         if retry_after is not None and (not isinstance(retry_after, int | float) or retry_after < 0):
             raise RuleError("retry_after must be a non-negative number")
-        if status is None and not delay:
-            raise RuleError("a rule needs a status or a delay")
+        outcome = raw.get("outcome")
+        if outcome is not None and outcome not in OUTCOMES:
+            raise RuleError(f"outcome must be one of {', '.join(OUTCOMES)}")
+        if outcome is not None and status is not None:
+            raise RuleError("a rule answers with a status or forces an outcome, not both")
+        if status is None and not delay and outcome is None:
+            raise RuleError("a rule needs a status, a delay or an outcome")
         method = raw.get("method")
         return cls(
             method=str(method).upper() if method else None,
@@ -66,6 +80,7 @@ class FaultRule:
             remaining=count,
             retry_after=retry_after,
             delay=float(delay),
+            outcome=outcome,
         )
 
     def matches(self, method: str, path: str) -> bool:
@@ -171,5 +186,12 @@ class FaultMiddleware:
                 headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
                 body = fault_body(path, rule.status)
                 await JSONResponse(body, status_code=rule.status, headers=headers)(scope, receive, send)
+                return
+            if rule.outcome is not None:
+                token = FORCED_OUTCOME.set(rule.outcome)
+                try:
+                    await self._app(scope, receive, send)
+                finally:
+                    FORCED_OUTCOME.reset(token)
                 return
         await self._app(scope, receive, send)

@@ -15,6 +15,7 @@ from typing import Any
 
 from csi_xloud.emulator.backups import ChunkStore
 from csi_xloud.emulator.data import GIB, DataPlane
+from csi_xloud.emulator.faults import FORCED_OUTCOME
 from csi_xloud.emulator.models import (
     Attachment,
     AttachStatus,
@@ -78,8 +79,14 @@ class Operations:
         task.add_done_callback(self._tasks.discard)
 
     async def _tick(self, fraction: float = 1.0) -> None:
+        """Let the operation take its time; a fault rule's forced outcome strikes here."""
         if self._op_seconds > 0:
             await asyncio.sleep(self._op_seconds * fraction)
+        outcome = FORCED_OUTCOME.get()
+        if outcome == "error":
+            raise RuntimeError("the backend failed (injected by a fault rule)")
+        if outcome == "stuck":
+            await asyncio.Event().wait()  # until shutdown; a restart resumes and finishes it
 
     def attachments_of(self, volume_id: str) -> list[Attachment]:
         """Attachments of a volume."""
@@ -142,7 +149,6 @@ class Operations:
         if vol is None or vol.pending is None:
             return
         op = vol.pending["op"]
-        await self._tick()
         handler = {
             "create": self._create,
             "delete": self._delete,
@@ -150,6 +156,7 @@ class Operations:
             "retype": self._retype,
         }[op]
         try:
+            await self._tick()
             await handler(vol_id)
         except Exception as exc:
             failed = {"delete": VolumeStatus.ERROR_DELETING, "extend": VolumeStatus.ERROR_EXTENDING}
@@ -233,10 +240,14 @@ class Operations:
         att = self._store.get(Attachment, att_id)
         if att is None:
             return
-        if att.status == AttachStatus.RESERVED:
+        try:
+            if att.status == AttachStatus.RESERVED:
+                await self._tick(0.5)
+                att = self._put_attachment(att, status=AttachStatus.ATTACHING)
             await self._tick(0.5)
-            att = self._put_attachment(att, status=AttachStatus.ATTACHING)
-        await self._tick(0.5)
+        except RuntimeError as exc:
+            self._attach_failed(att, exc)
+            return
         att = self._store.get(Attachment, att_id)
         vol = self._store.get(Volume, att.volume_id) if att else None
         link = self.link_path(att) if att else None
@@ -245,17 +256,28 @@ class Operations:
         try:
             device = await self._data.attach(self.volume_path(vol), link)
         except Exception as exc:
-            log.warning("attach %s failed: %s", att_id, exc)
-            self._store.delete(att)
-            self._update_volume(vol.id, status=settled_status(self.attachments_of(vol.id)))
+            self._attach_failed(att, exc)
             return
         self._put_attachment(att, status=AttachStatus.ATTACHED, loop_device=device, attached_at=now())
+
+    def _attach_failed(self, att: Attachment, exc: Exception) -> None:
+        """As Nova rolls back a failed attach: the attachment goes, the volume settles again."""
+        log.warning("attach %s failed: %s", att.id, exc)
+        self._store.delete(att)
+        self._update_volume(att.volume_id, status=settled_status(self.attachments_of(att.volume_id)))
 
     async def _detach(self, att_id: str) -> None:
         att = self._store.get(Attachment, att_id)
         if att is None:
             return
-        await self._tick()
+        try:
+            await self._tick()
+        except RuntimeError as exc:
+            # As Nova rolls back a failed detach: still attached, the volume in-use again.
+            log.warning("detach %s failed: %s", att_id, exc)
+            self._put_attachment(att, status=AttachStatus.ATTACHED)
+            self._update_volume(att.volume_id, status=settled_status(self.attachments_of(att.volume_id)))
+            return
         vol = self._store.get(Volume, att.volume_id)
         link = self.link_path(att)
         if vol is not None and link is not None:
@@ -276,8 +298,8 @@ class Operations:
         if snap is None or snap.pending is None:
             return
         op = snap.pending["op"]
-        await self._tick()
         try:
+            await self._tick()
             if op == "create":
                 vol = self._store.get(Volume, snap.volume_id)
                 if vol is None:
@@ -307,8 +329,8 @@ class Operations:
         if backup is None or backup.pending is None:
             return
         op = backup.pending["op"]
-        await self._tick()
         try:
+            await self._tick()
             await {"create": self._backup_create, "delete": self._backup_delete, "restore": self._restore}[
                 op
             ](backup)

@@ -62,6 +62,8 @@ def test_bad_rules_rejected(api: Api) -> None:
         [{"path": "x"}],
         [{"status": 500, "count": 0}],
         [{"status": 500, "colour": 1}],
+        [{"path": "x", "outcome": "explode"}],
+        [{"path": "x", "outcome": "error", "status": 500}],
     ):
         resp = api.http.post("/_emulator/faults", json=body)
         assert resp.status_code == 400, body
@@ -90,3 +92,84 @@ def test_bodies_follow_the_api(api: Api) -> None:
         assert api.http.post("/identity/v3/auth/tokens", json={}).json()["error"]["code"] == 401
     finally:
         api.emu.clear_faults()
+
+
+def test_outcome_error_accepts_the_request_and_fails_its_work(api: Api) -> None:
+    """A create that the cloud accepts (202) and whose backend then fails: the volume ends in error."""
+    api.emu.set_faults([{"method": "POST", "path": "/volumes$", "outcome": "error", "count": 1}])
+    try:
+        failed = api.create_volume(wait=False)
+        healthy = api.create_volume(wait=False)
+    finally:
+        api.emu.clear_faults()
+    assert failed["status"] == "creating"
+    api.wait_volume(failed["id"], "error")
+    api.wait_volume(healthy["id"], "available")
+    for volume in (failed, healthy):
+        api.delete_volume(volume["id"])
+
+
+def test_outcome_error_on_extend_snapshot_and_detach(api: Api) -> None:
+    servers = {s["name"]: s for s in api.emu.servers}
+    node = servers["node-a"]["id"]
+    extended, snapped, attached = api.create_volume(), api.create_volume(), api.create_volume()
+    api.attach(node, attached["id"])
+    api.emu.set_faults(
+        [
+            {"method": "POST", "path": "/action$", "outcome": "error", "count": 1},
+            {"method": "POST", "path": "/snapshots$", "outcome": "error", "count": 1},
+            {"method": "DELETE", "path": "/os-volume_attachments/", "outcome": "error", "count": 1},
+        ]
+    )
+    try:
+        extend = {"os-extend": {"new_size": 2}}
+        assert api.volume("POST", f"/volumes/{extended['id']}/action", json=extend).status_code == 202
+        snap = api.volume("POST", "/snapshots", json={"snapshot": {"volume_id": snapped["id"]}})
+        assert snap.status_code == 202
+        detach = api.compute("DELETE", f"/servers/{node}/os-volume_attachments/{attached['id']}")
+        assert detach.status_code == 202
+    finally:
+        api.emu.clear_faults()
+    api.wait_volume(extended["id"], "error_extending")
+    snap_id = snap.json()["snapshot"]["id"]
+    api.wait(lambda: api.volume("GET", f"/snapshots/{snap_id}").json()["snapshot"], "error")
+    time.sleep(0.3)
+    assert (api.get_volume(attached["id"]) or {}).get("status") == "in-use"  # the failed detach rolled back
+    api.detach(node, attached["id"])
+    assert api.volume("DELETE", f"/snapshots/{snap_id}").status_code == 202
+    api.wait(lambda: None if api.volume("GET", f"/snapshots/{snap_id}").status_code == 404 else {}, None)
+    for volume in (extended, snapped, attached):
+        api.delete_volume(volume["id"])
+
+
+def test_outcome_stuck_keeps_the_volume_creating(api: Api, admin: Api) -> None:
+    api.emu.set_faults([{"method": "POST", "path": "/volumes$", "outcome": "stuck", "count": 1}])
+    try:
+        stuck = api.create_volume(wait=False)
+    finally:
+        api.emu.clear_faults()
+    time.sleep(0.5)  # ten times the operation time
+    assert (api.get_volume(stuck["id"]) or {}).get("status") == "creating"
+    # What an operator does with a stuck volume: reset its status, then delete it.
+    reset = admin.volume("POST", f"/volumes/{stuck['id']}/action", json={"os-reset_status": {"status": "error"}})
+    assert reset.status_code == 202
+    api.delete_volume(stuck["id"])
+
+
+def test_outcome_error_on_attach_rolls_back(api: Api) -> None:
+    servers = {s["name"]: s for s in api.emu.servers}
+    volume = api.create_volume()
+    api.emu.set_faults([{"method": "POST", "path": "/os-volume_attachments$", "outcome": "error", "count": 1}])
+    try:
+        resp = api.compute(
+            "POST",
+            f"/servers/{servers['node-a']['id']}/os-volume_attachments",
+            json={"volumeAttachment": {"volumeId": volume["id"]}},
+        )
+    finally:
+        api.emu.clear_faults()
+    assert resp.status_code == 200
+    api.wait_volume(volume["id"], "available")
+    api.attach(servers["node-a"]["id"], volume["id"])  # the next attach works
+    api.detach(servers["node-a"]["id"], volume["id"])
+    api.delete_volume(volume["id"])
