@@ -237,6 +237,20 @@ async def test_a_volume_that_ends_in_error_is_deleted_before_the_error_is_return
         await ctl.cloud.storage.wait_for_volume_deleted(volume.id, timeout_seconds=10)
 
 
+async def test_a_blank_volume_whose_backend_fails_is_deleted_and_reported(ctl: Harness) -> None:
+    name = unique("pvc")
+    ctl.emulator.set_faults([{"method": "POST", "path": "/volumes$", "outcome": "error", "count": 1}])
+    try:
+        await expect_code(ctl.stub.CreateVolume(_request(name)), grpc.StatusCode.INTERNAL, "status error", "deleted")
+    finally:
+        ctl.emulator.clear_faults()
+    for volume in await ctl.cloud.storage.find_volume_by_name(name):
+        await ctl.cloud.storage.wait_for_volume_deleted(volume.id, timeout_seconds=10)
+    retried = await ctl.stub.CreateVolume(_request(name))  # the CO's retry gets a healthy volume
+    assert (await ctl.cloud.storage.get_volume(retried.volume.volume_id)).raw_status == "available"
+    await ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=retried.volume.volume_id))
+
+
 async def test_delete_of_a_missing_volume_is_ok(ctl: Harness) -> None:
     for volume_id in ("5b0c7b43-0000-4000-8000-000000000003", "not/a/volume"):
         await ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume_id))
