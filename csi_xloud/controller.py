@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from google.protobuf.wrappers_pb2 import Int64Value
 
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
+from csi_xloud.clock import SystemClock
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import Volume
 from csi_xloud.config import DEFAULT_MAX_VOLUMES_PER_NODE, DriverConfig
@@ -22,6 +23,7 @@ from csi_xloud.controller_attach import Attacher
 from csi_xloud.controller_capacity import CapacityReader
 from csi_xloud.controller_changes import VolumeChanges
 from csi_xloud.controller_ids import ContentSource, SourceKind, check_max_entries, parse_snapshot_id
+from csi_xloud.controller_late import LateRequests
 from csi_xloud.controller_listing import Lister
 from csi_xloud.controller_snapshots import NewSnapshot, Snapshotter
 from csi_xloud.controller_views import ConditionJudge, snapshot_message, volume_message
@@ -74,14 +76,18 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         timeouts: Timeouts | None = None,
         now: Callable[[], datetime] | None = None,
         max_volumes_per_node: int = DEFAULT_MAX_VOLUMES_PER_NODE,
+        late: LateRequests | None = None,
     ) -> None:
         self._cloud = cloud
         self._inflight = inflight
         timeouts = timeouts or Timeouts()
-        self._creator = VolumeCreator(cloud.storage, timeouts)
+        # A request the cloud may still receive cannot be held up much longer than our own timeout
+        # allows (proxies in between time out alike); three times that is the wait before re-creating.
+        late = late or LateRequests(SystemClock(), 3 * cloud.settings.tuning.timeout_seconds)
+        self._creator = VolumeCreator(cloud.storage, timeouts, late)
         self._changes = VolumeChanges(cloud.storage, timeouts)
         self._attacher = Attacher(cloud.storage, cloud.compute, timeouts, max_volumes_per_node)
-        self._snapshots = Snapshotter(cloud.storage, timeouts)
+        self._snapshots = Snapshotter(cloud.storage, timeouts, late)
         self._lister = Lister(cloud.storage)
         self._capacity = CapacityReader(cloud.storage)
         self._judge = ConditionJudge(now or (lambda: datetime.now(UTC)), timeouts.stuck_seconds)

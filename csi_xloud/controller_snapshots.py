@@ -14,6 +14,7 @@ from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Backup, BackupStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller_ids import parse_snapshot_id
+from csi_xloud.controller_late import LateRequests
 from csi_xloud.controller_volumes import Timeouts, fetch_volume
 from csi_xloud.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
 from csi_xloud.validation import SnapshotKind, SnapshotParameters
@@ -45,14 +46,17 @@ def is_failed(item: Item) -> bool:
 class Snapshotter:
     """Starts snapshots and backups idempotently by name; finds and deletes them by CSI snapshot id."""
 
-    def __init__(self, storage: StorageApi, timeouts: Timeouts) -> None:
+    def __init__(self, storage: StorageApi, timeouts: Timeouts, late: LateRequests) -> None:
         self._storage = storage
         self._timeouts = timeouts
+        self._late = late
 
     async def create(self, request: NewSnapshot) -> Item:
         """The snapshot with this name, started now if there is none; ALREADY_EXISTS for another volume's."""
+        key = (request.parameters.kind.value, request.name)
         existing = await self._find(request)
         if existing is not None:
+            self._late.forget(key)
             if existing.volume_id != request.source_volume_id:
                 raise AlreadyExists(
                     f"snapshot {request.name!r} already exists for volume {existing.volume_id}, "
@@ -61,10 +65,16 @@ class Snapshotter:
             if is_failed(existing):
                 raise await self._discard(existing)
             return existing
+        self._late.refuse_while_in_flight(key, f"{request.parameters.kind.value} {request.name!r}")
         volume = await fetch_volume(self._storage, request.source_volume_id, "source_volume_id")
-        if request.parameters.kind is SnapshotKind.BACKUP:
-            return await self._start_backup(request, volume)
-        return await self._start_snapshot(request, volume)
+        try:
+            if request.parameters.kind is SnapshotKind.BACKUP:
+                return await self._start_backup(request, volume)
+            return await self._start_snapshot(request, volume)
+        except cloud.CloudError as exc:
+            if exc.may_still_land:
+                self._late.note(key)
+            raise
 
     async def _find(self, request: NewSnapshot) -> Item | None:
         found: list[Item]

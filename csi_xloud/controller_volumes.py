@@ -11,6 +11,7 @@ from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Volume, VolumeStatus, VolumeType
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller_ids import SOURCE_METADATA_KEY, ContentSource, SourceKind, is_storage_id
+from csi_xloud.controller_late import LateRequests
 from csi_xloud.controller_views import content_source_of
 from csi_xloud.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from csi_xloud.validation import (
@@ -88,24 +89,48 @@ def has_type(volume: Volume, volume_type: VolumeType) -> bool:
 class VolumeCreator:
     """Creates volumes idempotently by name; a volume that fails is deleted before the error is returned."""
 
-    def __init__(self, storage: StorageApi, timeouts: Timeouts) -> None:
+    def __init__(self, storage: StorageApi, timeouts: Timeouts, late: LateRequests) -> None:
         self._storage = storage
         self._timeouts = timeouts
+        self._late = late
 
     async def create(self, request: NewVolume) -> Volume:
         volume_type = await self._volume_type(request)
         source, facts = await self._resolve_source(request.source)
+        key = ("volume", request.name)
         existing = await self._find(request.name)
         if existing is not None:
+            self._late.forget(key)
             self._check_compatible(existing, request, volume_type, source)
             return await self._settle(existing)
+        self._late.refuse_while_in_flight(key, f"volume {request.name!r}")
         size = size_gib(request.capacity, minimum_gib=max(1, facts.size_gib))
         zone = self._zone(request, facts)
         metadata = request.parameters.metadata()
         if source is not None:
             metadata[SOURCE_METADATA_KEY] = str(source)
-        volume = await self._storage.create_volume(
-            request.name,
+        try:
+            volume = await self._post(request.name, size, volume_type, zone, metadata, source)
+        except cloud.CloudError as exc:
+            if exc.may_still_land:
+                self._late.note(key)
+            raise
+        log.info(
+            "creating volume %s (%s, %d GiB) for %s", volume.id, zone or "default zone", size, request.name
+        )
+        return await self._settle(volume)
+
+    async def _post(
+        self,
+        name: str,
+        size: int,
+        volume_type: VolumeType | None,
+        zone: str | None,
+        metadata: dict[str, str],
+        source: ContentSource | None,
+    ) -> Volume:
+        return await self._storage.create_volume(
+            name,
             size,
             volume_type=volume_type.name if volume_type else None,
             availability_zone=zone,
@@ -114,10 +139,6 @@ class VolumeCreator:
             source_volid=_source_id(source, SourceKind.VOLUME),
             backup_id=_source_id(source, SourceKind.BACKUP),
         )
-        log.info(
-            "creating volume %s (%s, %d GiB) for %s", volume.id, zone or "default zone", size, request.name
-        )
-        return await self._settle(volume)
 
     async def _volume_type(self, request: NewVolume) -> VolumeType | None:
         """The requested type (checked to exist), and whether it may serve the requested access modes."""

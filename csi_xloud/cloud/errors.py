@@ -6,11 +6,21 @@ from __future__ import annotations
 class CloudError(Exception):
     """An answer from the cloud that is none of the more specific errors below."""
 
-    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        may_still_land: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.request_id = request_id
+        # True when a request that changes something left this host and no answer came back:
+        # the cloud may still act on it later (a timeout or a connection lost mid-request).
+        self.may_still_land = may_still_land
 
     def __str__(self) -> str:
         suffix = f" (request {self.request_id})" if self.request_id else ""

@@ -63,7 +63,9 @@ def error_from_answer(service: str, answer: Answer) -> CloudError:
     message = error_message(answer.body) or f"HTTP {answer.status}"
     kind = _BY_STATUS.get(answer.status)
     if kind is None:
-        kind = Unavailable if answer.status >= 500 and answer.status != 500 else CloudError
+        # Any 5xx leaves the outcome open (a 500 to a create may still have made the volume), so it
+        # is Unavailable: the CO keeps retrying, and the retry finds what the cloud made by name.
+        kind = Unavailable if answer.status >= 500 else CloudError
     if kind is BadRequest and _STATE_ERROR.search(message):
         kind = Conflict
     if kind is QuotaExceeded and not _QUOTA.search(message) and "Request Entity Too Large" in message:

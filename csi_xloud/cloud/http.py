@@ -161,9 +161,13 @@ class ServiceHttp:
             try:
                 response = await self._send(method, path, json, params, microversion, token, headers)
             except httpx.TransportError as exc:
-                retryable = not _tls_failure(exc) and (retry_safe or isinstance(exc, NOT_SENT_ERRORS))
+                not_sent = isinstance(exc, NOT_SENT_ERRORS)
+                retryable = not _tls_failure(exc) and (retry_safe or not_sent)
                 if not retryable or not attempt.retry():
-                    raise Unavailable(f"{self.service} API {method} {path}: {_describe(exc)}") from exc
+                    raise Unavailable(
+                        f"{self.service} API {method} {path}: {_describe(exc)}",
+                        may_still_land=not retry_safe and not not_sent and not _tls_failure(exc),
+                    ) from exc
                 await self._clock.sleep(attempt.delay(self._rng))
                 continue
             answer = _answer(response)
