@@ -181,6 +181,9 @@ class FaultMiddleware:
         rule = self._faults.take(method, path)
         if rule is not None:
             if rule.delay:
+                # Read the request first, then wait: like a slow cloud, the emulator still acts on a
+                # request whose client gave up during the delay.
+                receive = await _buffered(receive)
                 await asyncio.sleep(rule.delay)
             if rule.status is not None:
                 headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
@@ -195,3 +198,20 @@ class FaultMiddleware:
                     FORCED_OUTCOME.reset(token)
                 return
         await self._app(scope, receive, send)
+
+
+async def _buffered(receive: Receive) -> Receive:
+    """Read the whole request body now; the returned receive replays it to the API."""
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        if messages:
+            return messages.pop(0)
+        return await receive()
+
+    return replay

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+import httpx
+import pytest
+
 from tests.emulator.helpers import Api
 
 
@@ -173,3 +176,18 @@ def test_outcome_error_on_attach_rolls_back(api: Api) -> None:
     api.attach(servers["node-a"]["id"], volume["id"])  # the next attach works
     api.detach(servers["node-a"]["id"], volume["id"])
     api.delete_volume(volume["id"])
+
+
+def test_a_delayed_request_is_served_even_when_its_client_gave_up(api: Api) -> None:
+    """Like a slow cloud: the request was read before the delay, so it lands after the client left."""
+    api.emu.set_faults([{"method": "POST", "path": "/volumes$", "delay": 1.0, "count": 1}])
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            api.volume("POST", "/volumes", json={"volume": {"size": 1, "name": "served-late"}}, timeout=0.3)
+        time.sleep(1.5)
+    finally:
+        api.emu.clear_faults()
+    listed = api.volume("GET", "/volumes", params={"name": "served-late"}).json()["volumes"]
+    assert len(listed) == 1
+    api.wait_volume(listed[0]["id"], "available")
+    api.delete_volume(listed[0]["id"])
