@@ -17,7 +17,9 @@ API_TIMEOUT_SECONDS = 1.0
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[FaultCluster]:
-    with installation("csx-faults-", op_seconds=0.05, cloud_extra={"api_timeout": API_TIMEOUT_SECONDS}) as made:
+    with installation(
+        "csx-faults-", op_seconds=0.05, cloud_extra={"api_timeout": API_TIMEOUT_SECONDS}
+    ) as made:
         yield made
 
 
@@ -25,7 +27,9 @@ def cluster() -> Iterator[FaultCluster]:
 async def co(cluster: FaultCluster) -> AsyncIterator[Sidecars]:
     """Sidecars that retry; after the test, no fault rule stays and the cloud holds nothing."""
     assert cluster.emulator is not None
-    async with Sidecars(cluster.controller_socket, cluster.node_handles, RetryPolicy(max_attempts=60)) as sidecars:
+    async with Sidecars(
+        cluster.controller_socket, cluster.node_handles, RetryPolicy(max_attempts=60)
+    ) as sidecars:
         await sidecars.wait_ready()
         try:
             yield sidecars

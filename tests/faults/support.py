@@ -94,7 +94,9 @@ async def census(emulator: EmulatorProcess) -> Census:
     """Count at the emulator, with the admin cloud, across every project."""
     async with admin_client(emulator) as admin:
         storage = admin.storage
-        volumes = await _all(lambda m: storage.list_volumes(limit=500, marker=m, filters={"all_tenants": "1"}))
+        volumes = await _all(
+            lambda m: storage.list_volumes(limit=500, marker=m, filters={"all_tenants": "1"})
+        )
         snapshots = await _all(lambda m: storage.list_snapshots(limit=500, marker=m))
         backups = await _all(lambda m: storage.list_backups(limit=500, marker=m))
         attachments = []
@@ -336,7 +338,10 @@ class Operator:
         response = await self._http.post(
             f"{base}/{kind}/{resource_id}/action",
             json={"os-reset_status": {"status": status}},
-            headers={"X-Auth-Token": await self._admin.auth.token() or "", "OpenStack-API-Version": "volume 3.50"},
+            headers={
+                "X-Auth-Token": await self._admin.auth.token() or "",
+                "OpenStack-API-Version": "volume 3.50",
+            },
         )
         response.raise_for_status()
 

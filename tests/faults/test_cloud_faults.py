@@ -13,8 +13,8 @@ from tests.faults.conftest import API_TIMEOUT_SECONDS
 from tests.faults.lifecycle import GIB, lifecycle
 from tests.faults.support import (
     FaultCluster,
-    census,
     Sidecars,
+    census,
     count,
     is_root,
     member_client,
@@ -162,7 +162,9 @@ async def test_emulator_restarted_while_a_volume_is_created_and_attached(
     assert result.intact
 
 
-async def test_sidecar_gives_up_never_when_faults_outlast_the_client(cluster: FaultCluster, co: Sidecars) -> None:
+async def test_sidecar_gives_up_never_when_faults_outlast_the_client(
+    cluster: FaultCluster, co: Sidecars
+) -> None:
     """A long 503 outage: the controller answers UNAVAILABLE (never INTERNAL), the sidecar keeps going."""
     assert cluster.emulator is not None
     cluster.emulator.set_faults([{"path": ".*", "status": 503, "count": 14}])
