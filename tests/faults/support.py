@@ -32,7 +32,7 @@ from csi_xloud.cluster import Cluster, mounts_below
 from csi_xloud.config import Endpoint
 from csi_xloud.controller import ControllerService
 from csi_xloud.controller_volumes import Timeouts
-from csi_xloud.emulator.process import EmulatorProcess, loop_devices_under
+from csi_xloud.emulator.process import EmulatorProcess, free_port, loop_devices_under
 from csi_xloud.inflight import InFlight
 from csi_xloud.interceptors import CallInterceptor
 from csi_xloud.metrics import Metrics
@@ -157,6 +157,9 @@ class FaultCluster(Cluster):
     token_ttl: float = 3600.0
     cloud_extra: dict[str, Any] = field(default_factory=dict)
     controller_cloud_yaml: Path | None = None
+    # label ("controller", "node-<name>") -> port of its --metrics-address, when serve_metrics is set
+    serve_metrics: bool = False
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +196,17 @@ class FaultCluster(Cluster):
 
     def _controller_flags(self) -> list[str]:
         assert self.controller_cloud_yaml is not None
-        return ["--cloud", MEMBER_CLOUD, "--cloud-config", str(self.controller_cloud_yaml)]
+        flags = ["--cloud", MEMBER_CLOUD, "--cloud-config", str(self.controller_cloud_yaml)]
+        return flags + self._metrics_flags("controller")
+
+    def _node_flags(self, server: dict[str, object], kubelet: Path) -> list[str]:
+        return super()._node_flags(server, kubelet) + self._metrics_flags(f"node-{server['name']}")
+
+    def _metrics_flags(self, label: str) -> list[str]:
+        if not self.serve_metrics:
+            return []
+        self.metrics_ports[label] = free_port()
+        return ["--metrics-address", f"127.0.0.1:{self.metrics_ports[label]}"]
 
     def logs(self) -> dict[str, str]:
         """Every process's log: the drivers' and the emulator's."""
