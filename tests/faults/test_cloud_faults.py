@@ -162,7 +162,7 @@ async def test_emulator_restarted_while_a_volume_is_created_and_attached(
     assert result.intact
 
 
-async def test_sidecar_gives_up_never_when_faults_outlast_the_client(
+async def test_a_long_outage_reaches_the_sidecar_as_unavailable_only(
     cluster: FaultCluster, co: Sidecars
 ) -> None:
     """A long 503 outage: the controller answers UNAVAILABLE (never INTERNAL), the sidecar keeps going."""
@@ -171,3 +171,17 @@ async def test_sidecar_gives_up_never_when_faults_outlast_the_client(
     pv = await co.provision(GIB, mount_capability(), name="pvc-outage")
     assert set(co.retries) <= {"CreateVolume UNAVAILABLE"}, co.retries
     await co.delete(pv)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a 500 answer to POST /volumes becomes INTERNAL (cloud/faults.py maps 500 to CloudError); "
+    "csi-provisioner takes INTERNAL as final and stops tracking the create, so a volume the cloud made "
+    "despite its 500 leaks when the PVC goes; the outcome is unknown, the answer should be UNAVAILABLE",
+)
+async def test_a_500_to_a_create_is_not_a_final_error(cluster: FaultCluster, co: Sidecars) -> None:
+    assert cluster.emulator is not None
+    cluster.emulator.set_faults([{"method": "POST", "path": r"/volumes$", "status": 500, "count": 1}])
+    pv = await co.provision(GIB, mount_capability(), name="pvc-500")
+    await co.delete(pv)
+    assert "CreateVolume INTERNAL" not in co.retries, dict(co.retries)
