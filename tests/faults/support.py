@@ -263,6 +263,9 @@ class Sidecars(Orchestrator):
         self._retry_codes = retry_codes
         self.retries: Counter[str] = Counter()
 
+    async def __aenter__(self) -> Sidecars:
+        return self
+
     async def call(self, name: str, rpc: Callable[..., Awaitable[T]], request: object) -> T:
         delay = self._policy.first_delay_seconds
         for attempt in range(1, self._policy.max_attempts + 1):
@@ -323,7 +326,7 @@ async def controller_on_socket(
     try:
         yield InProcessController(socket, csi_pb2_grpc.ControllerStub(channel), service, metrics)
     finally:
-        await channel.close()
+        await channel.close(None)
         await server.stop(0)
         await service.aclose()
 
