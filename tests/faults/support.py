@@ -310,10 +310,14 @@ class InProcessController:
 
 @contextlib.asynccontextmanager
 async def controller_on_socket(
-    emulator: EmulatorProcess, socket_dir: Path, timeouts: Timeouts = SHORT_TIMEOUTS
+    emulator: EmulatorProcess,
+    socket_dir: Path,
+    timeouts: Timeouts = SHORT_TIMEOUTS,
+    cloud: CloudClient | None = None,
 ) -> AsyncIterator[InProcessController]:
+    """The controller over `cloud` (default: the emulator's member cloud)."""
     metrics = Metrics()
-    service = ControllerService(member_client(emulator), InFlight(), timeouts)
+    service = ControllerService(cloud or member_client(emulator), InFlight(), timeouts)
     socket = socket_dir / "controller.sock"
     server = CsiServer(
         Endpoint("unix", str(socket)),
