@@ -52,19 +52,9 @@ async def load(args: argparse.Namespace) -> LoadReport:
 def scenarios() -> int:
     import pytest
 
-    return int(
-        pytest.main(
-            [
-                str(ROOT / "tests/faults"),
-                "-q",
-                "-rA",
-                "--deselect",
-                "tests/faults/test_load.py",
-                "-p",
-                "no:cacheprovider",
-            ]
-        )
-    )
+    suite = ROOT / "tests/faults"
+    argv = [str(suite), "-q", "-rxXfE", f"--ignore={suite / 'test_load.py'}"]
+    return int(pytest.main(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         sys.stderr.write("benchmarks/faults.py attaches loop devices and mounts: run it as root\n")
         return 2
+    # The driver processes are `python -m csi_xloud`: they find the package from any folder.
+    os.chdir(ROOT)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
     report = asyncio.run(load(args))
     print("== load under failing cloud requests ==")
     print("\n".join(report.lines()))
