@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import yaml
 
 from csi_xloud._proto import csi_pb2_grpc
 from csi_xloud.cloud.client import CloudClient
+from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.cluster import Cluster, mounts_below
 from csi_xloud.config import Endpoint
@@ -226,6 +228,37 @@ def write_controller_clouds(emulator: EmulatorProcess, path: Path, extra: Mappin
     path.touch(mode=0o600)
     path.write_text(text)
     return path
+
+
+def proxied_clouds_yaml(emulator: EmulatorProcess, base: str, folder: Path, api_timeout: float = 1.0) -> Path:
+    """The member cloud with every endpoint through a proxy at base, and a short api_timeout."""
+    entry = dict(yaml.safe_load(emulator.clouds_yaml.read_text())["clouds"][MEMBER_CLOUD])
+    project = entry["auth"]["project_id"]
+    entry["auth"] = {**entry["auth"], "auth_url": f"{base}/identity/v3"}
+    entry.update(
+        block_storage_endpoint_override=f"{base}/volume/v3/{project}",
+        compute_endpoint_override=f"{base}/compute/v2.1",
+        api_timeout=api_timeout,
+    )
+    path = folder / f"proxied-{uuid.uuid4().hex[:8]}.yaml"
+    path.touch(mode=0o600)
+    path.write_text(yaml.safe_dump({"clouds": {MEMBER_CLOUD: entry}}))
+    return path
+
+
+async def remove_everything(emulator: EmulatorProcess) -> None:
+    """What a failing test left: detach, then delete every volume; then the census must be empty."""
+    async with member_client(emulator) as cloud:
+        for server in emulator.servers:
+            for attachment in await cloud.compute.list_attachments(str(server["id"])):
+                await cloud.compute.detach_volume(str(server["id"]), attachment.volume_id)
+        for volume in (await cloud.storage.list_volumes()).items:
+            await cloud.storage.wait_for_volume(
+                volume.id, VolumeStatus.AVAILABLE, timeout_seconds=20, done=lambda v: not v.attachments
+            )
+            await cloud.storage.delete_volume(volume.id)
+    left = await settled_census(emulator)
+    assert left.total == 0, f"could not empty the cloud: {left}"
 
 
 def loop_devices_below(root: Path) -> list[str]:

@@ -11,17 +11,22 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from csi_xloud.cloud.client import CloudClient
-from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.emulator.process import EmulatorProcess
 from csi_xloud.metrics import Metrics
 from csi_xloud.orchestrator import RetryPolicy, mount_capability
 from tests.faults.lateproxy import LateProxy, LateRule, late_proxy
 from tests.faults.lifecycle import GIB
-from tests.faults.support import MEMBER_CLOUD, Sidecars, controller_on_socket, member_client, settled_census
+from tests.faults.support import (
+    MEMBER_CLOUD,
+    Sidecars,
+    controller_on_socket,
+    member_client,
+    proxied_clouds_yaml,
+    remove_everything,
+)
 
 LATE_SECONDS = 2.5
 
@@ -32,48 +37,18 @@ def cloud_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorP
         yield emulator
 
 
-def proxied_settings(emulator: EmulatorProcess, base: str, folder: Path) -> Path:
-    """The member cloud with every endpoint through the proxy and a 1 s api_timeout."""
-    entry = dict(yaml.safe_load(emulator.clouds_yaml.read_text())["clouds"][MEMBER_CLOUD])
-    project = entry["auth"]["project_id"]
-    entry["auth"] = {**entry["auth"], "auth_url": f"{base}/identity/v3"}
-    entry.update(
-        block_storage_endpoint_override=f"{base}/volume/v3/{project}",
-        compute_endpoint_override=f"{base}/compute/v2.1",
-        api_timeout=1,
-    )
-    path = folder / "proxied-clouds.yaml"
-    path.touch(mode=0o600)
-    path.write_text(yaml.safe_dump({"clouds": {MEMBER_CLOUD: entry}}))
-    return path
-
-
 @pytest.fixture
 async def behind_proxy(
     cloud_behind: EmulatorProcess, short_tmp: Path
 ) -> AsyncIterator[tuple[Sidecars, LateProxy]]:
     async with late_proxy(cloud_behind.url) as (proxy, base):
-        settings = load_cloud_settings(MEMBER_CLOUD, proxied_settings(cloud_behind, base, short_tmp), {})
+        settings = load_cloud_settings(MEMBER_CLOUD, proxied_clouds_yaml(cloud_behind, base, short_tmp), {})
         async with (
             controller_on_socket(cloud_behind, short_tmp, cloud=CloudClient(settings, Metrics())) as ctl,
             Sidecars(ctl.socket, {}, RetryPolicy(max_attempts=30)) as co,
         ):
             yield co, proxy
     await remove_everything(cloud_behind)
-
-
-async def remove_everything(emulator: EmulatorProcess) -> None:
-    """What a failing test left: detach, then delete every volume; then the census must be empty."""
-    async with member_client(emulator) as cloud:
-        for server in emulator.servers:
-            for attachment in await cloud.compute.list_attachments(str(server["id"])):
-                await cloud.compute.detach_volume(str(server["id"]), attachment.volume_id)
-        for volume in (await cloud.storage.list_volumes()).items:
-            await cloud.storage.wait_for_volume(
-                volume.id, VolumeStatus.AVAILABLE, timeout_seconds=20, done=lambda v: not v.attachments
-            )
-            await cloud.storage.delete_volume(volume.id)
-    assert (await settled_census(emulator)).total == 0
 
 
 @pytest.mark.xfail(
