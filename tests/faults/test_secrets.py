@@ -422,3 +422,22 @@ def test_a_private_credentials_file_gives_no_warning(tls_cloud: tuple[EmulatorPr
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert "starting in controller mode" in log
     assert not [line for line in log.splitlines() if "WARNING" in line and str(config) in line]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="CloudSettings.tls_verify hands httpx the CA bundle as a path string (verify=<str>), which httpx "
+    "deprecates and will drop; the client should pass ssl.create_default_context(cafile=...) instead",
+)
+async def test_the_ca_bundle_is_given_to_httpx_as_an_ssl_context(
+    tls_cloud: tuple[EmulatorProcess, Path],
+) -> None:
+    import warnings
+
+    emulator, folder = tls_cloud
+    ca, _, _ = make_pki(folder)
+    settings = load_cloud_settings(MEMBER_CLOUD, tls_clouds_yaml(emulator, folder, 1, cacert=str(ca)), {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        client = CloudClient(settings, Metrics())
+    await client.aclose()
