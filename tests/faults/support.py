@@ -321,7 +321,7 @@ class Sidecars(Orchestrator):
 # -- an in-process controller with short timeouts ------------------------------------------------
 
 SHORT_TIMEOUTS = Timeouts(
-    create_seconds=2.0,
+    create_seconds=3.0,
     delete_seconds=10.0,
     attach_seconds=10.0,
     detach_seconds=10.0,

@@ -29,7 +29,7 @@ from tests.faults.support import (
     wait_for_request,
 )
 
-OP_SECONDS = 1.0
+OP_SECONDS = 2.0  # the margin an operator's reset has to land while the controller waits
 CREATE_VOLUME = "POST /volume/v3/{id}/volumes"
 CREATE_SNAPSHOT = "POST /volume/v3/{id}/snapshots"
 
