@@ -105,17 +105,18 @@ class Attacher:
         except cloud.NotFound:
             return
         nodes = [node_id] if node_id else list(volume.attached_server_ids)
-        for node in nodes:
-            await self._detach(volume.id, node)
-        if nodes:
-            await self._wait_detached(volume.id, frozenset(nodes))
+        detaching = frozenset([node for node in nodes if await self._detach(volume.id, node)])
+        if detaching:
+            await self._wait_detached(volume.id, detaching)
 
-    async def _detach(self, volume_id: str, node_id: str) -> None:
+    async def _detach(self, volume_id: str, node_id: str) -> bool:
+        """Start detaching; False when there is nothing to wait for (not attached there, no such server)."""
         try:
             await self._compute.detach_volume(node_id, volume_id)
         except cloud.NotFound:
-            return  # not attached there, or the server is gone
+            return False
         log.info("detaching volume %s from node %s", volume_id, node_id)
+        return True
 
     async def _wait_detached(self, volume_id: str, nodes: frozenset[str]) -> None:
         try:

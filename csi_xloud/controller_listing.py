@@ -4,6 +4,10 @@ ListVolumes' token is the Storage marker itself (the last volume id of the page 
 ListSnapshots walks snapshots, then backups; its token says which and from which marker
 (controller_ids.SnapshotToken). A token the cloud does not know (its marker was deleted,
 or it was never ours) is answered ABORTED, and the CO lists again from the start.
+
+Snapshots and backups still `creating` are listed with ready_to_use=false: the Storage API
+fixes their point in time when it accepts the request, so they are cut; failed ones and
+ones being deleted are left out.
 """
 
 from __future__ import annotations

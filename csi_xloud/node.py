@@ -17,11 +17,11 @@ from pathlib import Path
 
 from csi_xloud import TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
+from csi_xloud.clock import SystemClock
 from csi_xloud.config import DriverConfig
 from csi_xloud.errors import FailedPrecondition, InvalidArgument, NotFound
 from csi_xloud.grpc_types import Context
 from csi_xloud.inflight import InFlight
-from csi_xloud.osutil.clock import SystemClock
 from csi_xloud.osutil.devices import DeviceFinder
 from csi_xloud.osutil.errors import DeviceHasData, MountConflict
 from csi_xloud.osutil.filesystem import FILESYSTEMS, Filesystems, FsKind, fs_kind

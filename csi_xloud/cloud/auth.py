@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from csi_xloud.cloud.clock import Clock
+from csi_xloud.clock import Clock
 from csi_xloud.cloud.errors import BadRequest, CloudError, Forbidden, NotFound, Unauthorized
 from csi_xloud.cloud.http import Answer, ServiceHttp
 from csi_xloud.cloud.models import parse_time
@@ -70,7 +70,7 @@ class Authenticator:
         if override is not None:
             return override
         if service == "identity" and self._settings.auth_url:
-            return _identity_url(self._settings.auth_url)
+            return identity_url(self._settings.auth_url)
         if self._settings.auth_type is AuthType.NONE:
             raise CloudError(f"no endpoint for the {service} service: auth type none needs an override")
         await self.token()
@@ -172,7 +172,7 @@ def _project_id(body: Mapping[str, Any]) -> str | None:
     return str(project["id"]) if isinstance(project, Mapping) and project.get("id") else None
 
 
-def _identity_url(auth_url: str) -> str:
+def identity_url(auth_url: str) -> str:
     url = auth_url.rstrip("/")
     return url if url.endswith("/v3") else f"{url}/v3"
 

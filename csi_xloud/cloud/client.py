@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import httpx
 
-from csi_xloud.cloud.auth import Authenticator, _identity_url
-from csi_xloud.cloud.clock import Clock, SystemClock
+from csi_xloud.clock import Clock, SystemClock
+from csi_xloud.cloud.auth import Authenticator, identity_url
 from csi_xloud.cloud.compute import ComputeApi
 from csi_xloud.cloud.errors import CloudError
 from csi_xloud.cloud.http import ServiceHttp
@@ -36,11 +36,11 @@ class CloudClient:
         self._clock = clock or SystemClock()
         tuning = settings.tuning
         self._client = httpx.AsyncClient(
-            verify=settings.tls_verify, timeout=tuning.httpx_timeout(), limits=tuning.httpx_limits(),
+            verify=settings.tls_verify(), timeout=tuning.httpx_timeout(), limits=tuning.httpx_limits(),
             transport=transport, follow_redirects=False,
         )
-        identity_url = _identity_url(settings.auth_url) if settings.auth_url else None
-        self._identity = self._service("identity", None, identity_url, metrics, rng)
+        identity = identity_url(settings.auth_url) if settings.auth_url else None
+        self._identity = self._service("identity", None, identity, metrics, rng)
         self.auth = Authenticator(settings, self._identity, self._clock)
         self.waiter = Waiter(self._clock, backoff, rng)
         self.storage = StorageApi(self._service("volume", self.auth, None, metrics, rng), self.waiter)

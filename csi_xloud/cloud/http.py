@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from csi_xloud.cloud.clock import Clock
+from csi_xloud.clock import Clock
 from csi_xloud.cloud.errors import CloudError, Unavailable
 from csi_xloud.cloud.faults import error_from_answer, is_rate_limit
 from csi_xloud.cloud.models import ApiVersion
@@ -39,8 +40,10 @@ class HttpTuning:
     retry_max_seconds: float = 8.0
     rate_limit_retries: int = 6
     max_retry_after_seconds: float = 60.0
-    requests_per_second: float = 20.0
-    burst: int = 20
+    # 50 volumes created at once against the emulator (1 s operations): at 50 requests/s each is
+    # available after a median 1.6 s with 3 requests per volume; unlimited, 1.3 s with 8; at 20/s, 2.8 s.
+    requests_per_second: float = 50.0
+    burst: int = 50
 
     def __post_init__(self) -> None:
         if self.timeout_seconds <= 0 or self.connect_timeout_seconds <= 0:
@@ -158,7 +161,8 @@ class ServiceHttp:
             try:
                 response = await self._send(method, path, json, params, microversion, token, headers)
             except httpx.TransportError as exc:
-                if not (retry_safe or isinstance(exc, NOT_SENT_ERRORS)) or not attempt.retry():
+                retryable = not _tls_failure(exc) and (retry_safe or isinstance(exc, NOT_SENT_ERRORS))
+                if not retryable or not attempt.retry():
                     raise Unavailable(f"{self.service} API {method} {path}: {_describe(exc)}") from exc
                 await self._clock.sleep(attempt.delay(self._rng))
                 continue
@@ -308,6 +312,16 @@ def _answer(response: httpx.Response) -> Answer:
             body = parsed
     request_id = response.headers.get("x-openstack-request-id")
     return Answer(response.status_code, body, response.headers, request_id)
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """A certificate or handshake failure: retrying cannot help."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _describe(exc: httpx.TransportError) -> str:

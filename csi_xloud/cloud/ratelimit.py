@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from csi_xloud.cloud.clock import Clock
+from csi_xloud.clock import Clock
 
 
 class TokenBucket:

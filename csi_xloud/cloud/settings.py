@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -89,12 +91,11 @@ class CloudSettings:
         """The token bucket rate of one service."""
         return self.service_rates.get(service, self.tuning.requests_per_second)
 
-    @property
-    def tls_verify(self) -> bool | str:
-        """httpx's `verify`: False, the CA bundle path, or True for the system store."""
+    def tls_verify(self) -> bool | ssl.SSLContext:
+        """httpx's `verify`: False, a context trusting the CA bundle, or True for the default store."""
         if not self.verify:
             return False
-        return str(self.cacert) if self.cacert is not None else True
+        return ssl.create_default_context(cafile=str(self.cacert)) if self.cacert is not None else True
 
 
 class _Source:
@@ -159,6 +160,7 @@ def _env_has_auth(env: Mapping[str, str]) -> bool:
 
 
 def _read_clouds(path: Path) -> Mapping[str, Any]:
+    _refuse_world_readable(path)
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -167,6 +169,23 @@ def _read_clouds(path: Path) -> Mapping[str, Any]:
     if not isinstance(clouds, Mapping):
         raise ConfigError(f"--cloud-config: {path} has no 'clouds' mapping")
     return clouds
+
+
+def _refuse_world_readable(path: Path) -> None:
+    """A clouds.yaml holds passwords: refuse one that every user of the host may read.
+
+    An error, not a warning: a warning scrolls past while the secret stays exposed. Mount the
+    Secret with defaultMode 0400 or 0440 (the chart does), or chmod the file to 0600.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"--cloud-config: cannot read {path}: {type(exc).__name__}") from exc
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        raise ConfigError(
+            f"--cloud-config: {path} is readable or writable by every user (mode {stat.S_IMODE(mode):04o}); "
+            "it holds credentials: chmod it to 0600, or mount the Secret with defaultMode 0400"
+        )
 
 
 def _yaml_source(name: str, path: Path) -> _Source:
@@ -291,6 +310,10 @@ def _cacert(src: _Source) -> Path | None:
     path = Path(raw)
     if not path.is_file():
         raise ConfigError(f"{src.name('cacert')}: {raw} is not a readable file")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError):
+        raise ConfigError(f"{src.name('cacert')}: {raw} holds no usable CA certificate") from None
     return path
 
 

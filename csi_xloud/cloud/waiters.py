@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from csi_xloud.cloud.clock import Clock
+from csi_xloud.clock import Clock
 from csi_xloud.cloud.errors import CloudError, NotFound, WaitTimeout
 
 R = TypeVar("R")

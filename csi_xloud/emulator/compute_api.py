@@ -40,6 +40,7 @@ class ComputeApi:
         t.add("POST", "servers/(?P<id>[^/]+)/os-volume_attachments", self.attach)
         t.add("GET", "servers/(?P<id>[^/]+)/os-volume_attachments/(?P<vol>[^/]+)", self.show_attachment)
         t.add("DELETE", "servers/(?P<id>[^/]+)/os-volume_attachments/(?P<vol>[^/]+)", self.detach)
+        t.add("PUT", "servers/(?P<id>[^/]+)/os-volume_attachments/(?P<vol>[^/]+)", self.update_attachment)
 
     @staticmethod
     def _headers(version: str) -> dict[str, str]:
@@ -70,7 +71,7 @@ class ComputeApi:
             if not path.startswith("v2.1/"):
                 raise not_found()
             caller = authenticate(request, self._store, self._config)
-            mv = negotiate(request, "compute", MIN_VERSION, MAX_VERSION, "x-openstack-nova-api-version")
+            mv = negotiate(request, "compute", MIN_VERSION, MAX_VERSION, "x-openstack-nova-api-version", foreign_ok=True)
             found = self._table.match(request.method, path.removeprefix("v2.1/").rstrip("/"))
             if found is None:
                 raise not_found()
@@ -101,7 +102,7 @@ class ComputeApi:
             {"rel": "bookmark", "href": f"{base}/compute/servers/{server.id}"},
         ]
 
-    def server_view(self, server: Server, project_id: str) -> dict[str, Any]:
+    def server_view(self, server: Server, project_id: str, is_admin: bool = False) -> dict[str, Any]:
         """The server body (the fields a volume driver looks at, and Nova's usual set)."""
         host_id = hashlib.sha224(f"{project_id}{server.name}".encode()).hexdigest()
         attached = [a for a in self._store.all(Attachment) if a.server_id == server.id]
@@ -143,6 +144,28 @@ class ComputeApi:
             "locked": False,
             "description": None,
             "tags": [],
+            "OS-SRV-USG:launched_at": server.created_at,
+            "OS-SRV-USG:terminated_at": None,
+            "trusted_image_certificates": None,
+            "server_groups": [],
+            "locked_reason": None,
+            **(self._admin_fields(server) if is_admin else {}),
+        }
+
+    @staticmethod
+    def _admin_fields(server: Server) -> dict[str, Any]:
+        return {
+            "OS-EXT-SRV-ATTR:host": server.name,
+            "OS-EXT-SRV-ATTR:instance_name": f"instance-{server.id[:8]}",
+            "OS-EXT-SRV-ATTR:hypervisor_hostname": server.name,
+            "OS-EXT-SRV-ATTR:hostname": server.name,
+            "OS-EXT-SRV-ATTR:kernel_id": "",
+            "OS-EXT-SRV-ATTR:launch_index": 0,
+            "OS-EXT-SRV-ATTR:ramdisk_id": "",
+            "OS-EXT-SRV-ATTR:reservation_id": f"r-{server.id[:8]}",
+            "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
+            "OS-EXT-SRV-ATTR:user_data": None,
+            "host_status": "UP",
         }
 
     async def list_servers(self, call: Call) -> Response:
@@ -155,12 +178,12 @@ class ComputeApi:
     async def list_detail(self, call: Call) -> Response:
         """GET /servers/detail."""
         return JSONResponse(
-            {"servers": [self.server_view(s, call.project_id) for s in self._store.all(Server)]}
+            {"servers": [self.server_view(s, call.project_id, call.caller.is_admin) for s in self._store.all(Server)]}
         )
 
     async def show_server(self, call: Call) -> Response:
         """GET /servers/{id}."""
-        return JSONResponse({"server": self.server_view(self._server(call.params["id"]), call.project_id)})
+        return JSONResponse({"server": self.server_view(self._server(call.params["id"]), call.project_id, call.caller.is_admin)})
 
     # -- attachments ------------------------------------------------------------------------------
 
@@ -308,6 +331,30 @@ class ComputeApi:
             if f"/dev/vd{letter}" not in used:
                 return f"/dev/vd{letter}"
         raise ApiError(403, {"forbidden": {"code": 403, "message": "Maximum number of volumes reached."}})
+
+    async def update_attachment(self, call: Call) -> Response:
+        """PUT /servers/{id}/os-volume_attachments/{volume_id}: delete_on_termination (2.85); no swap."""
+        body = await json_body(call.request)
+        req = body.get("volumeAttachment") if isinstance(body, dict) else None
+        if not isinstance(req, dict) or "volumeId" not in req:
+            raise invalid_input("volumeAttachment", req, "'volumeId' is a required property")
+        server = self._server(call.params["id"])
+        att = self._attached(server, call.params["vol"])
+        if req["volumeId"] != att.volume_id:
+            raise bad_request("Swapping volumes is not supported by this cloud.")
+        allowed = {"volumeId", "device", "tag", "id", "serverId", "delete_on_termination"}
+        if "delete_on_termination" in req and not call.mv.at_least("2.85"):
+            allowed.discard("delete_on_termination")
+        extra = [k for k in req if k not in allowed]
+        if extra:
+            raise invalid_input(
+                "volumeAttachment", req, f"Additional properties are not allowed ({extra[0]!r} was unexpected)"
+            )
+        if "delete_on_termination" in req:
+            if not isinstance(req["delete_on_termination"], bool):
+                raise invalid_input("delete_on_termination", req["delete_on_termination"], "is not of type 'boolean'")
+            self._store.put(_replace_attachment(att, delete_on_termination=req["delete_on_termination"]))
+        return Response(status_code=202)
 
     async def detach(self, call: Call) -> Response:
         """DELETE /servers/{id}/os-volume_attachments/{volume_id}: 202; the volume goes detaching -> available."""

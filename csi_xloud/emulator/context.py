@@ -86,9 +86,12 @@ class Microversion:
 
 
 def negotiate(
-    request: Request, service: str, minimum: str, maximum: str, legacy_header: str = ""
+    request: Request, service: str, minimum: str, maximum: str, legacy_header: str = "", foreign_ok: bool = False
 ) -> Microversion:
-    """Parse OpenStack-API-Version for service; Cinder's and Nova's 400/406 answers for bad ones."""
+    """Parse OpenStack-API-Version for service; Cinder's and Nova's 400/406 answers for bad ones.
+
+    Cinder refuses a header naming only another service; Nova (foreign_ok) ignores it.
+    """
     raw = request.headers.get("openstack-api-version")
     value: str | None = None
     if raw is not None:
@@ -96,9 +99,9 @@ def negotiate(
             words = part.strip().split()
             if len(words) == 2 and words[0].lower() == service:
                 value = words[1]
-        if value is None:
+        if value is None and not foreign_ok:
             raise bad_request()
-    elif legacy_header and legacy_header in request.headers:
+    if value is None and legacy_header and legacy_header in request.headers:
         value = request.headers[legacy_header].strip()
     if value is None:
         return _parse(minimum)

@@ -78,6 +78,8 @@ class IdentityApi:
             Route("/identity/v3/auth/tokens", self.revoke, methods=["DELETE"]),
             Route("/identity/v3/auth/catalog", self.catalog_route, methods=["GET"]),
             Route("/identity/v3/auth/projects", self.projects, methods=["GET"]),
+            Route("/identity/v3/auth/domains", self.domains, methods=["GET"]),
+            Route("/identity/v3/auth/system", self.system, methods=["GET"]),
         ]
 
     def _version_doc(self) -> dict[str, Any]:
@@ -124,9 +126,9 @@ class IdentityApi:
     def _authenticate(self, identity: dict[str, Any], methods: list[str], scope: Any) -> Token:
         for method in methods:
             if method not in ("password", "application_credential", "token"):
-                raise keystone_error(
-                    401, "Unauthorized", "Attempted to authenticate with an unsupported method."
-                )
+                err = keystone_error(401, "Unauthorized", "Attempted to authenticate with an unsupported method.")
+                err.body["error"]["identity"] = {"methods": ["password", "token", "application_credential"]}
+                raise err
             if not isinstance(identity.get(method), dict):
                 raise bad_input(f"Expecting to find {method} in identity. {_MALFORMED_TAIL}")
         if "token" in methods:
@@ -198,11 +200,13 @@ class IdentityApi:
 
     def _by_app_credential(self, raw: dict[str, Any], scope: Any) -> Token:
         if scope is not None:
-            raise keystone_error(
+            err = keystone_error(
                 401,
                 "Unauthorized",
                 "Error authenticating with application credential: Application credentials cannot request a scope.",
             )
+            err.body["error"]["identity"] = {}
+            raise err
         creds = self._store.all(AppCredential)
         if "id" in raw:
             cred = next((c for c in creds if c.id == raw["id"]), None)
@@ -272,7 +276,7 @@ class IdentityApi:
     async def catalog_route(self, request: Request) -> Response:
         """GET /auth/catalog."""
         self._caller(request)
-        links = {"self": f"{self._config.identity_url}/auth/catalog", "previous": None, "next": None}
+        links = {"self": f"{self._config.identity_url}/auth/catalog"}
         return JSONResponse({"catalog": self.catalog(), "links": links}, headers={"Vary": "X-Auth-Token"})
 
     async def projects(self, request: Request) -> Response:
@@ -280,6 +284,25 @@ class IdentityApi:
         self._caller(request)
         links = {"self": f"{self._config.identity_url}/auth/projects", "previous": None, "next": None}
         return JSONResponse({"projects": [self._project_view(with_links=True)], "links": links})
+
+    async def domains(self, request: Request) -> Response:
+        """GET /auth/domains: the domain, for users with a role on it (the admin)."""
+        caller = self._caller(request)
+        domains = []
+        if caller.is_admin:
+            domains.append({
+                "id": self._config.domain_id, "name": self._config.domain_name, "description": "The default domain",
+                "enabled": True, "tags": [], "options": {},
+                "links": {"self": f"{self._config.identity_url}/domains/{self._config.domain_id}"},
+            })
+        links = {"self": f"{self._config.identity_url}/auth/domains", "previous": None, "next": None}
+        return JSONResponse({"domains": domains, "links": links})
+
+    async def system(self, request: Request) -> Response:
+        """GET /auth/system: system scope is offered to the admin."""
+        caller = self._caller(request)
+        links = {"self": f"{self._config.identity_url}/auth/system"}
+        return JSONResponse({"system": [{"all": True}] if caller.is_admin else [], "links": links})
 
     def _project_view(self, with_links: bool = False) -> dict[str, Any]:
         if not with_links:

@@ -95,7 +95,7 @@ class StorageApi:
         if first not in COLLECTIONS:
             if not PROJECT_ID.match(first):
                 return JSONResponse(_WEBOB_404, status_code=404, headers=self._headers(str(mv)))
-            if first != caller.project_id and not caller.is_admin:
+            if first != caller.project_id:
                 raise bad_request("Malformed request url")
             project_id = first
             rest = tail

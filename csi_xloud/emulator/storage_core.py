@@ -186,7 +186,7 @@ class StorageCore:
         if limit < 0:
             raise bad_request("limit param must be positive")
         page = items[:limit]
-        if len(page) < limit or not page or len(items) == limit:
+        if not page or len(page) < limit:
             return page, None
         params = [(k, v) for k, v in call.query.multi_items() if k != "marker"]
         query = urllib.parse.urlencode([*params, ("marker", page[-1].id)])

@@ -112,7 +112,8 @@ class SnapshotRoutes:
 
     def _list(self, call: Call, detail: bool) -> Response:
         page, links = self._core.page(call, self._listed(call), "snapshots", "Snapshot")
-        body: dict[str, Any] = {"snapshots": [self._core.views.snapshot(s, call.mv, call.caller, detail) for s in page]}
+        views = [self._core.views.snapshot(s, call.mv, call.caller, detail, detail) for s in page]
+        body: dict[str, Any] = {"snapshots": views}
         if links:
             body["snapshots_links"] = links
         return self._core.ok(body)
@@ -140,7 +141,7 @@ class SnapshotRoutes:
                 changes[field] = check_name(field, req.get(field, req.get(alias)))
         snap = dataclasses.replace(snap, updated_at=now(), **changes)
         self._store.put(snap)
-        return self._core.ok({"snapshot": self._core.views.snapshot(snap, call.mv, call.caller)})
+        return self._core.ok({"snapshot": self._core.views.snapshot(snap, call.mv, call.caller, False)})
 
     async def delete(self, call: Call) -> Response:
         """DELETE /snapshots/{id}."""
@@ -366,7 +367,8 @@ class TypeRoutes:
         """GET /types/default (3.62)."""
         if not call.mv.at_least("3.62"):
             return await self.show(dataclasses.replace(call, params={"id": "default"}))
-        return self._core.ok({"volume_type": self._view(call, self._core.default_type())})
+        view = self._core.views.volume_type(self._core.default_type(), call.mv, call.caller, access=False)
+        return self._core.ok({"volume_type": view})
 
     async def show(self, call: Call) -> Response:
         """GET /types/{id}."""

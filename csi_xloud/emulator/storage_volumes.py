@@ -358,7 +358,7 @@ class VolumeRoutes:
             )
         vol = dataclasses.replace(vol, updated_at=now(), **changes)
         self._store.put(vol)
-        return self._core.ok({"volume": self._core.volume_body(call, vol)})
+        return self._core.ok({"volume": self._core.volume_body(call, vol, admin_attrs=False)})
 
     async def delete(self, call: Call) -> Response:
         """DELETE /volumes/{id}[?cascade=true]."""

@@ -103,9 +103,9 @@ class StorageViews:
         }
 
     def snapshot(
-        self, snap: Snapshot, mv: Microversion, caller: Caller, extended: bool = True
+        self, snap: Snapshot, mv: Microversion, caller: Caller, extended: bool = True, versioned: bool = True
     ) -> dict[str, Any]:
-        """The snapshot body."""
+        """The snapshot body; list entries carry neither versioned nor extended fields."""
         view: dict[str, Any] = {
             "id": snap.id,
             "created_at": snap.created_at,
@@ -117,11 +117,11 @@ class StorageViews:
             "size": snap.size,
             "metadata": dict(snap.metadata),
         }
-        if mv.at_least("3.14"):
+        if versioned and mv.at_least("3.14"):
             view["group_snapshot_id"] = None
-        if mv.at_least("3.41"):
+        if versioned and mv.at_least("3.41"):
             view["user_id"] = snap.user_id
-        if mv.at_least("3.65"):
+        if versioned and mv.at_least("3.65"):
             view["consumes_quota"] = True
         if extended:
             view["os-extended-snapshot-attributes:project_id"] = snap.project_id
@@ -168,7 +168,7 @@ class StorageViews:
         return view
 
     @staticmethod
-    def volume_type(vtype: VolumeType, mv: Microversion, caller: Caller) -> dict[str, Any]:
+    def volume_type(vtype: VolumeType, mv: Microversion, caller: Caller, access: bool = True) -> dict[str, Any]:
         """The volume type body; backend names are admin-only."""
         specs = dict(vtype.extra_specs)
         if not caller.is_admin:
@@ -182,7 +182,8 @@ class StorageViews:
         }
         if caller.is_admin:
             view["qos_specs_id"] = vtype.qos_specs_id
-            view["os-volume-type-access:is_public"] = vtype.is_public
+            if access:
+                view["os-volume-type-access:is_public"] = vtype.is_public
         return view
 
 

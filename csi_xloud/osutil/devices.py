@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from csi_xloud.osutil.clock import Clock
+from csi_xloud.clock import Clock
 from csi_xloud.osutil.errors import DeviceNotFound, DeviceTooSmall, PathNotAllowed
 from csi_xloud.osutil.runner import Runner
 from csi_xloud.osutil.stats import Stats, block_rdev

@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 # Errors with which the kernel answers for a mount whose server or daemon is gone.
 BROKEN_MOUNT_ERRNOS = frozenset({errno.ENOTCONN, errno.ESTALE, errno.EIO, errno.EHOSTDOWN})
 _OPTION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=:/+@-]*$")
+# SELinux context options as the kubelet passes them for CSIDriver.seLinuxMount, e.g.
+# context="system_u:object_r:container_file_t:s0:c98,c99" (quoted because the label holds a comma).
+_SELINUX_OPTION = re.compile(r'^(context|fscontext|defcontext|rootcontext)="[A-Za-z0-9_.:,-]+"$')
+_COMMA_OUTSIDE_QUOTES = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)')
 # Options that would turn a mount into another operation or expose other parts of the host.
 _FORBIDDEN_OPTIONS = frozenset({"bind", "rbind", "move", "remount", "x-mount.mkdir"})
 _MAX_STACKED_UNMOUNTS = 8
@@ -88,7 +92,12 @@ def check_mount_options(options: Iterable[str]) -> list[str]:
     """Split and check mount flags from a request: plain option words only, no bind/move/remount."""
     checked = []
     for option in options:
-        for word in option.split(","):
+        if option.count('"') % 2:
+            raise BadMountOption(f"mount option {option!r} has an unbalanced quote")
+        for word in _COMMA_OUTSIDE_QUOTES.split(option):
+            if _SELINUX_OPTION.match(word):
+                checked.append(word)
+                continue
             if not _OPTION.match(word):
                 raise BadMountOption(f"mount option {word!r} is not allowed")
             if word.split("=", 1)[0] in _FORBIDDEN_OPTIONS:

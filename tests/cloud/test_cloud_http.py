@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from csi_xloud.cloud.auth import auth_body
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.errors import (
     BadRequest,
@@ -27,6 +28,7 @@ from csi_xloud.cloud.errors import (
 from csi_xloud.cloud.http import HttpTuning, retry_after_seconds, version_root
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import COMPUTE, STORAGE, AuthType, CloudSettings
+from csi_xloud.emulator.process import free_port
 from csi_xloud.metrics import Metrics
 from csi_xloud.requestid import REQUEST_ID
 from tests.cloud.fakes import FakeClock, Script, json_response
@@ -540,3 +542,68 @@ async def test_volume_error_carries_the_clouds_user_message(make: Any) -> None:
     sent = script.requests[-1]
     assert sent.url.params["resource_uuid"] == "v1"
     assert sent.headers["OpenStack-API-Version"] == "volume 3.3"
+
+
+def test_password_auth_bodies_match_keystone() -> None:
+    by_name = auth_body(password())
+    assert by_name == {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": "demo", "domain": {"id": "default"}, "password": "pw-very-secret"}
+                },
+            },
+            "scope": {"project": {"name": "demo", "domain": {"id": "default"}}},
+        }
+    }
+    by_id = auth_body(
+        CloudSettings(
+            auth_type=AuthType.PASSWORD, user_id="u1", password="p", project_id="p1", project_name="ignored"
+        )
+    )
+    assert by_id["auth"]["identity"]["password"]["user"] == {"id": "u1", "password": "p"}
+    assert by_id["auth"]["scope"] == {"project": {"id": "p1"}}
+    by_credential_name = auth_body(
+        CloudSettings(
+            auth_type=AuthType.APPLICATION_CREDENTIAL,
+            application_credential_name="ci",
+            application_credential_secret="s",
+            username="demo",
+            user_domain_name="Default",
+        )
+    )
+    assert by_credential_name["auth"]["identity"]["application_credential"] == {
+        "secret": "s",
+        "name": "ci",
+        "user": {"name": "demo", "domain": {"name": "Default"}},
+    }
+
+
+async def test_unreachable_cloud_makes_readiness_say_why() -> None:
+    port = free_port()  # nothing listens there
+    settings = CloudSettings(
+        auth_type=AuthType.NONE,
+        project_id="p1",
+        endpoint_overrides={
+            STORAGE: f"http://127.0.0.1:{port}/volume/v3/p1",
+            COMPUTE: f"http://127.0.0.1:{port}/c",
+        },
+    )
+    clock = FakeClock()
+    metrics = Metrics()
+    async with CloudClient(settings, metrics, clock=clock, rng=random.Random(1)) as client:
+        reason = await client.readiness()
+    assert (
+        reason is not None
+        and reason.startswith("cloud not ready: volume API GET")
+        and "ConnectError" in reason
+    )
+    # Connection refused means the request never left: retried with growing, jittered pauses.
+    assert len(clock.sleeps) == HttpTuning().retries
+    assert (
+        metrics.registry.get_sample_value(
+            "csi_xloud_cloud_requests_total", {"service": "volume", "method": "GET", "status": "error"}
+        )
+        == HttpTuning().retries + 1
+    )

@@ -24,6 +24,7 @@ PASSWORD_ENV = {
 
 def write_clouds(path: Path, clouds: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump({"clouds": clouds}), encoding="utf-8")
+    path.chmod(0o600)
     return path
 
 
@@ -52,7 +53,7 @@ def test_password_from_environment() -> None:
     assert settings.auth_type is AuthType.PASSWORD
     assert settings.username == "demo" and settings.project_name == "demo"
     assert settings.region_name == "RegionOne" and settings.interface == "public"
-    assert settings.verify is True and settings.tls_verify is True
+    assert settings.verify is True and settings.tls_verify() is True
 
 
 def test_secrets_stay_out_of_repr() -> None:
@@ -143,11 +144,13 @@ def test_none_auth_with_overrides() -> None:
 
 def test_tls_settings(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
-    assert load_env({**PASSWORD_ENV, "OS_CACERT": str(bundle)}).tls_verify == str(bundle)
-    assert load_env({**PASSWORD_ENV, "OS_INSECURE": "true"}).tls_verify is False
+    bundle.write_text("not a certificate\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"OS_CACERT: .* holds no usable CA certificate"):
+        load_env({**PASSWORD_ENV, "OS_CACERT": str(bundle)})
+    assert load_env({**PASSWORD_ENV, "OS_INSECURE": "true"}).tls_verify() is False
+    assert load_env({**PASSWORD_ENV, "OS_INSECURE": "false"}).verify is True
     path = write_clouds(tmp_path / "clouds.yaml", {"c": password_cloud(verify=False)})
-    assert load_cloud_settings("c", path, {}, search_paths=[]).tls_verify is False
+    assert load_cloud_settings("c", path, {}, search_paths=[]).tls_verify() is False
 
 
 def test_tuning_keys() -> None:
@@ -282,6 +285,7 @@ def test_cloud_named_but_no_clouds_yaml_anywhere() -> None:
 def test_malformed_yaml(tmp_path: Path) -> None:
     path = tmp_path / "clouds.yaml"
     path.write_text("clouds: [unclosed", encoding="utf-8")
+    path.chmod(0o600)
     with pytest.raises(ConfigError, match="cannot read"):
         load_cloud_settings("a", path, {}, search_paths=[])
     path.write_text("other: 1\n", encoding="utf-8")
@@ -312,3 +316,18 @@ def test_bad_rate_limit_per_service(tmp_path: Path, rates: dict[str, Any], named
     path = write_clouds(tmp_path / "clouds.yaml", {"c": password_cloud(rate_limit=rates)})
     with pytest.raises(ConfigError, match=named):
         load_cloud_settings("c", path, {}, search_paths=[])
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o602])
+def test_a_clouds_yaml_every_user_can_read_or_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = write_clouds(tmp_path / "clouds.yaml", {"c": password_cloud()})
+    path.chmod(mode)
+    with pytest.raises(ConfigError, match=f"every user \\(mode {mode:04o}\\).*chmod it to 0600"):
+        load_cloud_settings("c", path, {}, search_paths=[])
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o440, 0o640])
+def test_owner_and_group_modes_are_accepted(tmp_path: Path, mode: int) -> None:
+    path = write_clouds(tmp_path / "clouds.yaml", {"c": password_cloud()})
+    path.chmod(mode)
+    assert load_cloud_settings("c", path, {}, search_paths=[]).auth_url

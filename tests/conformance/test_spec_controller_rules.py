@@ -5,6 +5,7 @@ Each test quotes the rule it checks. Requests go through the real unix socket an
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -338,3 +339,16 @@ async def test_secrets_are_accepted_and_never_echoed(ctl: Harness) -> None:
     )
     response = await ctl.stub.CreateVolume(request)
     assert "hunter2" not in str(response)
+
+
+async def test_a_second_call_for_a_busy_snapshot_name_is_aborted(ctl: Harness) -> None:
+    """Spec: operation pending for the snapshot -> the plugin MAY reject secondary calls with 10 ABORTED."""
+    volume = await ctl.create_volume()
+    name = unique("snap")
+    # The cloud answers the first call's name lookup slowly, so the second arrives while it is busy.
+    ctl.emulator.set_faults([{"method": "GET", "path": r"/snapshots/detail$", "delay": 0.5, "count": 1}])
+    first = asyncio.ensure_future(ctl.snapshot(volume.volume_id, name))
+    await asyncio.sleep(0.2)
+    await expect_code(ctl.snapshot(volume.volume_id, name), grpc.StatusCode.ABORTED, "in progress")
+    created = await first
+    assert (await ctl.snapshot(volume.volume_id, name)).snapshot_id == created.snapshot_id

@@ -218,13 +218,14 @@ async def running_controller(
     socket_dir: Path,
     now: Callable[[], datetime] | None = None,
     max_volumes_per_node: int = 25,
+    timeouts: Timeouts = TEST_TIMEOUTS,
 ) -> AsyncIterator[Harness]:
     """A controller on a unix socket in socket_dir; on the way out the cloud is emptied."""
     cloud = cloud_client(emulator)
     admin_client = cloud_client(emulator, "xloud-emulator-admin")
     admin = AdminApi(admin_client)
     metrics = Metrics()
-    service = ControllerService(cloud_client(emulator), InFlight(), TEST_TIMEOUTS, now, max_volumes_per_node)
+    service = ControllerService(cloud_client(emulator), InFlight(), timeouts, now, max_volumes_per_node)
     server = CsiServer(
         Endpoint("unix", str(socket_dir / "csi.sock")),
         [lambda s: csi_pb2_grpc.add_ControllerServicer_to_server(service, s)],
@@ -254,7 +255,7 @@ async def empty_cloud(cloud: CloudClient, server_ids: list[str]) -> None:
     storage, compute = cloud.storage, cloud.compute
     for server_id in server_ids:
         for attachment in await compute.list_attachments(server_id):
-            await compute.detach_volume(server_id, attachment.volume_id)
+            await _quietly(compute.detach_volume(server_id, attachment.volume_id))
     for _ in range(200):
         backups = list((await storage.list_backups()).items)
         snapshots = list((await storage.list_snapshots()).items)

@@ -105,6 +105,8 @@ async def test_unknown_parameter_or_volume_type_is_invalid(ctl: Harness) -> None
     await expect_code(
         ctl.stub.CreateVolume(unknown_type), grpc.StatusCode.INVALID_ARGUMENT, "parameters[type]", "gold"
     )
+    unknown_zone = _request(unique("pvc"), parameters={"availability": "mars"})
+    await expect_code(ctl.stub.CreateVolume(unknown_zone), grpc.StatusCode.INVALID_ARGUMENT, "mars")
     assert (await ctl.cloud.storage.list_volumes()).items == ()
 
 

@@ -188,8 +188,7 @@ def test_csidriver_matches_the_drivers_capabilities(objects: list[Obj]) -> None:
     assert spec["attachRequired"] is True  # ControllerPublishVolume attaches through Compute
     assert spec["fsGroupPolicy"] == "File"
     assert spec["volumeLifecycleModes"] == ["Persistent"]
-    full = one(objects, "Deployment")["metadata"]["namespace"] != "kube-system"
-    assert spec["seLinuxMount"] is full  # off by default, on when asked for
+    assert spec["seLinuxMount"] is True  # the node plugin takes kubelet's context="..." option
     assert spec["podInfoOnMount"] is False
 
 

@@ -217,3 +217,41 @@ def test_package_builds_from_the_context_alone(tmp_path: Path) -> None:
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "csi-xloud = csi_xloud.__main__:main" in archive.read(entry_points).decode()
     assert {"csi_xloud/__main__.py", "csi_xloud/_proto/csi_pb2.py", "csi_xloud/py.typed"} <= names
+
+
+# What the node plugin runs (the node's own list joins in when the node service is present).
+NODE_COMMANDS = {
+    "blkid", "mount", "umount", "losetup", "findmnt", "wipefs",
+    "mkfs.ext4", "resize2fs", "e2fsck", "mkfs.xfs", "xfs_growfs", "udevadm",
+}
+
+
+def node_commands() -> set[str]:
+    import importlib.util
+
+    commands = set(NODE_COMMANDS)
+    if importlib.util.find_spec("csi_xloud.node") is not None:
+        from csi_xloud import node
+
+        commands |= set(getattr(node, "REQUIRED_TOOLS", ()))
+    return commands
+
+
+def debian_package_of(command: str) -> str | None:
+    """The Debian package shipping a command, as dpkg knows it (usr-merged paths tried too)."""
+    for folder in ("/sbin", "/bin", "/usr/sbin", "/usr/bin"):
+        found = subprocess.run(["dpkg", "-S", f"{folder}/{command}"], capture_output=True, text=True)
+        if found.returncode == 0:
+            return found.stdout.split(":", 1)[0]
+    return None
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs a Debian system to map commands to packages")
+def test_final_stage_packages_ship_every_node_command() -> None:
+    """The base image is Debian too: each command the node runs comes from a package we install."""
+    install = next(rest for rest in FINAL.all("RUN") if "apt-get install" in rest)
+    packages = set(install.split("--no-install-recommends", 1)[1].split("&&")[0].split())
+    for command in sorted(node_commands()):
+        package = debian_package_of(command)
+        assert package is not None, f"{command} is not installed here to check"
+        assert package in packages, f"{command} comes from {package}, which the image does not install"

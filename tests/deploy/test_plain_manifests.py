@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pytest
 import yaml
-from deploy_support import BASE_DIR, Obj, load_documents
+from deploy_support import BASE_DIR, Obj, chart_kube_versions, load_documents, validate_object
 
 
 def key(obj: Obj) -> tuple[str, str, str]:
@@ -61,3 +61,12 @@ def test_kubectl_kustomize_builds_the_charts_objects(generator: ModuleType) -> N
     ).stdout
     objects = [doc for doc in yaml.safe_load_all(built) if doc]
     assert {key(obj): obj for obj in objects} == chart_objects(generator)
+
+
+@pytest.mark.parametrize("version", chart_kube_versions())
+def test_base_objects_are_valid(version: str) -> None:
+    for path in sorted(BASE_DIR.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for obj in load_documents(path):
+            validate_object(obj, version)

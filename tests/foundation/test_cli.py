@@ -167,3 +167,22 @@ def test_json_log_lines_carry_the_request_id() -> None:
     assert first["message"] == "attached vol-1" and first["request_id"] == "req-1234"
     assert first["volume_id"] == "vol-1" and first["level"] == "INFO"
     assert second["request_id"] == "-" and "ValueError: bad" in second["exception"]
+
+
+def test_controller_refuses_a_world_readable_clouds_yaml(short_tmp: Path) -> None:
+    clouds = short_tmp / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n  c:\n    auth:\n      auth_url: http://127.0.0.1:9/identity/v3\n"
+        "      username: u\n      password: hunter2-secret\n      project_name: p\n"
+    )
+    clouds.chmod(0o644)
+    result = run_cli(
+        "driver", "--mode", "controller", "--endpoint", f"unix://{short_tmp / 'c.sock'}",
+        "--cloud", "c", "--cloud-config", str(clouds),
+    )  # fmt: skip
+    assert result.returncode == 2
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("csi-xloud: error: --cloud-config:") and "mode 0644" in error and "chmod it to 0600" in error
+    assert "Traceback" not in result.stderr
+    assert "hunter2-secret" not in result.stderr
+    assert not (short_tmp / "c.sock").exists()

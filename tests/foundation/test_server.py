@@ -148,12 +148,16 @@ async def test_errors_map_to_codes_from_one_table(
             await csi_pb2_grpc.ControllerStub(channel).CreateVolume(csi_pb2.CreateVolumeRequest(name=name))
     assert failure.value.code() == code
     assert fragment in (failure.value.details() or "")
-    assert (
-        metrics.registry.get_sample_value(
+    # The status reaches the client as abort() sends it; the server logs and counts just after.
+    counted = None
+    for _ in range(100):
+        counted = metrics.registry.get_sample_value(
             "csi_xloud_rpc_calls_total", {"method": "CreateVolume", "code": code.name}
         )
-        == 1.0
-    )
+        if counted is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert counted == 1.0
     assert any(f"CreateVolume {code.name}" in record.getMessage() for record in caplog.records)
     if name == "boom":
         tracebacks = [r for r in caplog.records if r.exc_info]

@@ -15,12 +15,12 @@ import pytest
 
 from csi_xloud import DRIVER_NAME
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
+from csi_xloud.clock import SystemClock
 from csi_xloud.config import Endpoint
 from csi_xloud.inflight import InFlight
 from csi_xloud.interceptors import CallInterceptor
 from csi_xloud.metrics import Metrics
 from csi_xloud.node import NodeService, NodeTimeouts
-from csi_xloud.osutil.clock import SystemClock
 from csi_xloud.osutil.devices import DeviceFinder, WaitPolicy
 from csi_xloud.osutil.filesystem import Filesystems
 from csi_xloud.osutil.metadata import MetadataReader

@@ -189,7 +189,17 @@ def test_mount_options_are_plain_words_only() -> None:
     assert check_mount_options(["noatime", "discard,nobarrier", "commit=30"]) == [
         "noatime", "discard", "nobarrier", "commit=30",
     ]  # fmt: skip
-    for bad in ("bind", "rbind", "remount", "move", "a b", "-o", "x;y", "", "$(reboot)"):
+    for bad in ("bind", "rbind", "remount", "move", "a b", "-o", "x;y", "", "$(reboot)", "a,,b"):
+        with pytest.raises(BadMountOption):
+            check_mount_options([bad])
+
+
+def test_kubelets_selinux_context_option_is_accepted_whole() -> None:
+    """CSIDriver.seLinuxMount makes the kubelet add a quoted context whose label holds a comma."""
+    option = 'context="system_u:object_r:container_file_t:s0:c98,c99"'
+    assert check_mount_options(["noatime", option]) == ["noatime", option]
+    assert check_mount_options([f"ro,{option}"]) == ["ro", option]
+    for bad in ('context="a b"', 'context="x";reboot', 'context="unbalanced', 'label="s0:c1,c2"', 'context=""'):
         with pytest.raises(BadMountOption):
             check_mount_options([bad])
 

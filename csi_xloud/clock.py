@@ -1,4 +1,4 @@
-"""Time as a collaborator: waits take a clock so tests never really sleep."""
+"""Time as a collaborator: every wait takes a clock, so tests never really sleep."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    """A monotonic time source and a way to pass time."""
+    """A monotonic clock with an awaitable sleep."""
 
     def monotonic(self) -> float: ...
 
@@ -22,4 +22,4 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(max(0.0, seconds))
