@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
 import httpx
@@ -43,7 +43,7 @@ class LateProxy:
 
     def __post_init__(self) -> None:
         self._client = httpx.AsyncClient(base_url=self.upstream, timeout=60)
-        self._late_tasks: set[asyncio.Task[None]] = set()
+        self._late_tasks: set[asyncio.Task[httpx.Response]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,9 +72,9 @@ class LateProxy:
                 return rule.delay
         return 0.0
 
-    async def _after(self, delay: float, forward: object) -> httpx.Response:
+    async def _after(self, delay: float, forward: Awaitable[httpx.Response]) -> httpx.Response:
         await asyncio.sleep(delay)
-        answer: httpx.Response = await forward  # type: ignore[misc]
+        answer = await forward
         self.delivered_late += 1
         return answer
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -414,7 +413,3 @@ def count(emulator: EmulatorProcess, key: str) -> int:
 
 def is_root() -> bool:
     return os.geteuid() == 0
-
-
-def run(argv: list[str]) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
