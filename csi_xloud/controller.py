@@ -84,6 +84,7 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         # A request the cloud may still receive cannot be held up much longer than our own timeout
         # allows (proxies in between time out alike); three times that is the wait before re-creating.
         late = late or LateRequests(SystemClock(), 3 * cloud.settings.tuning.timeout_seconds)
+        self._late = late
         self._creator = VolumeCreator(cloud.storage, timeouts, late)
         self._changes = VolumeChanges(cloud.storage, timeouts)
         self._attacher = Attacher(cloud.storage, cloud.compute, timeouts, max_volumes_per_node)
@@ -97,6 +98,7 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         return await self._cloud.readiness()
 
     async def aclose(self) -> None:
+        await self._late.aclose()
         await self._cloud.aclose()
 
     # -- volumes ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Backup, BackupStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller_ids import parse_snapshot_id
-from csi_xloud.controller_late import LateRequests
+from csi_xloud.controller_late import LateRequests, keep_the_first
 from csi_xloud.controller_volumes import Timeouts, fetch_volume
 from csi_xloud.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
 from csi_xloud.validation import SnapshotKind, SnapshotParameters
@@ -69,12 +69,15 @@ class Snapshotter:
         volume = await fetch_volume(self._storage, request.source_volume_id, "source_volume_id")
         try:
             if request.parameters.kind is SnapshotKind.BACKUP:
-                return await self._start_backup(request, volume)
-            return await self._start_snapshot(request, volume)
+                item: Item = await self._start_backup(request, volume)
+            else:
+                item = await self._start_snapshot(request, volume)
         except cloud.CloudError as exc:
             if exc.may_still_land:
                 self._late.note(key)
             raise
+        self._late.after_create(lambda: self._find(request))
+        return item
 
     async def _find(self, request: NewSnapshot) -> Item | None:
         found: list[Item]
@@ -83,12 +86,13 @@ class Snapshotter:
         else:
             found = list(await self._storage.find_snapshot_by_name(request.name))
         live = [item for item in found if not is_gone(item)]
-        if len(live) > 1:
-            ids = ", ".join(item.id for item in live)
-            raise Internal(
-                f"name {request.name!r}: several snapshots carry this name ({ids}); remove the extra ones"
-            )
-        return live[0] if live else None
+        return await keep_the_first(live, self._remove_duplicate, request.parameters.kind.value)
+
+    async def _remove_duplicate(self, item: Item) -> None:
+        if isinstance(item, Backup):
+            await self._storage.delete_backup(item.id)
+        else:
+            await self._storage.delete_snapshot(item.id)
 
     async def _start_snapshot(self, request: NewSnapshot, volume: Volume) -> Snapshot:
         params = request.parameters

@@ -11,7 +11,7 @@ from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Volume, VolumeStatus, VolumeType
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller_ids import SOURCE_METADATA_KEY, ContentSource, SourceKind, is_storage_id
-from csi_xloud.controller_late import LateRequests
+from csi_xloud.controller_late import LateRequests, keep_the_first
 from csi_xloud.controller_views import content_source_of
 from csi_xloud.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from csi_xloud.validation import (
@@ -118,6 +118,7 @@ class VolumeCreator:
         log.info(
             "creating volume %s (%s, %d GiB) for %s", volume.id, zone or "default zone", size, request.name
         )
+        self._late.after_create(lambda: self._find(request.name))
         return await self._settle(volume)
 
     async def _post(
@@ -150,12 +151,17 @@ class VolumeCreator:
         return volume_type
 
     async def _find(self, name: str) -> Volume | None:
-        """The live volume with this name; several are a conflict nobody but an operator can settle."""
+        """The live volume with this name; later duplicates that nobody uses are removed."""
         found = [v for v in await self._storage.find_volume_by_name(name) if v.status not in GONE_STATUSES]
-        if len(found) > 1:
-            ids = ", ".join(v.id for v in found)
-            raise Internal(f"name {name!r}: several volumes carry this name ({ids}); remove the extra ones")
-        return found[0] if found else None
+        return await keep_the_first(found, self._remove_duplicate, "volume")
+
+    async def _remove_duplicate(self, volume: Volume) -> None:
+        """Delete a later volume of the same name, unless someone already uses it."""
+        if volume.attachments:
+            raise Internal(f"volume {volume.id} carries the name {volume.name!r} of another and is attached")
+        if volume.status is VolumeStatus.CREATING:
+            raise cloud.Conflict(f"volume {volume.id} is still being created")
+        await self._storage.delete_volume(volume.id)
 
     @staticmethod
     def _check_compatible(

@@ -173,12 +173,6 @@ async def test_a_long_outage_reaches_the_sidecar_as_unavailable_only(
     await co.delete(pv)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 500 answer to POST /volumes becomes INTERNAL (cloud/faults.py maps 500 to CloudError); "
-    "csi-provisioner takes INTERNAL as final and stops tracking the create, so a volume the cloud made "
-    "despite its 500 leaks when the PVC goes; the outcome is unknown, the answer should be UNAVAILABLE",
-)
 async def test_a_500_to_a_create_is_not_a_final_error(cluster: FaultCluster, co: Sidecars) -> None:
     assert cluster.emulator is not None
     cluster.emulator.set_faults([{"method": "POST", "path": r"/volumes$", "status": 500, "count": 1}])

@@ -54,11 +54,6 @@ async def behind_proxy(
     await remove_everything(cloud_behind)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CreateVolume's retry after a POST /volumes that timed out on its way creates a second volume "
-    "(VolumeCreator._find sees none yet); the first POST lands later and its volume is never deleted",
-)
 async def test_a_create_that_lands_after_the_retry_leaves_no_second_volume(
     cloud_behind: EmulatorProcess, behind_proxy: tuple[Sidecars, LateProxy]
 ) -> None:
@@ -91,11 +86,6 @@ async def test_an_attach_that_lands_after_the_retry_leaves_one_attachment(
     await co.delete(pv)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CreateSnapshot's retry after a POST /snapshots that timed out on its way starts a second "
-    "snapshot (Snapshotter._find sees none yet); the first lands later and is never deleted",
-)
 async def test_a_snapshot_that_lands_after_the_retry_leaves_no_second_snapshot(
     cloud_behind: EmulatorProcess, behind_proxy: tuple[Sidecars, LateProxy]
 ) -> None:
@@ -117,12 +107,6 @@ async def test_a_snapshot_that_lands_after_the_retry_leaves_no_second_snapshot(
     assert named == [snapshot.snapshot_id], f"{len(named)} snapshots carry the name"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the emulator's delay rule sleeps before the API reads the request body (FaultMiddleware), so "
-    "a client that gives up during the delay takes its request with it; a slow cloud would still act "
-    "on it. Reading the body first, then delaying, would let the rules model late requests",
-)
 async def test_the_emulators_delay_rule_still_serves_a_request_whose_client_gave_up(
     cloud_behind: EmulatorProcess,
 ) -> None:
