@@ -55,7 +55,9 @@ class Run:
 
 async def one_run(op_seconds: float, in_flight: int, rate_limit: float | None) -> Run:
     root = data_root("concurrency")
-    cluster = Cluster(root, servers="node-a", op_seconds=op_seconds, log_level="WARNING", rate_limit=rate_limit)
+    cluster = Cluster(
+        root, servers="node-a", op_seconds=op_seconds, log_level="WARNING", rate_limit=rate_limit
+    )
     try:
         with cluster:
             assert cluster.emulator is not None and cluster.controller is not None
@@ -87,8 +89,8 @@ async def main_async(quick: bool) -> None:
     runs = [await one_run(*plan) for plan in (QUICK if quick else FULL)]
     table = Table("CreateVolume calls in flight at once (target: all done within 1.5x the op time; "
                   "controller <= 100 MB RSS)",
-                  ["op s", "in flight", "client rate limit", "wall s", "wall / op", "target", "p50 s", "p95 s",
-                   "calls/op", "controller peak MiB", "controller", "emulator peak MiB"])
+                  ["op s", "in flight", "client rate limit", "wall s", "wall / op", "target", "p50 s",
+                   "p95 s", "calls/op", "controller peak MiB", "controller", "emulator peak MiB"])
     for r in runs:
         limit = "default (20/s)" if r.rate_limit is None else "unbound"
         peak = max(r.controller_kib, r.controller_hwm_kib)

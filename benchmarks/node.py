@@ -18,6 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
+import grpc
+
 from benchmarks.common import (
     GIB,
     RssSampler,
@@ -54,13 +56,16 @@ async def timed_stage(co: Orchestrator, pv: PersistentVolume, node: str) -> floa
 def timed_plain(device: Path, mountpoint: Path) -> float:
     run_command(["wipefs", "-a", str(device)])
     mountpoint.mkdir(parents=True, exist_ok=True)
-    elapsed = run_command(["mkfs.ext4", "-q", str(device)]) + run_command(["mount", str(device), str(mountpoint)])
+    elapsed = run_command(["mkfs.ext4", "-q", str(device)])
+    elapsed += run_command(["mount", str(device), str(mountpoint)])
     run_command(["umount", str(mountpoint)])
     run_command(["wipefs", "-a", str(device)])
     return elapsed
 
 
-async def stage_vs_plain(cluster: Cluster, co: Orchestrator, size_gib: int, rounds: int) -> tuple[float, float]:
+async def stage_vs_plain(
+    cluster: Cluster, co: Orchestrator, size_gib: int, rounds: int
+) -> tuple[float, float]:
     """Median NodeStage and median plain mkfs + mount, on fresh devices of one size."""
     node = cluster.server_ids()[0]
     stage_times: list[float] = []
@@ -91,21 +96,20 @@ async def node_expand(cluster: Cluster, co: Orchestrator, fs_type: str) -> str:
     pod = str(uuid.uuid4())
     target = await co.publish(pv, node, pod)
     try:
+        grown = csi_pb2.CapacityRange(required_bytes=20 * GIB)
         await co.call("ControllerExpandVolume", co.controller.ControllerExpandVolume,
                       csi_pb2.ControllerExpandVolumeRequest(
-                          volume_id=pv.volume_id, capacity_range=csi_pb2.CapacityRange(required_bytes=20 * GIB),
-                          volume_capability=pv.capability))
+                          volume_id=pv.volume_id, capacity_range=grown, volume_capability=pv.capability))
         kubelet = co.nodes[node].kubelet
         request = csi_pb2.NodeExpandVolumeRequest(
             volume_id=pv.volume_id, volume_path=str(target),
             staging_target_path=str(kubelet.staging(pv.volume_id, pv.name, False)),
-            capacity_range=csi_pb2.CapacityRange(required_bytes=20 * GIB), volume_capability=pv.capability)
+            capacity_range=grown, volume_capability=pv.capability)
         start = time.monotonic()
         try:
             answer = await co.node_stubs[node].NodeExpandVolume(request, timeout=120)
-        except Exception as error:  # the reason is the figure here
-            details = getattr(error, "details", lambda: str(error))()
-            return f"failed: {str(details)[:160]}"
+        except grpc.aio.AioRpcError as error:  # the reason is the figure here
+            return f"failed: {error.code().name}: {str(error.details())[:200]}"
         elapsed = time.monotonic() - start
         return f"{seconds(elapsed)} s (capacity now {answer.capacity_bytes / GIB:.1f} GiB)"
     finally:

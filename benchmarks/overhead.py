@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -138,7 +139,10 @@ async def one_op_time(
                 await co.wait_ready()
                 model = ReferenceModel(api)
                 for n in levels:
+                    done = len(results)
                     await one_level(cluster, co, model, n, attach_cap, results)
+                    for sample in results[done:]:  # progress, while the full table waits for the end
+                        print(" | ".join(sample.row()), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
