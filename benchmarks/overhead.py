@@ -45,6 +45,7 @@ POLICY = RetryPolicy(max_attempts=50, call_timeout_seconds=1800.0)
 class Sample:
     op: str
     op_seconds: float
+    rate_limit: float | None
     concurrency: int
     latencies: list[float]
     calls: int
@@ -63,13 +64,14 @@ class Sample:
             calls_cell = verdict(ours <= theirs) if self.op_seconds >= 2 else "n/a (< 2 s)"
             ref = [seconds(percentile(self.ref_latencies, 50)), seconds(percentile(self.ref_latencies, 95)),
                    f"{theirs:.1f}", calls_cell]
-        return [f"{self.op_seconds:g}", self.op, str(self.concurrency), seconds(p50), seconds(p95),
+        rate = "default" if self.rate_limit is None else "unbound"
+        return [f"{self.op_seconds:g}", rate, self.op, str(self.concurrency), seconds(p50), seconds(p95),
                 seconds(target) if cloud_op else "-", latency_cell, f"{self.calls / n:.1f}", *ref]
 
 
 Work = Sequence[Callable[[], Awaitable[object]]]
-COLUMNS = ["op s", "operation", "conc", "p50 s", "p95 s", "target s", "latency", "calls/op",
-           "model p50 s", "model p95 s", "model calls/op", "calls"]
+COLUMNS = ["op s", "client rate limit", "operation", "conc", "p50 s", "p95 s", "target s", "latency",
+           "calls/op", "model p50 s", "model p95 s", "model calls/op", "calls"]
 
 
 async def measure(cluster: Cluster, op: str, n: int, work: Work,
@@ -77,7 +79,7 @@ async def measure(cluster: Cluster, op: str, n: int, work: Work,
     assert cluster.emulator is not None
     with CallCounter(cluster.emulator) as counter:
         _, latencies, out = await run_all(work)
-    results.append(Sample(op, cluster.op_seconds, n, latencies, counter.calls))
+    results.append(Sample(op, cluster.op_seconds, cluster.rate_limit, n, latencies, counter.calls))
     return out
 
 
@@ -126,10 +128,12 @@ async def one_level(cluster: Cluster, co: Orchestrator, model: ReferenceModel, n
 
 
 async def one_op_time(
-    op_seconds: float, levels: Sequence[int], attach_cap: int, results: list[Sample]
+    op_seconds: float, levels: Sequence[int], rate_limit: float | None, attach_cap: int, results: list[Sample]
 ) -> None:
     root = data_root("overhead")
-    cluster = Cluster(root, servers="node-a", op_seconds=op_seconds, log_level="WARNING")
+    cluster = Cluster(
+        root, servers="node-a", op_seconds=op_seconds, log_level="WARNING", rate_limit=rate_limit
+    )
     try:
         with cluster:
             assert cluster.emulator is not None
@@ -147,18 +151,24 @@ async def one_op_time(
         shutil.rmtree(root, ignore_errors=True)
 
 
-# (op seconds, concurrency levels): 500 in flight is measured for CreateVolume by benchmarks.concurrency;
-# 100 at 10 s is left out (each run would take several minutes behind the client's rate limit).
-FULL = [(0.3, [1, 10, 100]), (2.0, [1, 10, 100]), (10.0, [1, 10])]
-QUICK = [(0.3, [1])]
+# (op seconds, concurrency levels, client rate limit): with the default limit (20 requests/s) and,
+# to show what the driver itself adds, with a limit too high to bind. 500 in flight is measured for
+# CreateVolume by benchmarks.concurrency; 100 at 10 s is left out (each run would take several
+# minutes behind the default rate limit).
+UNBOUND = 100000.0
+FULL: list[tuple[float, list[int], float | None]] = [
+    (0.3, [1, 10, 100], None), (2.0, [1, 10, 100], None), (10.0, [1, 10], None),
+    (0.3, [10, 100], UNBOUND), (2.0, [10, 100], UNBOUND), (10.0, [10, 100], UNBOUND),
+]
+QUICK: list[tuple[float, list[int], float | None]] = [(0.3, [1], None)]
 
 
 async def main_async(quick: bool) -> None:
     plan = QUICK if quick else FULL
     attach_cap = 1 if quick else 10
     results: list[Sample] = []
-    for op_seconds, levels in plan:
-        await one_op_time(op_seconds, levels, attach_cap, results)
+    for op_seconds, levels, rate_limit in plan:
+        await one_op_time(op_seconds, levels, rate_limit, attach_cap, results)
     table = Table("Latency and API calls per operation (model = cinder-csi-plugin schedule, not that driver)",
                   COLUMNS)
     for sample in results:

@@ -61,11 +61,11 @@ def numbers(row: list[str]) -> list[float]:
 
 def test_overhead_prints_latency_and_calls(scratch: Path) -> None:
     rows = table_rows(run_quick("overhead", scratch), "Latency and API calls")
-    ops = {row[1] for row in rows}
+    ops = {row[2] for row in rows}
     assert {"CreateVolume", "CreateSnapshot (snapshot)", "CreateSnapshot (backup)", "ControllerExpandVolume",
             "ControllerPublishVolume", "NodeStageVolume"} <= ops
-    create = next(row for row in rows if row[1] == "CreateVolume")
-    p50, calls, model_calls = float(create[3]), float(create[7]), float(create[10])
+    create = next(row for row in rows if row[2] == "CreateVolume")
+    p50, calls, model_calls = float(create[4]), float(create[8]), float(create[11])
     assert 0.2 <= p50 < 30  # never faster than the cloud's own op time
     assert calls >= 2 and model_calls >= 2  # the create request and at least one look at its status
 
