@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from csi_xloud.emulator.process import EmulatorProcess
 from csi_xloud.orchestrator import KubeletPaths, NodeHandle
 
@@ -80,6 +82,8 @@ class Cluster:
     servers: str = "node-a,node-b"
     op_seconds: float = 0.2
     log_level: str = "INFO"
+    # The controller's client-side requests per second (clouds.yaml `rate_limit`); None: the default.
+    rate_limit: float | None = None
     emulator: EmulatorProcess | None = None
     controller: DriverProcess | None = None
     nodes: dict[str, DriverProcess] = field(default_factory=dict)
@@ -128,7 +132,19 @@ class Cluster:
 
     def _controller_flags(self) -> list[str]:
         assert self.emulator is not None
-        return ["--cloud", "xloud-emulator", "--cloud-config", str(self.emulator.clouds_yaml)]
+        return ["--cloud", "xloud-emulator", "--cloud-config", str(self._controller_clouds_yaml())]
+
+    def _controller_clouds_yaml(self) -> Path:
+        """The emulator's clouds.yaml, or a copy of it carrying `rate_limit` when one is set."""
+        assert self.emulator is not None
+        if self.rate_limit is None:
+            return self.emulator.clouds_yaml
+        clouds = yaml.safe_load(self.emulator.clouds_yaml.read_text())
+        clouds["clouds"]["xloud-emulator"]["rate_limit"] = self.rate_limit
+        path = self.data_dir / "controller-clouds.yaml"
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(clouds, sort_keys=False))
+        return path
 
     def _node_flags(self, server: dict[str, object], kubelet: Path) -> list[str]:
         assert self.emulator is not None

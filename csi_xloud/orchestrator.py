@@ -307,8 +307,13 @@ class Orchestrator:
         name: str | None = None,
         poll_seconds: float = 0.2,
         timeout_seconds: float = 300.0,
+        poll_factor: float = 1.0,
+        max_poll_seconds: float = 5.0,
     ) -> csi_pb2.Snapshot:
-        """CreateSnapshot, then the same call again until ready_to_use, as the snapshotter polls."""
+        """CreateSnapshot, then the same call again until ready_to_use, as the snapshotter polls.
+
+        The pause between calls starts at poll_seconds and grows by poll_factor up to max_poll_seconds.
+        """
         request = csi_pb2.CreateSnapshotRequest(
             source_volume_id=pv.volume_id,
             name=name or f"snapshot-{uuid.uuid4()}",
@@ -322,6 +327,7 @@ class Orchestrator:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"snapshot {response.snapshot.snapshot_id} never became ready")
             await self._sleep(poll_seconds)
+            poll_seconds = min(poll_seconds * poll_factor, max(max_poll_seconds, poll_seconds))
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
         request = csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id)

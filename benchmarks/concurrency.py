@@ -1,0 +1,114 @@
+"""Many CreateVolume calls in flight at once: wall time against the op time, and what it costs in memory.
+
+The controller runs as a real process against the emulator; N CreateVolume calls start at once and the
+wall time until the last returns is set against the cloud's own op time. The controller's and the
+emulator's peak RSS are sampled while the calls are in flight. Each run is made twice: with the
+driver's default client-side rate limit (20 requests/s per service, as shipped) and with it raised so
+high it never binds, which shows what the driver itself can carry.
+
+    python -m benchmarks.concurrency            # 200 and 500 in flight at 2 s and 10 s
+    python -m benchmarks.concurrency --quick    # 20 in flight at 0.3 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+from dataclasses import dataclass
+from functools import partial
+
+from benchmarks.common import (
+    GIB,
+    CallCounter,
+    RssSampler,
+    Table,
+    data_root,
+    lift_quotas,
+    machine,
+    mib,
+    percentile,
+    proc_kib,
+    run_all,
+    seconds,
+    verdict,
+)
+from csi_xloud.cluster import Cluster
+from csi_xloud.orchestrator import Orchestrator, RetryPolicy, mount_capability
+
+UNBOUND_RATE = 100000.0
+
+
+@dataclass
+class Run:
+    op_seconds: float
+    in_flight: int
+    rate_limit: float | None
+    wall: float
+    p50: float
+    p95: float
+    calls: int
+    controller_kib: int
+    controller_hwm_kib: int
+    emulator_kib: int
+
+
+async def one_run(op_seconds: float, in_flight: int, rate_limit: float | None) -> Run:
+    root = data_root("concurrency")
+    cluster = Cluster(
+        root, servers="node-a", op_seconds=op_seconds, log_level="WARNING", rate_limit=rate_limit
+    )
+    try:
+        with cluster:
+            assert cluster.emulator is not None and cluster.controller is not None
+            assert cluster.emulator.pid is not None and cluster.controller.process is not None
+            await lift_quotas(cluster.emulator)
+            policy = RetryPolicy(max_attempts=50, call_timeout_seconds=1800.0)
+            async with Orchestrator(cluster.controller_socket, cluster.node_handles, policy) as co:
+                await co.wait_ready()
+                pids = {"controller": cluster.controller.process.pid, "emulator": cluster.emulator.pid}
+                cap = mount_capability()
+                with CallCounter(cluster.emulator) as counter:
+                    async with RssSampler(pids) as rss:
+                        wall, latencies, _ = await run_all(
+                            [partial(co.provision, GIB, cap) for _ in range(in_flight)])
+                hwm = proc_kib(cluster.controller.process.pid, "VmHWM")
+                return Run(op_seconds, in_flight, rate_limit, wall, percentile(latencies, 50),
+                           percentile(latencies, 95), counter.calls, rss.peak["controller"], hwm,
+                           rss.peak["emulator"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+FULL = [(2.0, 200, None), (2.0, 500, None), (2.0, 200, UNBOUND_RATE), (2.0, 500, UNBOUND_RATE),
+        (10.0, 200, UNBOUND_RATE), (10.0, 500, UNBOUND_RATE)]
+QUICK = [(0.3, 20, None), (0.3, 20, UNBOUND_RATE)]
+
+
+async def main_async(quick: bool) -> None:
+    runs = [await one_run(*plan) for plan in (QUICK if quick else FULL)]
+    table = Table("CreateVolume calls in flight at once (target: all done within 1.5x the op time; "
+                  "controller <= 100 MB RSS)",
+                  ["op s", "in flight", "client rate limit", "wall s", "wall / op", "target", "p50 s",
+                   "p95 s", "calls/op", "controller peak MiB", "controller", "emulator peak MiB"])
+    for r in runs:
+        limit = "default (20/s)" if r.rate_limit is None else "unbound"
+        peak = max(r.controller_kib, r.controller_hwm_kib)
+        table.add(f"{r.op_seconds:g}", r.in_flight, limit, seconds(r.wall), f"{r.wall / r.op_seconds:.2f}",
+                  verdict(r.wall <= 1.5 * r.op_seconds), seconds(r.p50), seconds(r.p95),
+                  f"{r.calls / r.in_flight:.1f}", mib(peak), verdict(peak * 1024 <= 100e6),
+                  mib(r.emulator_kib))
+    print(f"machine: {machine()}\n")
+    table.print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="one small run, for the smoke test")
+    asyncio.run(main_async(parser.parse_args().quick))
+
+
+if __name__ == "__main__":
+    main()
