@@ -20,16 +20,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from csi_xloud._proto import csi_pb2
-from csi_xloud.cluster import Cluster
 from csi_xloud.orchestrator import (
     Orchestrator,
     PersistentVolume,
     block_capability,
     mount_capability,
 )
+
+if TYPE_CHECKING:  # the CLI loads this module for its flags; the cluster machinery only when run
+    from csi_xloud.cluster import Cluster
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -315,6 +317,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """Run the walk; returns 0 when every step passed."""
+    from csi_xloud.cluster import Cluster
+
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="csi-xloud-demo-"))
     report = Report(out)
     out.write(f"csi-xloud demo: emulator and driver under {data_dir}\n")

@@ -9,19 +9,8 @@ import signal
 from pathlib import Path
 from types import FrameType
 
-import uvicorn
-
-from csi_xloud.emulator.app import Emulator, parse_servers
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server, ending with status 0 after SIGTERM/SIGINT instead of re-raising the signal."""
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        else:
-            self.should_exit = True
+# The web stack is imported in run() only: the driver's CLI defines these flags too, and a node
+# plugin should not load Starlette and uvicorn to start.
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -58,6 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; 0 on a clean stop, 2 on bad flags."""
+    import uvicorn
+
+    from csi_xloud.emulator.app import Emulator, parse_servers
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server, ending with status 0 after SIGTERM/SIGINT instead of re-raising the signal."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
     logging.basicConfig(
         level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
