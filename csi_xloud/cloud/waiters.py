@@ -13,11 +13,20 @@ operations (backups, migrations) cost at most one request per 5 s and are
 still seen within 5.5 s, under 30 % of T. The first poll is immediate (an
 idempotent retry often finds the resource already done). Jitter spreads the
 polls of many concurrent waits; the client's token bucket bounds their sum.
+
+Learning: a cloud takes about the same time for the same kind of transition (a
+volume `creating`, `attaching`, `extending`...). Once a waiter has seen a kind
+finish a few times, it waits `head_start_fraction` of that kind's median time
+before its second poll and only then starts the schedule above, so a 2 s create
+costs 3 to 4 polls instead of 9 while still being seen within the same bound
+(a faster than usual operation is seen at most that fraction of the median late).
 """
 
 from __future__ import annotations
 
 import random
+import statistics
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -36,12 +45,19 @@ class Backoff:
     factor: float = 1.25
     max_seconds: float = 5.0
     jitter: float = 0.1
+    # Of a transition's median time, how much to wait before the second poll once it is known
+    # from `learn_after` finished waits (0 turns learning off); the last `remember` count.
+    head_start_fraction: float = 0.85
+    learn_after: int = 3
+    remember: int = 32
 
     def __post_init__(self) -> None:
         if self.initial_seconds <= 0 or self.factor < 1 or self.max_seconds < self.initial_seconds:
             raise ValueError("backoff needs initial > 0, factor >= 1 and max >= initial")
         if not 0 <= self.jitter < 1:
             raise ValueError("backoff jitter must be in [0, 1)")
+        if not 0 <= self.head_start_fraction < 1 or self.learn_after < 1 or self.remember < self.learn_after:
+            raise ValueError("backoff needs 0 <= head_start_fraction < 1 and remember >= learn_after >= 1")
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """The endless sequence of delays (jitter drawn from rng; none without one)."""
@@ -74,6 +90,8 @@ class Waiter:
         self._clock = clock
         self._backoff = backoff or Backoff()
         self._rng = rng if rng is not None else random.Random()
+        # (resource kind, transitional status) -> how long recent waits for it took.
+        self._took: dict[tuple[str, str], deque[float]] = {}
 
     async def wait_for_status(
         self,
@@ -84,17 +102,23 @@ class Waiter:
         what: str,
     ) -> R:
         """The resource once its status is wanted; CloudError if it fails, WaitTimeout at the deadline."""
-        deadline = self._clock.monotonic() + timeout_seconds
+        started = self._clock.monotonic()
+        deadline = started + timeout_seconds
         delays = self._backoff.delays(self._rng)
-        status = "unknown"
+        key: tuple[str, str] | None = None
         while True:
             resource = await fetch()
             status = check.status_of(resource)
             if status in check.wanted and (check.done is None or check.done(resource)):
+                self._learn(key, started)
                 return resource
             if check.failed(status):
                 raise await self._failure(resource, status, check, what)
-            await self._pause(next(delays), deadline, f"{what} is still {status}", timeout_seconds)
+            delay = next(delays)
+            if key is None:
+                key = (what.split(" ", 1)[0], status)
+                delay = max(delay, self._head_start(key))
+            await self._pause(delay, deadline, f"{what} is still {status}", timeout_seconds)
 
     async def wait_for_deletion(
         self,
@@ -105,21 +129,47 @@ class Waiter:
         what: str,
     ) -> None:
         """Return once fetch raises NotFound; CloudError if the resource reaches a failed status."""
-        deadline = self._clock.monotonic() + timeout_seconds
+        started = self._clock.monotonic()
+        deadline = started + timeout_seconds
         delays = self._backoff.delays(self._rng)
+        key: tuple[str, str] | None = None
         while True:
             try:
                 resource = await fetch()
             except NotFound:
+                self._learn(key, started)
                 return
             status = check.status_of(resource)
             if check.failed(status):
                 raise await self._failure(resource, status, check, what)
-            await self._pause(next(delays), deadline, f"{what} is still {status}", timeout_seconds)
+            delay = next(delays)
+            if key is None:
+                key = (what.split(" ", 1)[0], f"{status}->gone")
+                delay = max(delay, self._head_start(key))
+            await self._pause(delay, deadline, f"{what} is still {status}", timeout_seconds)
+
+    def _head_start(self, key: tuple[str, str]) -> float:
+        """How long to wait before the second poll: a share of this transition's median time, once known."""
+        took = self._took.get(key)
+        if took is None or len(took) < self._backoff.learn_after:
+            return 0.0
+        return self._backoff.head_start_fraction * statistics.median(took)
+
+    def _learn(self, key: tuple[str, str] | None, started: float) -> None:
+        """Remember how long a transition took (waits that found the resource done at once teach nothing)."""
+        if key is None:
+            return
+        took = self._took.setdefault(key, deque(maxlen=self._backoff.remember))
+        took.append(self._clock.monotonic() - started)
 
     async def _pause(self, delay: float, deadline: float, state: str, timeout_seconds: float) -> None:
         """Sleep until the next poll, or raise WaitTimeout when the deadline comes first."""
-        remaining = deadline - self._clock.monotonic()
+        now = self._clock.monotonic()
+        # After a head start the schedule goes on from where the elapsed time puts it: the gap the
+        # backoff reaches after t seconds is about (factor - 1) * t.
+        elapsed = now - (deadline - timeout_seconds)
+        delay = max(delay, min(self._backoff.max_seconds, (self._backoff.factor - 1) * elapsed))
+        remaining = deadline - now
         if remaining <= 0:
             raise WaitTimeout(f"{state} after {timeout_seconds:g} s")
         # The last poll lands on the deadline itself, so a resource finishing just in time is seen.

@@ -203,3 +203,59 @@ async def test_a_failing_reason_lookup_does_not_hide_the_error_status() -> None:
     )
     with pytest.raises(CloudError, match=r"^volume v went to status error$"):
         await Waiter(clock).wait_for_status(fetch, check, timeout_seconds=5, what="volume v")
+
+
+async def _one_wait(
+    waiter: Waiter, clock: FakeClock, seconds: float, what: str = "volume v", first: str = "creating"
+) -> Resource:
+    resource = Resource(clock, [(0, first), (seconds, "available")])
+    await waiter.wait_for_status(resource.fetch, resource.check("available"), timeout_seconds=900, what=what)
+    return resource
+
+
+@pytest.mark.parametrize("operation_seconds", [2.0, 10.0, 60.0])
+async def test_a_learned_transition_costs_few_polls_and_no_latency(operation_seconds: float) -> None:
+    clock = FakeClock()
+    waiter = Waiter(clock, rng=random.Random(5))
+    untaught = [len((await _one_wait(waiter, clock, operation_seconds)).polls) for _ in range(3)]
+    taught = await _one_wait(waiter, clock, operation_seconds)
+    late = clock.now - taught.start - operation_seconds
+    assert len(taught.polls) <= 5 < untaught[0], (untaught, taught.polls)
+    assert 0 <= late <= 0.3 * operation_seconds + 0.15
+
+
+async def test_a_faster_than_usual_operation_is_late_by_at_most_the_head_start() -> None:
+    clock = FakeClock()
+    waiter = Waiter(clock, rng=random.Random(6))
+    for _ in range(3):
+        await _one_wait(waiter, clock, 4.0)
+    quick = await _one_wait(waiter, clock, 1.0)
+    assert quick.polls[1] == pytest.approx(0.85 * 4.0, rel=0.1)  # the second poll waits for the head start
+    assert clock.now - quick.start <= 0.85 * 4.3
+
+
+async def test_learning_is_per_kind_and_per_transition() -> None:
+    clock = FakeClock()
+    waiter = Waiter(clock, rng=random.Random(7))
+    for _ in range(3):
+        await _one_wait(waiter, clock, 20.0, what="backup b")
+    other_kind = await _one_wait(waiter, clock, 20.0, what="volume v")
+    other_status = await _one_wait(waiter, clock, 20.0, what="backup b", first="restoring")
+    assert other_kind.polls[1] < 0.2 and other_status.polls[1] < 0.2  # nothing learned for them yet
+
+
+async def test_deletions_learn_too() -> None:
+    clock = FakeClock()
+    waiter = Waiter(clock, rng=random.Random(8))
+    counts = []
+    for _ in range(4):
+        resource = Resource(clock, [(0, "deleting"), (3.0, "gone")])
+        await waiter.wait_for_deletion(resource.fetch, resource.check(), timeout_seconds=60, what="volume v")
+        counts.append(len(resource.polls))
+    assert counts[-1] <= 5 < counts[0]
+
+
+def test_bad_learning_settings_are_refused() -> None:
+    for bad in ({"head_start_fraction": 1.0}, {"learn_after": 0}, {"learn_after": 5, "remember": 2}):
+        with pytest.raises(ValueError):
+            Backoff(**bad)  # type: ignore[arg-type]
