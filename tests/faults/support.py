@@ -229,6 +229,18 @@ def write_controller_clouds(emulator: EmulatorProcess, path: Path, extra: Mappin
     return path
 
 
+@contextlib.asynccontextmanager
+async def sidecars_through_proxy(emulator: EmulatorProcess, base: str, folder: Path) -> AsyncIterator[Sidecars]:
+    """An in-process controller whose cloud calls go through the proxy at base, and sidecars for it."""
+    settings = load_cloud_settings(MEMBER_CLOUD, proxied_clouds_yaml(emulator, base, folder), {})
+    async with (
+        controller_on_socket(emulator, folder, cloud=CloudClient(settings, Metrics())) as ctl,
+        Sidecars(ctl.socket, {}, RetryPolicy(max_attempts=30)) as co,
+    ):
+        yield co
+    await remove_everything(emulator)
+
+
 def proxied_clouds_yaml(emulator: EmulatorProcess, base: str, folder: Path, api_timeout: float = 1.0) -> Path:
     """The member cloud with every endpoint through a proxy at base, and a short api_timeout."""
     entry = dict(yaml.safe_load(emulator.clouds_yaml.read_text())["clouds"][MEMBER_CLOUD])

@@ -10,21 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from csi_xloud.cloud.client import CloudClient
-from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.metrics import Metrics
-from csi_xloud.orchestrator import RetryPolicy, mount_capability
+from csi_xloud.orchestrator import mount_capability
 from tests.faults.lifecycle import GIB
 from tests.faults.resetproxy import ResetProxy, ResetRule, reset_proxy
 from tests.faults.support import (
-    MEMBER_CLOUD,
     Sidecars,
     census,
-    controller_on_socket,
     member_client,
-    proxied_clouds_yaml,
-    remove_everything,
+    sidecars_through_proxy,
 )
 
 CREATE = re.compile(rb"POST /volume/v3/[^ ]*/volumes HTTP")
@@ -45,14 +39,8 @@ def cloud_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorP
 async def behind_proxy(
     cloud_behind: EmulatorProcess, short_tmp: Path
 ) -> AsyncIterator[tuple[Sidecars, ResetProxy]]:
-    async with reset_proxy(cloud_behind.port) as (proxy, base):
-        settings = load_cloud_settings(MEMBER_CLOUD, proxied_clouds_yaml(cloud_behind, base, short_tmp), {})
-        async with (
-            controller_on_socket(cloud_behind, short_tmp, cloud=CloudClient(settings, Metrics())) as ctl,
-            Sidecars(ctl.socket, {}, RetryPolicy(max_attempts=30)) as co,
-        ):
-            yield co, proxy
-    await remove_everything(cloud_behind)
+    async with reset_proxy(cloud_behind.port) as (proxy, base), sidecars_through_proxy(cloud_behind, base, short_tmp) as co:
+        yield co, proxy
 
 
 async def names(emulator: EmulatorProcess, name: str) -> list[str]:

@@ -14,21 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import VolumeStatus
-from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.metrics import Metrics
-from csi_xloud.orchestrator import RetryPolicy, mount_capability
+from csi_xloud.orchestrator import mount_capability
 from tests.faults.lateproxy import LateProxy, LateRule, late_proxy
 from tests.faults.lifecycle import GIB
 from tests.faults.support import (
-    MEMBER_CLOUD,
     Sidecars,
-    controller_on_socket,
     member_client,
-    proxied_clouds_yaml,
-    remove_everything,
+    sidecars_through_proxy,
 )
 
 LATE_SECONDS = 2.5
@@ -44,14 +38,8 @@ def cloud_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorP
 async def behind_proxy(
     cloud_behind: EmulatorProcess, short_tmp: Path
 ) -> AsyncIterator[tuple[Sidecars, LateProxy]]:
-    async with late_proxy(cloud_behind.url) as (proxy, base):
-        settings = load_cloud_settings(MEMBER_CLOUD, proxied_clouds_yaml(cloud_behind, base, short_tmp), {})
-        async with (
-            controller_on_socket(cloud_behind, short_tmp, cloud=CloudClient(settings, Metrics())) as ctl,
-            Sidecars(ctl.socket, {}, RetryPolicy(max_attempts=30)) as co,
-        ):
-            yield co, proxy
-    await remove_everything(cloud_behind)
+    async with late_proxy(cloud_behind.url) as (proxy, base), sidecars_through_proxy(cloud_behind, base, short_tmp) as co:
+        yield co, proxy
 
 
 async def test_a_create_that_lands_after_the_retry_leaves_no_second_volume(
