@@ -29,6 +29,7 @@ from csi_xloud.orchestrator import (
     block_capability,
     mount_capability,
 )
+from csi_xloud.osutil.filesystem import can_grow_mounted_ext4
 
 if TYPE_CHECKING:  # the CLI loads this module for its flags; the cluster machinery only when run
     from csi_xloud.cluster import Cluster
@@ -112,14 +113,6 @@ def verify_files(root: Path, sums: dict[str, str]) -> str:
 def filesystem_bytes(path: Path) -> int:
     stats = os.statvfs(path)
     return stats.f_blocks * stats.f_frsize
-
-
-def can_grow_ext4_online() -> bool:
-    """The kernel grows a mounted ext4 only for holders of CAP_SYS_RESOURCE (capability bit 24)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) & (1 << 24))
-    return False
 
 
 class Walk:
@@ -322,7 +315,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="csi-xloud-demo-"))
     report = Report(out)
     out.write(f"csi-xloud demo: emulator and driver under {data_dir}\n")
-    fs_type = args.fs_type or ("ext4" if can_grow_ext4_online() else "xfs")
+    fs_type = args.fs_type or ("ext4" if can_grow_mounted_ext4() else "xfs")
     if args.fs_type is None and fs_type == "xfs":
         out.write(
             "note: this process lacks CAP_SYS_RESOURCE, which the kernel wants for growing a mounted ext4;\n"

@@ -210,3 +210,11 @@ def _export_fields(text: str) -> dict[str, str]:
         if sep:
             fields[key.strip()] = re.sub(r"\\(.)", r"\1", value)
     return fields
+
+
+def can_grow_mounted_ext4(status: Path = Path("/proc/self/status")) -> bool:
+    """The kernel grows a mounted ext4 only for holders of CAP_SYS_RESOURCE (capability bit 24)."""
+    for line in status.read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) & (1 << 24))
+    return False

@@ -12,8 +12,9 @@ import grpc
 import pytest
 
 from csi_xloud.cluster import Cluster
-from csi_xloud.demo import GIB, Report, Walk, can_grow_ext4_online, verify_files, write_files
+from csi_xloud.demo import GIB, Report, Walk, verify_files, write_files
 from csi_xloud.orchestrator import Orchestrator, block_capability, mount_capability
+from csi_xloud.osutil.filesystem import can_grow_mounted_ext4
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="end-to-end tests attach loop devices and mount: run as root"
@@ -25,7 +26,7 @@ async def test_the_demo_walk(cluster: Cluster, co: Orchestrator) -> None:
     report = Report(io.StringIO())
     # Where the kernel will not grow a mounted ext4 for us (no CAP_SYS_RESOURCE), the walk runs on xfs;
     # tests/node proves the clear refusal for ext4 there.
-    await Walk(co, report, node_a, node_b, "ext4" if can_grow_ext4_online() else "xfs").run()
+    await Walk(co, report, node_a, node_b, "ext4" if can_grow_mounted_ext4() else "xfs").run()
     assert all(result.ok for result in report.results), report.summary()
     assert len(report.results) >= 20
 

@@ -21,7 +21,7 @@ from csi_xloud.osutil.errors import (
     OsUtilError,
     PathNotAllowed,
 )
-from csi_xloud.osutil.filesystem import FILESYSTEMS, Signature
+from csi_xloud.osutil.filesystem import FILESYSTEMS, Signature, can_grow_mounted_ext4
 from csi_xloud.osutil.mounts import check_mount_options, parse_mountinfo
 from csi_xloud.osutil.paths import PathGuard
 from csi_xloud.osutil.runner import CommandResult, Runner
@@ -295,3 +295,11 @@ async def test_a_cancelled_mkfs_like_command_runs_to_its_end_first(tmp_path: Pat
     with pytest.raises(asyncio.CancelledError):
         await task
     assert done.exists()  # the cancellation waited for the command instead of killing it half way
+
+
+def test_the_ext4_online_grow_capability_is_read_from_the_effective_set(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapEff:\t000001fffeffffff\n")  # everything but CAP_SYS_RESOURCE
+    assert not can_grow_mounted_ext4(status)
+    status.write_text("Name:\tx\nCapEff:\t000001ffffffffff\n")
+    assert can_grow_mounted_ext4(status)

@@ -24,6 +24,7 @@ from nodekit import (
 from test_publish import broken_fuse_mount
 
 from csi_xloud._proto import csi_pb2
+from csi_xloud.osutil.filesystem import can_grow_mounted_ext4
 from csi_xloud.osutil.mounts import parse_mountinfo
 
 Usage = csi_pb2.VolumeUsage
@@ -157,14 +158,6 @@ async def test_a_broken_mount_is_abnormal(node: Node) -> None:
     assert "broken mount" in response.volume_condition.message
 
 
-def can_grow_ext4_online() -> bool:
-    """The kernel grows a mounted ext4 only for holders of CAP_SYS_RESOURCE (bit 24)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) & (1 << 24))
-    return False
-
-
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -190,7 +183,7 @@ async def test_expand_online_grows_the_filesystem_and_keeps_data(
     disk.grow(big_mib * MIB)
     request = expand_request(volume_id, target, staging, big_mib * MIB, fs_type)
 
-    if fs_type == "ext4" and not can_grow_ext4_online():
+    if fs_type == "ext4" and not can_grow_mounted_ext4():
         error = await rpc_error(node.stub.NodeExpandVolume(request))
         assert "CAP_SYS_RESOURCE" in error.details()
         assert digest(target / "data") == kept
