@@ -206,3 +206,4 @@ async def test_admin_qos_specs(make_client: MakeClient) -> None:
     specs = await admin.storage.list_qos_specs()
     for spec in specs:
         assert (await admin.storage.get_qos_spec(spec.id)).name == spec.name
+
