@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from csi_xloud import __version__, demo
 from csi_xloud._proto import csi_pb2_grpc
@@ -136,7 +135,9 @@ def build_parts(config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) 
 
 
 def _add_controller(parts: Parts, config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) -> None:
-    controller = _part("controller").build_controller_service(config, metrics, env)
+    from csi_xloud.controller import build_controller_service  # only where the controller runs
+
+    controller = build_controller_service(config, metrics, env)
     parts.registrations.append(
         lambda server: csi_pb2_grpc.add_ControllerServicer_to_server(controller, server)
     )
@@ -145,19 +146,11 @@ def _add_controller(parts: Parts, config: DriverConfig, metrics: Metrics, env: M
 
 
 def _add_node(parts: Parts, config: DriverConfig) -> None:
-    node = _part("node").build_node_service(config)
+    from csi_xloud.node import build_node_service  # the node never loads the cloud client
+
+    node = build_node_service(config)
     parts.registrations.append(lambda server: csi_pb2_grpc.add_NodeServicer_to_server(node, server))
     parts.checks.append(node.readiness)
-
-
-def _part(name: str) -> Any:
-    """Import a service module only when its mode runs (the node never loads the cloud client)."""
-    try:
-        return importlib.import_module(f"csi_xloud.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"csi_xloud.{name}":
-            raise
-        raise ConfigError(f"--mode: this build has no {name} service yet") from exc
 
 
 async def run_driver(config: DriverConfig, env: Mapping[str, str]) -> int:
