@@ -25,6 +25,7 @@ from csi_xloud.cloud.models import (
     VolumeStatus,
     VolumeType,
 )
+from csi_xloud.cloud.sharedpolls import SharedVolumePolls
 from csi_xloud.cloud.versions import Feature, MicroversionPicker
 from csi_xloud.cloud.waiters import StatusCheck, Waiter
 
@@ -52,6 +53,7 @@ class StorageApi:
         self._http = http
         self._waiter = waiter
         self._versions = MicroversionPicker(http, "volume")
+        self.shared_polls = SharedVolumePolls(self.get_volume, self._volumes_in_status, waiter.clock)
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -99,6 +101,10 @@ class StorageApi:
         """Every volume with exactly this name (names are not unique in the Storage API)."""
         items = await self._all_pages(lambda marker: self._volume_page({"name": name}, 1000, marker))
         return [v for v in items if v.name == name]
+
+    async def _volumes_in_status(self, status: str) -> list[Volume]:
+        """Every volume of the project in one status (all pages)."""
+        return await self._all_pages(lambda marker: self._volume_page({"status": status}, 1000, marker))
 
     async def list_volumes(
         self, *, limit: int | None = None, marker: str | None = None,
@@ -290,27 +296,33 @@ class StorageApi:
 
     async def wait_for_volume(
         self, volume_id: str, *wanted: VolumeStatus, timeout_seconds: float,
-        done: Callable[[Volume], bool] | None = None,
+        done: Callable[[Volume], bool] | None = None, expect: str | None = None,
     ) -> Volume:
-        """Poll a volume until a wanted status (and `done`); CloudError with the reason on error."""
+        """Poll a volume until a wanted status (and `done`); CloudError with the reason on error.
+
+        `expect` is the status the caller's own request has just left the volume in; polls of many
+        volumes in the same status share one list request.
+        """
         check: StatusCheck[Volume] = StatusCheck(
             status_of=lambda v: v.raw_status, wanted={str(s) for s in wanted},
             failed=_volume_failed(wanted), reason_of=lambda v: self.volume_error_reason(v.id), done=done,
         )
         return await self._waiter.wait_for_status(
-            lambda: self.get_volume(volume_id), check, timeout_seconds=timeout_seconds,
-            what=f"volume {volume_id}",
+            self.shared_polls.of(volume_id), check, timeout_seconds=timeout_seconds,
+            what=f"volume {volume_id}", expect=expect,
         )
 
-    async def wait_for_volume_deleted(self, volume_id: str, *, timeout_seconds: float) -> None:
+    async def wait_for_volume_deleted(
+        self, volume_id: str, *, timeout_seconds: float, expect: str | None = None,
+    ) -> None:
         """Poll until the volume is gone; CloudError when it goes to error_deleting."""
         check: StatusCheck[Volume] = StatusCheck(
             status_of=lambda v: v.raw_status, wanted=(), failed=lambda s: s == VolumeStatus.ERROR_DELETING,
             reason_of=lambda v: self.volume_error_reason(v.id),
         )
         await self._waiter.wait_for_deletion(
-            lambda: self.get_volume(volume_id), check, timeout_seconds=timeout_seconds,
-            what=f"volume {volume_id}",
+            self.shared_polls.of(volume_id), check, timeout_seconds=timeout_seconds,
+            what=f"volume {volume_id}", expect=expect,
         )
 
     async def wait_for_snapshot(self, snapshot_id: str, *, timeout_seconds: float) -> Snapshot:

@@ -11,7 +11,9 @@ The number of polls grows only with log(T): 7 for a 1 s operation, 16 for
 10 s, 27 for 60 s. The gap is capped at 5 s, reached near T = 20 s, so long
 operations (backups, migrations) cost at most one request per 5 s and are
 still seen within 5.5 s, under 30 % of T. The first poll is immediate (an
-idempotent retry often finds the resource already done). Jitter spreads the
+idempotent retry often finds the resource already done), unless the caller has
+just started the transition itself and says which status it left the resource
+in: then the first poll waits like any later one. Jitter spreads the
 polls of many concurrent waits; the client's token bucket bounds their sum.
 
 Learning: a cloud takes about the same time for the same kind of transition (a
@@ -29,12 +31,13 @@ import statistics
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from csi_xloud.clock import Clock
 from csi_xloud.cloud.errors import CloudError, NotFound, WaitTimeout
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,31 @@ class StatusCheck(Generic[R]):
     done: Callable[[R], bool] | None = None
 
 
+class Views(Protocol[R_co]):
+    """Where a wait gets each fresh view of its resource."""
+
+    async def view(self, delay: float, believed: str | None) -> R_co:
+        """A view taken `delay` seconds from now at the latest (sooner when a shared poll passes by).
+
+        `believed` is the status the resource had at the last view, or that the request which started
+        the transition leaves it in; None when nothing is known yet.
+        """
+        ...
+
+
+class Polled(Generic[R]):
+    """Views of one resource, each its own request after the delay."""
+
+    def __init__(self, fetch: Callable[[], Awaitable[R]], clock: Clock) -> None:
+        self._fetch = fetch
+        self._clock = clock
+
+    async def view(self, delay: float, believed: str | None) -> R:
+        if delay > 0:
+            await self._clock.sleep(delay)
+        return await self._fetch()
+
+
 class Waiter:
     """Polls with backoff until a wanted status, a failed one or the deadline; honours cancellation."""
 
@@ -93,60 +121,94 @@ class Waiter:
         # (resource kind, transitional status) -> how long recent waits for it took.
         self._took: dict[tuple[str, str], deque[float]] = {}
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     async def wait_for_status(
         self,
-        fetch: Callable[[], Awaitable[R]],
+        fetch: Callable[[], Awaitable[R]] | Views[R],
         check: StatusCheck[R],
         *,
         timeout_seconds: float,
         what: str,
+        expect: str | None = None,
     ) -> R:
-        """The resource once its status is wanted; CloudError if it fails, WaitTimeout at the deadline."""
-        started = self._clock.monotonic()
-        deadline = started + timeout_seconds
-        delays = self._backoff.delays(self._rng)
-        key: tuple[str, str] | None = None
+        """The resource once its status is wanted; CloudError if it fails, WaitTimeout at the deadline.
+
+        `expect` is the transitional status the request that started the wait has just left the
+        resource in: the first look then waits like any later one instead of coming at once.
+        """
+        wait = self._Wait(self, fetch, timeout_seconds, what, expect, "")
         while True:
-            resource = await fetch()
+            resource = await wait.next_view()
             status = check.status_of(resource)
             if status in check.wanted and (check.done is None or check.done(resource)):
-                self._learn(key, started)
+                wait.learn()
                 return resource
             if check.failed(status):
                 raise await self._failure(resource, status, check, what)
-            delay = next(delays)
-            if key is None:
-                key = (what.split(" ", 1)[0], status)
-                delay = max(delay, self._head_start(key))
-            await self._pause(delay, deadline, f"{what} is still {status}", timeout_seconds)
+            wait.saw(status)
 
     async def wait_for_deletion(
         self,
-        fetch: Callable[[], Awaitable[R]],
+        fetch: Callable[[], Awaitable[R]] | Views[R],
         check: StatusCheck[R],
         *,
         timeout_seconds: float,
         what: str,
+        expect: str | None = None,
     ) -> None:
         """Return once fetch raises NotFound; CloudError if the resource reaches a failed status."""
-        started = self._clock.monotonic()
-        deadline = started + timeout_seconds
-        delays = self._backoff.delays(self._rng)
-        key: tuple[str, str] | None = None
+        wait = self._Wait(self, fetch, timeout_seconds, what, expect, "->gone")
         while True:
             try:
-                resource = await fetch()
+                resource = await wait.next_view()
             except NotFound:
-                self._learn(key, started)
+                wait.learn()
                 return
             status = check.status_of(resource)
             if check.failed(status):
                 raise await self._failure(resource, status, check, what)
-            delay = next(delays)
-            if key is None:
-                key = (what.split(" ", 1)[0], f"{status}->gone")
-                delay = max(delay, self._head_start(key))
-            await self._pause(delay, deadline, f"{what} is still {status}", timeout_seconds)
+            wait.saw(status)
+
+    class _Wait(Generic[R]):
+        """One wait's schedule: when the next view is due, what was last seen, what it teaches."""
+
+        def __init__(
+            self, waiter: Waiter, fetch: Callable[[], Awaitable[R]] | Views[R], timeout_seconds: float,
+            what: str, expect: str | None, suffix: str,
+        ) -> None:
+            self._waiter = waiter
+            self._views: Views[R] = Polled(fetch, waiter._clock) if callable(fetch) else fetch
+            self._timeout = timeout_seconds
+            self._what = what
+            self._kind = what.split(" ", 1)[0]
+            self._suffix = suffix
+            self._started = waiter._clock.monotonic()
+            self._delays = waiter._backoff.delays(waiter._rng)
+            self._believed = expect
+            self._key: tuple[str, str] | None = None
+            self._delay = 0.0
+            if expect is not None:
+                self.saw(expect)
+
+        async def next_view(self) -> R:
+            return await self._views.view(self._delay, self._believed)
+
+        def saw(self, status: str) -> None:
+            """The resource is still `status`: when is the next view due (WaitTimeout past the deadline)."""
+            delay = next(self._delays)
+            if self._key is None:
+                self._key = (self._kind, status + self._suffix)
+                delay = max(delay, self._waiter._head_start(self._key))
+            self._believed = status
+            self._delay = self._waiter._next_delay(
+                delay, self._started, self._timeout, f"{self._what} is still {status}"
+            )
+
+        def learn(self) -> None:
+            self._waiter._learn(self._key, self._started)
 
     def _head_start(self, key: tuple[str, str]) -> float:
         """How long to wait before the second poll: a share of this transition's median time, once known."""
@@ -162,18 +224,17 @@ class Waiter:
         took = self._took.setdefault(key, deque(maxlen=self._backoff.remember))
         took.append(self._clock.monotonic() - started)
 
-    async def _pause(self, delay: float, deadline: float, state: str, timeout_seconds: float) -> None:
-        """Sleep until the next poll, or raise WaitTimeout when the deadline comes first."""
+    def _next_delay(self, delay: float, started: float, timeout_seconds: float, state: str) -> float:
+        """How long until the next view, or WaitTimeout when the deadline has come."""
         now = self._clock.monotonic()
         # After a head start the schedule goes on from where the elapsed time puts it: the gap the
         # backoff reaches after t seconds is about (factor - 1) * t.
-        elapsed = now - (deadline - timeout_seconds)
-        delay = max(delay, min(self._backoff.max_seconds, (self._backoff.factor - 1) * elapsed))
-        remaining = deadline - now
+        delay = max(delay, min(self._backoff.max_seconds, (self._backoff.factor - 1) * (now - started)))
+        remaining = started + timeout_seconds - now
         if remaining <= 0:
             raise WaitTimeout(f"{state} after {timeout_seconds:g} s")
-        # The last poll lands on the deadline itself, so a resource finishing just in time is seen.
-        await self._clock.sleep(min(delay, remaining))
+        # The last view lands on the deadline itself, so a resource finishing just in time is seen.
+        return min(delay, remaining)
 
     @staticmethod
     async def _failure(resource: R, status: str, check: StatusCheck[R], what: str) -> CloudError:

@@ -1,0 +1,156 @@
+"""Many waits on volumes served by one list request per status, instead of one request each.
+
+A wait believes its volume is in some transitional status (`creating`, `reserved`, `extending`,
+`deleting`...). When one wait's view falls due, one `GET /volumes/detail?status=S` answers it
+and every other wait on a volume believed in S whose view is at least half due. A volume found in
+the list is still in S; one missing from it has moved on (or is gone), and only that volume is
+then fetched on its own. So with n volumes in the same transition the cloud sees one list request
+per tick plus one request per volume that changed, where n separate waits would send n requests
+per tick; with a single wait, a list would buy nothing, so it is fetched on its own as before.
+
+Serving a wait early costs no request and never makes it later; a wait is never served later
+than its own schedule says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from csi_xloud.clock import Clock
+from csi_xloud.cloud.models import Volume
+
+# How much of a wait's delay may be cut short when a shared list request passes by.
+EARLY_SHARE = 0.5
+
+
+@dataclass(eq=False)
+class _Member:
+    volume_id: str
+    early: float  # may be served from this moment on
+    future: asyncio.Future[Volume] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class SharedVolumePolls:
+    """Serves the views of waits on volumes, one list request per status for all due waits."""
+
+    def __init__(
+        self,
+        get_one: Callable[[str], Awaitable[Volume]],
+        list_in_status: Callable[[str], Awaitable[list[Volume]]],
+        clock: Clock,
+    ) -> None:
+        self._get_one = get_one
+        self._list_in_status = list_in_status
+        self._clock = clock
+        self._waiting: dict[str, list[_Member]] = {}
+        self._rounds: dict[str, asyncio.Task[None]] = {}
+        self.list_requests = 0  # how many shared list requests were sent (for tests and metrics)
+
+    def of(self, volume_id: str) -> VolumeViews:
+        """The views of one volume, for the waiter."""
+        return VolumeViews(self, volume_id)
+
+    async def view(self, volume_id: str, delay: float, believed: str | None) -> Volume:
+        """A view of the volume `delay` seconds from now at the latest."""
+        if believed is None:
+            if delay > 0:
+                await self._clock.sleep(delay)
+            return await self._get_one(volume_id)
+        member = _Member(volume_id, self._clock.monotonic() + (1 - EARLY_SHARE) * delay)
+        members = self._waiting.setdefault(believed, [])
+        members.append(member)
+        try:
+            await self._until(member.future, delay)
+            while not member.future.done():
+                await self._round(believed)
+            return member.future.result()
+        finally:
+            self._forget(believed, member)
+
+    async def _until(self, future: asyncio.Future[Volume], delay: float) -> None:
+        """Sleep for `delay`, or less when a shared round serves the future first."""
+        if delay <= 0:
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        either: list[asyncio.Future[Any]] = [sleeper, future]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sleeper
+
+    async def _round(self, status: str) -> None:
+        """Join the round under way for this status, or start one; returns when it is over."""
+        task = self._rounds.get(status)
+        if task is None:
+            task = asyncio.ensure_future(self._serve(status))
+            self._rounds[status] = task
+            task.add_done_callback(lambda _: self._rounds.pop(status, None))
+        # Shielded: one caller giving up must not cancel the request that serves the others.
+        await asyncio.shield(task)
+
+    async def _serve(self, status: str) -> None:
+        """Serve every wait on `status` that may be served now: one list, then the volumes that moved on."""
+        now = self._clock.monotonic()
+        members = self._waiting.get(status, [])
+        taken = [m for m in members if m.early <= now and not m.future.done()]
+        chosen = set(taken)
+        left = [m for m in members if m not in chosen]
+        if left:
+            self._waiting[status] = left
+        else:
+            self._waiting.pop(status, None)
+        try:
+            ids = {m.volume_id for m in taken}
+            if len(ids) == 1:
+                found: dict[str, Volume] = {}
+            else:
+                self.list_requests += 1
+                found = {v.id: v for v in await self._list_in_status(status) if v.id in ids}
+            # A volume missing from the list has moved on to another status, or is gone.
+            moved = [i for i in ids if i not in found]
+            fresh = await asyncio.gather(*(self._get_one(i) for i in moved), return_exceptions=True)
+            answers: dict[str, Volume | BaseException] = {**found, **dict(zip(moved, fresh, strict=True))}
+            for member in taken:
+                _settle(member.future, answers[member.volume_id])
+        except BaseException as exc:
+            for member in taken:
+                _settle(member.future, exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _forget(self, status: str, member: _Member) -> None:
+        members = self._waiting.get(status)
+        if members is not None and member in members:
+            members.remove(member)
+            if not members:
+                del self._waiting[status]
+        if not member.future.done():
+            member.future.cancel()
+
+
+def _settle(future: asyncio.Future[Volume], answer: Volume | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(answer, asyncio.CancelledError):
+        future.cancel()
+    elif isinstance(answer, BaseException):
+        future.set_exception(answer)
+    else:
+        future.set_result(answer)
+
+
+class VolumeViews:
+    """One volume's views through the shared polls (the waiter's view source)."""
+
+    def __init__(self, polls: SharedVolumePolls, volume_id: str) -> None:
+        self._polls = polls
+        self._volume_id = volume_id
+
+    async def view(self, delay: float, believed: str | None) -> Volume:
+        return await self._polls.view(self._volume_id, delay, believed)
