@@ -34,17 +34,28 @@ class Attacher:
     async def publish(self, volume_id: str, node_id: str, needs: CapabilityNeeds) -> dict[str, str]:
         """Attach (or find attached) and return the publish_context."""
         volume = await fetch_volume(self._storage, volume_id)
+        if not (node_id in volume.attached_server_ids and volume.status is VolumeStatus.IN_USE):
+            volume = await self._attach_and_wait(volume, node_id, needs)
+        return await self._publish_context(volume, node_id)
+
+    async def _attach_and_wait(self, volume: Volume, node_id: str, needs: CapabilityNeeds) -> Volume:
+        """Start the attachment unless it is on its way, and wait until the volume is in use there."""
+        expect: str | None = None
         server = await self._server(node_id)
         if node_id not in volume.attached_server_ids:
             self._check_attachable(volume, server, needs)
-            await self._attach(volume, node_id)
-        volume = await self._storage.wait_for_volume(
-            volume_id,
+            if await self._attach(volume, node_id):
+                # The Compute API reserves the volume before it answers; in-use volumes (multiattach)
+                # go to attaching instead.
+                reserved = volume.status is VolumeStatus.AVAILABLE
+                expect = (VolumeStatus.RESERVED if reserved else VolumeStatus.ATTACHING).value
+        return await self._storage.wait_for_volume(
+            volume.id,
             VolumeStatus.IN_USE,
             timeout_seconds=self._timeouts.attach_seconds,
             done=lambda v: node_id in v.attached_server_ids,
+            expect=expect,
         )
-        return await self._publish_context(volume, node_id)
 
     async def _server(self, node_id: str) -> Server:
         if not is_storage_id(node_id):
@@ -75,11 +86,11 @@ class Attacher:
                 f"volume {volume.id} is already published to node {', '.join(others)} and is single-node"
             )
 
-    async def _attach(self, volume: Volume, node_id: str) -> None:
-        """Start the attachment, unless one is already on its way (reserved/attaching) for this node."""
+    async def _attach(self, volume: Volume, node_id: str) -> bool:
+        """Start the attachment (True), unless one is already on its way for this node (False)."""
         attachments = await self._compute.list_attachments(node_id)
         if any(a.volume_id == volume.id for a in attachments):
-            return
+            return False
         if len(attachments) >= self._max_volumes_per_node:
             raise ResourceExhausted(
                 f"node {node_id} already has {len(attachments)} volumes attached, the most it may have "
@@ -87,13 +98,17 @@ class Attacher:
             )
         await self._compute.attach_volume(node_id, volume.id)
         log.info("attaching volume %s to node %s", volume.id, node_id)
+        return True
 
     async def _publish_context(self, volume: Volume, node_id: str) -> dict[str, str]:
         """The device Compute reported (a hint only: the node finds the disk by its serial) and the size."""
         context = {SIZE_GIB_KEY: str(volume.size_gib)}
-        attachment = await self._compute.get_attachment(node_id, volume.id)
-        if attachment.device:
-            context[DEVICE_PATH_KEY] = attachment.device
+        # The volume's own attachment entry names the device; ask Compute only when it does not.
+        device = next((a.device for a in volume.attachments if a.server_id == node_id and a.device), None)
+        if device is None:
+            device = (await self._compute.get_attachment(node_id, volume.id)).device
+        if device:
+            context[DEVICE_PATH_KEY] = device
         return context
 
     async def unpublish(self, volume_id: str, node_id: str) -> None:
@@ -125,6 +140,7 @@ class Attacher:
                 VolumeStatus.AVAILABLE,
                 VolumeStatus.IN_USE,
                 timeout_seconds=self._timeouts.detach_seconds,
+                expect=VolumeStatus.DETACHING.value,
                 done=lambda v: (
                     not nodes.intersection(v.attached_server_ids) and v.status is not VolumeStatus.DETACHING
                 ),

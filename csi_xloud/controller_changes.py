@@ -34,7 +34,7 @@ class VolumeChanges:
             if volume.status is not VolumeStatus.DELETING:
                 await self._start_delete(volume)
             await self._storage.wait_for_volume_deleted(
-                volume_id, timeout_seconds=self._timeouts.delete_seconds
+                volume_id, timeout_seconds=self._timeouts.delete_seconds, expect=VolumeStatus.DELETING.value
             )
         except cloud.NotFound:
             return
@@ -89,6 +89,7 @@ class VolumeChanges:
             *SETTLED,
             timeout_seconds=self._timeouts.expand_seconds,
             done=lambda v: v.size_gib >= new_size_gib,
+            expect=VolumeStatus.EXTENDING.value,
         )
 
     async def modify(self, volume_id: str, change: MutableParameters) -> None:
@@ -112,6 +113,7 @@ class VolumeChanges:
             volume_id,
             *SETTLED,
             timeout_seconds=self._timeouts.retype_seconds,
+            expect=VolumeStatus.RETYPING.value,
         )
         if not has_type(settled, volume_type):
             raise self._retype_refused(settled, volume_type.name, change.migration_policy)

@@ -236,6 +236,7 @@ class VolumeCreator:
                     VolumeStatus.AVAILABLE,
                     VolumeStatus.IN_USE,
                     timeout_seconds=self._timeouts.create_seconds,
+                    expect=volume.raw_status,
                 )
             except (cloud.WaitTimeout, cloud.Unavailable, cloud.NotFound):
                 raise

@@ -45,6 +45,32 @@ async def test_publish_attaches_waits_and_answers_the_same_again(ctl: Harness) -
     assert await ctl.publish(volume.volume_id, "node-a") == context
 
 
+def _requests(ctl: Harness) -> dict[str, int]:
+    return dict(ctl.emulator.stats()["requests"])
+
+
+def _made(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+
+
+async def test_publish_reads_the_device_from_the_volume_and_a_repeat_costs_one_request(ctl: Harness) -> None:
+    volume = await ctl.create_volume()
+    before = _requests(ctl)
+    context = await ctl.publish(volume.volume_id, "node-a")
+    made = _made(before, _requests(ctl))
+    attach = [k for k in made if k.startswith("POST ") and k.endswith("/os-volume_attachments")]
+    assert len(attach) == 1 and made[attach[0]] == 1, made
+    # The in-use volume's attachment entry names the device: no look-up of the attachment itself.
+    assert not [k for k in made if k.startswith("GET ") and k.endswith("/os-volume_attachments/{id}")], made
+    stored = await ctl.cloud.storage.get_volume(volume.volume_id)
+    assert context["device_path"] == stored.attachments[0].device
+
+    before = _requests(ctl)
+    assert await ctl.publish(volume.volume_id, "node-a") == context
+    made = _made(before, _requests(ctl))
+    assert made == {"GET /volume/v3/{id}/volumes/{id}": 1}, made
+
+
 async def test_publish_to_a_second_node_of_a_single_node_volume_fails_naming_the_first(ctl: Harness) -> None:
     volume = await ctl.create_volume()
     await ctl.publish(volume.volume_id, "node-a")
