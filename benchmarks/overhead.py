@@ -6,7 +6,7 @@ operation runs at each concurrency (all calls started at once); latency is per c
 are counted at the emulator. The reference columns replay a model of cinder-csi-plugin's wait
 schedule (see benchmarks/reference.py) against the same emulator, at the same concurrency.
 
-    python -m benchmarks.overhead             # the full matrix (about 25 minutes on 2 cores)
+    python -m benchmarks.overhead             # the full matrix (about 20 minutes on 2 cores)
     python -m benchmarks.overhead --quick     # one small run, a few seconds
 """
 
@@ -49,6 +49,7 @@ class Sample:
     concurrency: int
     latencies: list[float]
     calls: int
+    warm: bool
     ref_latencies: list[float] | None = None
     ref_calls: int | None = None
 
@@ -65,13 +66,14 @@ class Sample:
             ref = [seconds(percentile(self.ref_latencies, 50)), seconds(percentile(self.ref_latencies, 95)),
                    f"{theirs:.1f}", calls_cell]
         rate = "default" if self.rate_limit is None else "unbound"
-        return [f"{self.op_seconds:g}", rate, self.op, str(self.concurrency), seconds(p50), seconds(p95),
+        return [f"{self.op_seconds:g}", rate, "warm" if self.warm else "cold", self.op, str(self.concurrency),
+                seconds(p50), seconds(p95),
                 seconds(target) if cloud_op else "-", latency_cell, f"{self.calls / n:.1f}", *ref]
 
 
 Work = Sequence[Callable[[], Awaitable[object]]]
-COLUMNS = ["op s", "client rate limit", "operation", "conc", "p50 s", "p95 s", "target s", "latency",
-           "calls/op", "model p50 s", "model p95 s", "model calls/op", "calls"]
+COLUMNS = ["op s", "client rate limit", "controller", "operation", "conc", "p50 s", "p95 s", "target s",
+           "latency", "calls/op", "model p50 s", "model p95 s", "model calls/op", "calls"]
 
 
 async def measure(cluster: Cluster, op: str, n: int, work: Work,
@@ -79,7 +81,9 @@ async def measure(cluster: Cluster, op: str, n: int, work: Work,
     assert cluster.emulator is not None
     with CallCounter(cluster.emulator) as counter:
         _, latencies, out = await run_all(work)
-    results.append(Sample(op, cluster.op_seconds, cluster.rate_limit, n, latencies, counter.calls))
+    results.append(
+        Sample(op, cluster.op_seconds, cluster.rate_limit, n, latencies, counter.calls, warm=False)
+    )
     return out
 
 
@@ -128,8 +132,13 @@ async def one_level(cluster: Cluster, co: Orchestrator, model: ReferenceModel, n
 
 
 async def one_op_time(
-    op_seconds: float, levels: Sequence[int], rate_limit: float | None, attach_cap: int, results: list[Sample]
+    op_seconds: float, levels: Sequence[int], rate_limit: float | None, attach_cap: int,
+    results: list[Sample], *, cold_first: bool,
 ) -> None:
+    """Each level on one controller. The controller learns how long each kind of transition takes
+    from its first waits (three of a kind), so a fresh controller is "cold": with `cold_first` the
+    first level runs on it as it starts, then WARM_UP operations of every kind run unmeasured and
+    the other levels show the controller as it runs from then on ("warm")."""
     root = data_root("overhead")
     cluster = Cluster(
         root, servers="node-a", op_seconds=op_seconds, log_level="WARNING", rate_limit=rate_limit
@@ -142,33 +151,43 @@ async def one_op_time(
                     CloudApi(cluster.emulator, "xloud-emulator") as api:
                 await co.wait_ready()
                 model = ReferenceModel(api)
-                for n in levels:
+                plan: list[tuple[int, bool | None]] = [(levels[0], False)] if cold_first else []
+                plan.append((WARM_UP, None))
+                plan += [(n, True) for n in (levels[1:] if cold_first else levels)]
+                for n, warm in plan:
+                    if warm is None:  # the warm-up: not measured
+                        await one_level(cluster, co, model, n, min(n, attach_cap), [])
+                        continue
                     done = len(results)
                     await one_level(cluster, co, model, n, attach_cap, results)
                     for sample in results[done:]:  # progress, while the full table waits for the end
+                        sample.warm = warm
                         print(" | ".join(sample.row()), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-# (op seconds, concurrency levels, client rate limit): with the default limit (20 requests/s) and,
-# to show what the driver itself adds, with a limit too high to bind. 500 in flight is measured for
-# CreateVolume by benchmarks.concurrency; 100 at 10 s is left out (each run would take several
-# minutes behind the default rate limit).
+# How many operations of each kind run unmeasured before the warm levels (the waiter learns a
+# transition's time from three waits).
+WARM_UP = 3
+# (op seconds, concurrency levels, client rate limit, first level on a cold controller): with the
+# default limit (50 requests/s per service) and, to show what the driver itself adds, with a limit
+# too high to bind. 500 in flight is measured for CreateVolume by benchmarks.concurrency.
 UNBOUND = 100000.0
-FULL: list[tuple[float, list[int], float | None]] = [
-    (0.3, [1, 10, 100], None), (2.0, [1, 10, 100], None), (10.0, [1, 10], None),
-    (0.3, [10, 100], UNBOUND), (2.0, [10, 100], UNBOUND), (10.0, [10, 100], UNBOUND),
+FULL: list[tuple[float, list[int], float | None, bool]] = [
+    (0.3, [1, 1, 10, 100], None, True), (2.0, [1, 1, 10, 100], None, True),
+    (10.0, [1, 1, 10, 100], None, True),
+    (0.3, [10, 100], UNBOUND, False), (2.0, [10, 100], UNBOUND, False), (10.0, [10, 100], UNBOUND, False),
 ]
-QUICK: list[tuple[float, list[int], float | None]] = [(0.3, [1], None)]
+QUICK: list[tuple[float, list[int], float | None, bool]] = [(0.3, [1], None, False)]
 
 
 async def main_async(quick: bool) -> None:
     plan = QUICK if quick else FULL
     attach_cap = 1 if quick else 10
     results: list[Sample] = []
-    for op_seconds, levels, rate_limit in plan:
-        await one_op_time(op_seconds, levels, rate_limit, attach_cap, results)
+    for op_seconds, levels, rate_limit, cold_first in plan:
+        await one_op_time(op_seconds, levels, rate_limit, attach_cap, results, cold_first=cold_first)
     table = Table("Latency and API calls per operation (model = cinder-csi-plugin schedule, not that driver)",
                   COLUMNS)
     for sample in results:
