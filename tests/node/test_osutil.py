@@ -130,9 +130,15 @@ async def test_wait_for_size_sees_a_device_grow(host: Host) -> None:
         await finder(host, FakeClock()).wait_for_size(disk.device, 32 * MIB, timeout_seconds=3)
 
 
-async def test_runner_reports_failures_with_stderr_and_tells_observers() -> None:
+# Every runner test runs both ways of waiting for a command: the loop polling its pidfd, and
+# asyncio's own subprocesses (the fallback where the kernel has no pidfds).
+both_ways = pytest.mark.parametrize("pidfds", [True, False], ids=["pidfd", "asyncio"])
+
+
+@both_ways
+async def test_runner_reports_failures_with_stderr_and_tells_observers(pidfds: bool) -> None:
     seen: list[CommandResult] = []
-    runner = Runner(observers=[seen.append])
+    runner = Runner(observers=[seen.append], use_pidfds=pidfds)
     result = await runner.run(["sh", "-c", "echo out; echo err >&2"])
     with pytest.raises(CommandFailed) as failed:
         await runner.run(["sh", "-c", "echo broken >&2; exit 3"])
@@ -144,6 +150,25 @@ async def test_runner_reports_failures_with_stderr_and_tells_observers() -> None
             await runner.run(bad)
 
 
+@both_ways
+async def test_runner_reads_output_larger_than_a_pipe_holds(pidfds: bool) -> None:
+    script = "head -c 300000 /dev/zero | tr '\\0' o; head -c 200000 /dev/zero | tr '\\0' e >&2; exit 1"
+    result = await Runner(use_pidfds=pidfds).run(["sh", "-c", script], ok_codes=(1,))
+    assert (result.stdout, result.stderr) == ("o" * 300000, "e" * 200000)
+
+
+async def test_runner_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    runner = Runner()
+    await runner.run(["true"])  # anything opened once per process is open from here on
+    before = sorted(os.listdir("/proc/self/fd"))
+    await runner.run(["sh", "-c", "echo out; echo err >&2"])
+    with pytest.raises(CommandFailed):
+        await runner.run(["false"])
+    with pytest.raises(CommandTimeout):
+        await runner.run(["sleep", "30"], timeout_seconds=0.1)
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -152,18 +177,20 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
-async def test_runner_kills_a_command_that_times_out(tmp_path: Path) -> None:
+@both_ways
+async def test_runner_kills_a_command_that_times_out(tmp_path: Path, pidfds: bool) -> None:
     pidfile = tmp_path / "pid"
     started = time.monotonic()
     with pytest.raises(CommandTimeout):
-        await Runner().run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"], timeout_seconds=0.3)
+        await Runner(use_pidfds=pidfds).run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"], timeout_seconds=0.3)
     assert time.monotonic() - started < 5
     assert not _alive(int(pidfile.read_text()))
 
 
-async def test_a_cancelled_call_kills_its_command(tmp_path: Path) -> None:
+@both_ways
+async def test_a_cancelled_call_kills_its_command(tmp_path: Path, pidfds: bool) -> None:
     pidfile = tmp_path / "pid"
-    task = asyncio.create_task(Runner().run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"]))
+    task = asyncio.create_task(Runner(use_pidfds=pidfds).run(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"]))
     while not pidfile.exists() or not pidfile.read_text().strip():
         await asyncio.sleep(0.02)
     task.cancel()
@@ -283,11 +310,12 @@ async def test_a_hint_with_another_serial_is_never_taken(host: Host, tmp_path: P
     assert sum(clock.sleeps) >= 2.0
 
 
-async def test_a_cancelled_mkfs_like_command_runs_to_its_end_first(tmp_path: Path) -> None:
+@both_ways
+async def test_a_cancelled_mkfs_like_command_runs_to_its_end_first(tmp_path: Path, pidfds: bool) -> None:
     done = tmp_path / "done"
     started = tmp_path / "started"
     task = asyncio.create_task(
-        Runner().run(["sh", "-c", f"touch {started}; sleep 0.5; touch {done}"], cancellable=False)
+        Runner(use_pidfds=pidfds).run(["sh", "-c", f"touch {started}; sleep 0.5; touch {done}"], cancellable=False)
     )
     while not started.exists():
         await asyncio.sleep(0.02)
