@@ -44,7 +44,7 @@ class Attacher:
         server = await self._server(node_id)
         if node_id not in volume.attached_server_ids:
             self._check_attachable(volume, server, needs)
-            if await self._attach(volume, node_id):
+            if await self._attach(volume, server):
                 # The Compute API reserves the volume before it answers; in-use volumes (multiattach)
                 # go to attaching instead.
                 reserved = volume.status is VolumeStatus.AVAILABLE
@@ -86,18 +86,22 @@ class Attacher:
                 f"volume {volume.id} is already published to node {', '.join(others)} and is single-node"
             )
 
-    async def _attach(self, volume: Volume, node_id: str) -> bool:
-        """Start the attachment (True), unless one is already on its way for this node (False)."""
-        attachments = await self._compute.list_attachments(node_id)
-        if any(a.volume_id == volume.id for a in attachments):
+    async def _attach(self, volume: Volume, server: Server) -> bool:
+        """Start the attachment (True), unless one is already on its way for this node (False).
+
+        The server's own view lists its volumes, those still being attached too, so no separate
+        look at its attachments is needed.
+        """
+        attached = server.attached_volume_ids
+        if volume.id in attached:
             return False
-        if len(attachments) >= self._max_volumes_per_node:
+        if len(attached) >= self._max_volumes_per_node:
             raise ResourceExhausted(
-                f"node {node_id} already has {len(attachments)} volumes attached, the most it may have "
+                f"node {server.id} already has {len(attached)} volumes attached, the most it may have "
                 f"(--max-volumes-per-node {self._max_volumes_per_node}); detach one first"
             )
-        await self._compute.attach_volume(node_id, volume.id)
-        log.info("attaching volume %s to node %s", volume.id, node_id)
+        await self._compute.attach_volume(server.id, volume.id)
+        log.info("attaching volume %s to node %s", volume.id, server.id)
         return True
 
     async def _publish_context(self, volume: Volume, node_id: str) -> dict[str, str]:

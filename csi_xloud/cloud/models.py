@@ -455,6 +455,8 @@ class Server:
     name: str
     status: str
     availability_zone: str | None = None
+    # Every volume attached or being attached (Compute records one as soon as it accepts the attach).
+    attached_volume_ids: tuple[str, ...] = ()
 
     @classmethod
     def from_api(cls, body: Json) -> Server:
@@ -463,6 +465,9 @@ class Server:
             name=str(body.get("name") or ""),
             status=str(body.get("status") or ""),
             availability_zone=_opt_str(body.get("OS-EXT-AZ:availability_zone")),
+            attached_volume_ids=tuple(
+                str(v["id"]) for v in body.get("os-extended-volumes:volumes_attached") or () if v.get("id")
+            ),
         )
 
 

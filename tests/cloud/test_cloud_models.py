@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +55,9 @@ IN_USE_VOLUME = {
         }
     ],
 }
+
+# Exchanges recorded from a real Compute service, kept beside the emulator's tests.
+SAMPLES = Path(__file__).resolve().parents[1] / "emulator" / "api_samples" / "nova"
 
 
 def test_volume_from_api() -> None:
@@ -139,7 +144,14 @@ def test_type_quota_limits_server_attachment() -> None:
     server = Server.from_api(
         {"id": "s", "name": "nvs-a", "status": "ACTIVE", "OS-EXT-AZ:availability_zone": "nova"}
     )
-    assert server.availability_zone == "nova"
+    assert server.availability_zone == "nova" and server.attached_volume_ids == ()
+    recorded = json.loads((SAMPLES / "op_02_attach_v2_1.json").read_text())
+    show = next(x for x in recorded["exchanges"] if "volumes_attached" in x["label"])
+    body = show["response"]["body"]["server"]
+    assert Server.from_api(body).attached_volume_ids == tuple(
+        v["id"] for v in body["os-extended-volumes:volumes_attached"]
+    )
+    assert len(Server.from_api(body).attached_volume_ids) >= 2
     old = Attachment.from_api({"id": "v1", "serverId": "s", "volumeId": "v1", "device": "/dev/vdb"})
     new = Attachment.from_api(
         {
