@@ -66,7 +66,7 @@ class SharedVolumePolls:
         try:
             await self._until(member.future, delay)
             while not member.future.done():
-                await self._round(believed)
+                await self._round(believed, member.future)
             return member.future.result()
         finally:
             self._forget(believed, member)
@@ -84,15 +84,17 @@ class SharedVolumePolls:
             with contextlib.suppress(asyncio.CancelledError):
                 await sleeper
 
-    async def _round(self, status: str) -> None:
-        """Join the round under way for this status, or start one; returns when it is over."""
+    async def _round(self, status: str, future: asyncio.Future[Volume]) -> None:
+        """Join the round under way for this status, or start one; returns when it has served the
+        future or is over."""
         task = self._rounds.get(status)
         if task is None:
             task = asyncio.ensure_future(self._serve(status))
             self._rounds[status] = task
             task.add_done_callback(lambda _: self._rounds.pop(status, None))
-        # Shielded: one caller giving up must not cancel the request that serves the others.
-        await asyncio.shield(task)
+        # asyncio.wait cancels neither: one caller giving up must not cancel the request serving others.
+        either: list[asyncio.Future[Any]] = [task, future]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
 
     async def _serve(self, status: str) -> None:
         """Serve every wait on `status` that may be served now: one list, then the volumes that moved on."""
@@ -106,23 +108,36 @@ class SharedVolumePolls:
         else:
             self._waiting.pop(status, None)
         try:
-            ids = {m.volume_id for m in taken}
-            if len(ids) == 1:
-                found: dict[str, Volume] = {}
-            else:
-                self.list_requests += 1
-                found = {v.id: v for v in await self._list_in_status(status) if v.id in ids}
-            # A volume missing from the list has moved on to another status, or is gone.
-            moved = [i for i in ids if i not in found]
-            fresh = await asyncio.gather(*(self._get_one(i) for i in moved), return_exceptions=True)
-            answers: dict[str, Volume | BaseException] = {**found, **dict(zip(moved, fresh, strict=True))}
+            by_volume: dict[str, list[_Member]] = {}
             for member in taken:
-                _settle(member.future, answers[member.volume_id])
+                by_volume.setdefault(member.volume_id, []).append(member)
+            found: dict[str, Volume] = {}
+            if len(by_volume) > 1:
+                self.list_requests += 1
+                found = {v.id: v for v in await self._list_in_status(status) if v.id in by_volume}
+            for volume_id, view in found.items():
+                for member in by_volume[volume_id]:
+                    _settle(member.future, view)
+            # A volume missing from the list has moved on to another status, or is gone. Each wait
+            # has its answer as soon as its own volume's does, not when the last of the round's has.
+            await asyncio.gather(*(
+                self._fetch(volume_id, members) for volume_id, members in by_volume.items()
+                if volume_id not in found
+            ))
         except BaseException as exc:
             for member in taken:
                 _settle(member.future, exc)
             if not isinstance(exc, Exception):
                 raise
+
+    async def _fetch(self, volume_id: str, members: list[_Member]) -> None:
+        view: Volume | Exception
+        try:
+            view = await self._get_one(volume_id)
+        except Exception as exc:
+            view = exc
+        for member in members:
+            _settle(member.future, view)
 
     def _forget(self, status: str, member: _Member) -> None:
         members = self._waiting.get(status)

@@ -27,6 +27,7 @@ class Cloud:
         self.gets: list[str] = []
         self.lists: list[str] = []
         self.list_error: Exception | None = None
+        self.slow_gets: dict[str, float] = {}
 
     def status(self, volume_id: str) -> str | None:
         moved = time.monotonic() - self.start >= self.done_after[volume_id]
@@ -37,7 +38,7 @@ class Cloud:
 
     async def get_one(self, volume_id: str) -> Volume:
         self.gets.append(volume_id)
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(self.slow_gets.get(volume_id, 0.002))
         status = self.status(volume_id)
         if status is None:
             raise NotFound(f"volume {volume_id} could not be found")
@@ -159,3 +160,11 @@ async def test_a_wrong_belief_costs_one_get_and_the_right_status_is_seen() -> No
     ))
     assert cloud.lists[0] == "reserved"
     assert "attaching" in cloud.lists
+
+
+async def test_each_wait_is_answered_when_its_own_volume_is_not_after_the_whole_round() -> None:
+    cloud = Cloud({f"v{i}": 0.3 for i in range(6)})
+    cloud.slow_gets["v0"] = 1.0  # its look, once it has left the list, takes a second
+    seen = await wait_all(cloud, polls_for(cloud), Waiter(SystemClock()))
+    assert seen["v0"] >= 1.0
+    assert all(at <= 1.3 * 0.3 + 0.15 for v, at in seen.items() if v != "v0"), seen
