@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -10,7 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,17 @@ from csi_xloud.emulator.process import EmulatorProcess
 
 T = TypeVar("T")
 GIB = 1 << 30
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def run_script(doc: str | None, main_async: Callable[[bool], Coroutine[Any, Any, None]],
+               quick_help: str = "one small run, for the smoke test") -> None:
+    """A script's command line: its docstring as help, and --quick."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    asyncio.run(main_async(parser.parse_args().quick))
 
 
 # --- tables ------------------------------------------------------------------------------------

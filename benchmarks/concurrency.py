@@ -13,8 +13,6 @@ first, so the controller has learned how long a create takes, as a running contr
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import shutil
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +29,7 @@ from benchmarks.common import (
     percentile,
     proc_kib,
     run_all,
+    run_script,
     seconds,
     verdict,
 )
@@ -106,13 +105,5 @@ async def main_async(quick: bool) -> None:
     table.print()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="one small run, for the smoke test")
-    asyncio.run(main_async(parser.parse_args().quick))
-
-
 if __name__ == "__main__":
-    main()
+    run_script(__doc__, main_async)

@@ -11,7 +11,6 @@ by caches.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import time
@@ -31,6 +30,7 @@ from benchmarks.common import (
     mib,
     proc_kib,
     run_command,
+    run_script,
     seconds,
     verdict,
 )
@@ -183,13 +183,5 @@ async def main_async(quick: bool) -> None:
         table.print()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="one small round, for the smoke test")
-    asyncio.run(main_async(parser.parse_args().quick))
-
-
 if __name__ == "__main__":
-    main()
+    run_script(__doc__, main_async, "one small round, for the smoke test")

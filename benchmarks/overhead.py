@@ -12,11 +12,11 @@ schedule (see benchmarks/reference.py) against the same emulator, at the same co
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import contextlib
 import shutil
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import cast
@@ -31,6 +31,7 @@ from benchmarks.common import (
     machine,
     percentile,
     run_all,
+    run_script,
     seconds,
     verdict,
 )
@@ -131,15 +132,12 @@ async def one_level(cluster: Cluster, co: Orchestrator, model: ReferenceModel, n
     await asyncio.gather(*(model.detach(v, server) for v in ref_ids[:m]))
 
 
-async def one_op_time(
-    op_seconds: float, levels: Sequence[int], rate_limit: float | None, attach_cap: int,
-    results: list[Sample], *, cold_first: bool,
-) -> None:
-    """Each level on one controller. The controller learns how long each kind of transition takes
-    from its first waits (three of a kind), so a fresh controller is "cold": with `cold_first` the
-    first level runs on it as it starts, then WARM_UP operations of every kind run unmeasured and
-    the other levels show the controller as it runs from then on ("warm")."""
-    root = data_root("overhead")
+@contextlib.asynccontextmanager
+async def model_and_driver(
+    name: str, op_seconds: float, rate_limit: float | None = None,
+) -> AsyncIterator[tuple[Cluster, Orchestrator, ReferenceModel]]:
+    """An emulator with that op time, the driver's processes driven as the sidecars do, and the model."""
+    root = data_root(name)
     cluster = Cluster(
         root, servers="node-a", op_seconds=op_seconds, log_level="WARNING", rate_limit=rate_limit
     )
@@ -150,21 +148,32 @@ async def one_op_time(
             async with Orchestrator(cluster.controller_socket, cluster.node_handles, POLICY) as co, \
                     CloudApi(cluster.emulator, "xloud-emulator") as api:
                 await co.wait_ready()
-                model = ReferenceModel(api)
-                plan: list[tuple[int, bool | None]] = [(levels[0], False)] if cold_first else []
-                plan.append((WARM_UP, None))
-                plan += [(n, True) for n in (levels[1:] if cold_first else levels)]
-                for n, warm in plan:
-                    if warm is None:  # the warm-up: not measured
-                        await one_level(cluster, co, model, n, min(n, attach_cap), [])
-                        continue
-                    done = len(results)
-                    await one_level(cluster, co, model, n, attach_cap, results)
-                    for sample in results[done:]:  # progress, while the full table waits for the end
-                        sample.warm = warm
-                        print(" | ".join(sample.row()), file=sys.stderr, flush=True)
+                yield cluster, co, ReferenceModel(api)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def one_op_time(
+    op_seconds: float, levels: Sequence[int], rate_limit: float | None, attach_cap: int,
+    results: list[Sample], *, cold_first: bool,
+) -> None:
+    """Each level on one controller. The controller learns how long each kind of transition takes
+    from its first waits (three of a kind), so a fresh controller is "cold": with `cold_first` the
+    first level runs on it as it starts, then WARM_UP operations of every kind run unmeasured and
+    the other levels show the controller as it runs from then on ("warm")."""
+    async with model_and_driver("overhead", op_seconds, rate_limit) as (cluster, co, model):
+        plan: list[tuple[int, bool | None]] = [(levels[0], False)] if cold_first else []
+        plan.append((WARM_UP, None))
+        plan += [(n, True) for n in (levels[1:] if cold_first else levels)]
+        for n, warm in plan:
+            if warm is None:  # the warm-up: not measured
+                await one_level(cluster, co, model, n, min(n, attach_cap), [])
+                continue
+            done = len(results)
+            await one_level(cluster, co, model, n, attach_cap, results)
+            for sample in results[done:]:  # progress, while the full table waits for the end
+                sample.warm = warm
+                print(" | ".join(sample.row()), file=sys.stderr, flush=True)
 
 
 # How many operations of each kind run unmeasured before the warm levels (the waiter learns a
@@ -196,14 +205,5 @@ async def main_async(quick: bool) -> None:
     table.print()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="one small run, for the smoke test")
-    args = parser.parse_args()
-    asyncio.run(main_async(args.quick))
-
-
 if __name__ == "__main__":
-    main()
+    run_script(__doc__, main_async)

@@ -12,16 +12,11 @@ snapshot off from --retry-interval-start, 1 s, doubling up to --retry-interval-m
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import shutil
 from functools import partial
 
-from benchmarks.common import GIB, CloudApi, Table, data_root, lift_quotas, machine, run_all
-from benchmarks.overhead import COLUMNS, POLICY, Sample, measure, reference
-from benchmarks.reference import ReferenceModel
-from csi_xloud.cluster import Cluster
-from csi_xloud.orchestrator import Orchestrator, mount_capability
+from benchmarks.common import GIB, Table, machine, run_all, run_script
+from benchmarks.overhead import COLUMNS, Sample, measure, model_and_driver, reference
+from csi_xloud.orchestrator import mount_capability
 
 # csi-snapshotter's defaults: --retry-interval-start 1s, --retry-interval-max 5m, doubling.
 FIRST_RECALL_SECONDS = 1.0
@@ -30,30 +25,19 @@ MAX_RECALL_SECONDS = 300.0
 
 
 async def one_op_time(op_seconds: float, levels: list[int], results: list[Sample]) -> None:
-    root = data_root("snapshots")
-    cluster = Cluster(root, servers="node-a", op_seconds=op_seconds, log_level="WARNING")
-    try:
-        with cluster:
-            assert cluster.emulator is not None
-            await lift_quotas(cluster.emulator)
-            async with Orchestrator(cluster.controller_socket, cluster.node_handles, POLICY) as co, \
-                    CloudApi(cluster.emulator, "xloud-emulator") as api:
-                await co.wait_ready()
-                model = ReferenceModel(api)
-                cap = mount_capability()
-                for n in levels:
-                    _, _, pvs = await run_all([partial(co.provision, GIB, cap) for _ in range(n)])
-                    _, _, ref_ids = await run_all([partial(model.create_volume, 1) for _ in range(n)])
-                    for kind in ("snapshot", "backup"):
-                        recall = partial(co.snapshot, parameters={"type": kind},
-                                         poll_seconds=FIRST_RECALL_SECONDS, poll_factor=RECALL_FACTOR,
-                                         max_poll_seconds=MAX_RECALL_SECONDS)
-                        await measure(cluster, f"CreateSnapshot ({kind}), snapshotter re-calls", n,
-                                      [partial(recall, pv) for pv in pvs], results)
-                        step = model.snapshot if kind == "snapshot" else model.backup
-                        await reference(cluster, results[-1], [partial(step, v) for v in ref_ids])
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    async with model_and_driver("snapshots", op_seconds) as (cluster, co, model):
+        cap = mount_capability()
+        for n in levels:
+            _, _, pvs = await run_all([partial(co.provision, GIB, cap) for _ in range(n)])
+            _, _, ref_ids = await run_all([partial(model.create_volume, 1) for _ in range(n)])
+            for kind in ("snapshot", "backup"):
+                recall = partial(co.snapshot, parameters={"type": kind},
+                                 poll_seconds=FIRST_RECALL_SECONDS, poll_factor=RECALL_FACTOR,
+                                 max_poll_seconds=MAX_RECALL_SECONDS)
+                await measure(cluster, f"CreateSnapshot ({kind}), snapshotter re-calls", n,
+                              [partial(recall, pv) for pv in pvs], results)
+                step = model.snapshot if kind == "snapshot" else model.backup
+                await reference(cluster, results[-1], [partial(step, v) for v in ref_ids])
 
 
 FULL: list[tuple[float, list[int]]] = [(2.0, [1, 10]), (10.0, [1, 10])]
@@ -75,13 +59,5 @@ async def main_async(quick: bool) -> None:
     table.print()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="one small run, for the smoke test")
-    asyncio.run(main_async(parser.parse_args().quick))
-
-
 if __name__ == "__main__":
-    main()
+    run_script(__doc__, main_async)

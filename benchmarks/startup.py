@@ -9,7 +9,6 @@ Probe that answers ready (the socket is polled every 10 ms), as a liveness probe
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks.common import Table, data_root, machine, median, seconds, verdict
+from benchmarks.common import Table, data_root, machine, median, run_script, seconds, verdict
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.cluster import Cluster, DriverProcess
 
@@ -75,13 +74,5 @@ async def main_async(quick: bool) -> None:
     table.print()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="two starts of each, for the smoke test")
-    asyncio.run(main_async(parser.parse_args().quick))
-
-
 if __name__ == "__main__":
-    main()
+    run_script(__doc__, main_async, "two starts of each, for the smoke test")
