@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from csi_xloud.clock import Clock
 from csi_xloud.cloud.models import Volume
+
+log = logging.getLogger(__name__)
 
 # How much of a wait's delay may be cut short when a shared list request passes by.
 EARLY_SHARE = 0.5
@@ -49,6 +52,9 @@ class SharedVolumePolls:
         self._waiting: dict[str, list[_Member]] = {}
         self._rounds: dict[str, asyncio.Task[None]] = {}
         self.list_requests = 0  # how many shared list requests were sent (for tests and metrics)
+        # False once the cloud has answered a list with volumes of other statuses: it ignores the
+        # filter, so every list would page through the whole project; waits then poll on their own.
+        self.sharing = True
 
     def of(self, volume_id: str) -> VolumeViews:
         """The views of one volume, for the waiter."""
@@ -56,7 +62,7 @@ class SharedVolumePolls:
 
     async def view(self, volume_id: str, delay: float, believed: str | None) -> Volume:
         """A view of the volume `delay` seconds from now at the latest."""
-        if believed is None:
+        if believed is None or not self.sharing:
             if delay > 0:
                 await self._clock.sleep(delay)
             return await self._get_one(volume_id)
@@ -112,9 +118,14 @@ class SharedVolumePolls:
             for member in taken:
                 by_volume.setdefault(member.volume_id, []).append(member)
             found: dict[str, Volume] = {}
-            if len(by_volume) > 1:
+            if len(by_volume) > 1 and self.sharing:
                 self.list_requests += 1
-                found = {v.id: v for v in await self._list_in_status(status) if v.id in by_volume}
+                listed = await self._list_in_status(status)
+                found = {v.id: v for v in listed if v.id in by_volume}
+                if any(v.raw_status != status for v in listed):
+                    self.sharing = False
+                    log.warning("the Storage API ignores the status filter of volume lists; "
+                                "waits on volumes poll each volume on their own from now on")
             for volume_id, view in found.items():
                 for member in by_volume[volume_id]:
                     _settle(member.future, view)

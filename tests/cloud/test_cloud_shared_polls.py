@@ -28,6 +28,7 @@ class Cloud:
         self.lists: list[str] = []
         self.list_error: Exception | None = None
         self.slow_gets: dict[str, float] = {}
+        self.ignores_filter = False
 
     def status(self, volume_id: str) -> str | None:
         moved = time.monotonic() - self.start >= self.done_after[volume_id]
@@ -49,6 +50,8 @@ class Cloud:
         await asyncio.sleep(0.002)
         if self.list_error is not None:
             raise self.list_error
+        if self.ignores_filter:
+            return [self.volume(v, s) for v in self.done_after if (s := self.status(v)) is not None]
         return [self.volume(v, status) for v in self.done_after if self.status(v) == status]
 
 
@@ -168,3 +171,15 @@ async def test_each_wait_is_answered_when_its_own_volume_is_not_after_the_whole_
     seen = await wait_all(cloud, polls_for(cloud), Waiter(SystemClock()))
     assert seen["v0"] >= 1.0
     assert all(at <= 1.3 * 0.3 + 0.15 for v, at in seen.items() if v != "v0"), seen
+
+
+async def test_a_cloud_that_ignores_the_status_filter_turns_sharing_off() -> None:
+    cloud = Cloud({f"v{i}": 0.2 + 0.1 * i for i in range(4)})
+    cloud.ignores_filter = True
+    polls = polls_for(cloud)
+    seen = await wait_all(cloud, polls, Waiter(SystemClock()))
+    assert not polls.sharing
+    # Lists go on only until one answer holds a volume of another status (the first to leave
+    # `creating` does so at 0.2 s, by the second list); the waits poll on their own from then on.
+    assert len(cloud.lists) <= 2, cloud.lists
+    assert all(at <= 1.3 * cloud.done_after[v] + 0.15 for v, at in seen.items()), seen
