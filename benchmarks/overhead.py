@@ -6,7 +6,7 @@ operation runs at each concurrency (all calls started at once); latency is per c
 are counted at the emulator. The reference columns replay a model of cinder-csi-plugin's wait
 schedule (see benchmarks/reference.py) against the same emulator, at the same concurrency.
 
-    python -m benchmarks.overhead             # the full matrix (about 20 minutes on 2 cores)
+    python -m benchmarks.overhead             # the full matrix (about 26 minutes on 2 cores)
     python -m benchmarks.overhead --quick     # one small run, a few seconds
 """
 
