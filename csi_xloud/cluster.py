@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -91,27 +92,32 @@ class Cluster:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.emulator = EmulatorProcess(
-            self.data_dir / "cloud", servers=self.servers, op_seconds=self.op_seconds
-        )
+        self.emulator = self._new_emulator()
         self.emulator.start()
         self.controller = self._driver("controller", "controller", self._controller_flags())
         for server in self.emulator.servers:
-            name = str(server["name"])
-            kubelet = self.data_dir / "kubelet" / name
-            kubelet.mkdir(parents=True, exist_ok=True)
-            node = self._driver(f"node-{name}", "node", self._node_flags(server, kubelet))
-            self.nodes[str(server["id"])] = node
-            self.node_handles[str(server["id"])] = NodeHandle(
-                node_id=str(server["id"]),
-                socket=node.socket,
-                kubelet=KubeletPaths(kubelet),
-                zone=str(server["availability_zone"]),
-            )
+            self._add_node(server)
         for process in (self.controller, *self.nodes.values()):
             process.start()
         for process in (self.controller, *self.nodes.values()):
             process.wait_for_socket()
+
+    def _new_emulator(self) -> EmulatorProcess:
+        return EmulatorProcess(self.data_dir / "cloud", servers=self.servers, op_seconds=self.op_seconds)
+
+    def _add_node(self, server: dict[str, Any]) -> None:
+        """A node plugin for one emulated server, with its own kubelet folder."""
+        name = str(server["name"])
+        kubelet = self.data_dir / "kubelet" / name
+        kubelet.mkdir(parents=True, exist_ok=True)
+        node = self._driver(f"node-{name}", "node", self._node_flags(server, kubelet))
+        self.nodes[str(server["id"])] = node
+        self.node_handles[str(server["id"])] = NodeHandle(
+            node_id=str(server["id"]),
+            socket=node.socket,
+            kubelet=KubeletPaths(kubelet),
+            zone=str(server["availability_zone"]),
+        )
 
     def _driver(self, label: str, mode: str, flags: list[str]) -> DriverProcess:
         socket = self.data_dir / "sockets" / f"{label}.sock"

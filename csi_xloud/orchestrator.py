@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,9 +111,13 @@ class Orchestrator:
         nodes: Mapping[str, NodeHandle],
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        retry_codes: frozenset[grpc.StatusCode] = RETRYABLE,
     ) -> None:
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
+        self._retry_codes = retry_codes
+        # "<rpc> <code>" -> how many times a call was retried after that code.
+        self.retries: Counter[str] = Counter()
         self._controller_channel = grpc.aio.insecure_channel(f"unix://{controller_socket}")
         self.controller = csi_pb2_grpc.ControllerStub(self._controller_channel)
         self.controller_identity = csi_pb2_grpc.IdentityStub(self._controller_channel)
@@ -144,8 +149,9 @@ class Orchestrator:
             try:
                 return await rpc(request, timeout=self._policy.call_timeout_seconds)
             except grpc.aio.AioRpcError as error:
-                if error.code() not in RETRYABLE or attempt == self._policy.max_attempts:
+                if error.code() not in self._retry_codes or attempt == self._policy.max_attempts:
                     raise
+                self.retries[f"{name} {error.code().name}"] += 1
                 log.info("%s: %s (%s); retrying in %.2fs", name, error.code().name, error.details(), delay)
             await self._sleep(delay)
             delay = min(delay * self._policy.factor, self._policy.max_delay_seconds)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,23 +10,8 @@ from pathlib import Path
 import pytest
 
 from csi_xloud.cluster import Cluster, mounts_below
+from csi_xloud.emulator.process import loop_devices_under
 from csi_xloud.orchestrator import Orchestrator, RetryPolicy
-
-
-def loop_devices_below(root: Path) -> list[str]:
-    """Loop devices whose backing file lies under root."""
-    listing = subprocess.run(
-        ["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    prefix = str(root.resolve())
-    return [
-        line.split()[0]
-        for line in listing.splitlines()
-        if len(line.split()) > 1 and line.split()[1].startswith(prefix)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +22,7 @@ def cluster() -> Iterator[Cluster]:
         with installation:
             yield installation
     finally:
-        leftovers = mounts_below(data_dir), loop_devices_below(data_dir)
+        leftovers = mounts_below(data_dir), loop_devices_under(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
         assert leftovers == ([], []), f"left behind: mounts {leftovers[0]}, loop devices {leftovers[1]}"
 

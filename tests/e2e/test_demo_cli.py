@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from csi_xloud.cluster import mounts_below
-from tests.e2e.conftest import loop_devices_below
+from csi_xloud.emulator.process import loop_devices_under
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the demo attaches loop devices and mounts: run as root"
@@ -36,7 +36,7 @@ def driver_processes_below(root: Path) -> list[str]:
 
 def assert_nothing_left(root: Path) -> None:
     assert mounts_below(root) == []
-    assert loop_devices_below(root) == []
+    assert loop_devices_under(root) == []
     assert driver_processes_below(root) == []
 
 

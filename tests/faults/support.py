@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from csi_xloud.emulator.process import EmulatorProcess, free_port, loop_devices_
 from csi_xloud.inflight import InFlight
 from csi_xloud.interceptors import CallInterceptor
 from csi_xloud.metrics import Metrics
-from csi_xloud.orchestrator import KubeletPaths, NodeHandle, Orchestrator, RetryPolicy
+from csi_xloud.orchestrator import NodeHandle, Orchestrator, RetryPolicy
 from csi_xloud.server import CsiServer
 
 T = TypeVar("T")
@@ -162,41 +161,16 @@ class FaultCluster(Cluster):
     serve_metrics: bool = False
     metrics_ports: dict[str, int] = field(default_factory=dict)
 
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.emulator = EmulatorProcess(
-            self.data_dir / "cloud",
-            servers=self.servers,
-            op_seconds=self.op_seconds,
-            token_ttl=self.token_ttl,
-        )
-        self.emulator.start()
-        self.controller_cloud_yaml = write_controller_clouds(
-            self.emulator, self.data_dir / "controller-clouds.yaml", self.cloud_extra
-        )
-        self.controller = self._driver("controller", "controller", self._controller_flags())
-        for server in self.emulator.servers:
-            self._add_node(server)
-        for process in (self.controller, *self.nodes.values()):
-            process.start()
-        for process in (self.controller, *self.nodes.values()):
-            process.wait_for_socket()
-
-    def _add_node(self, server: dict[str, Any]) -> None:
-        name = str(server["name"])
-        kubelet = self.data_dir / "kubelet" / name
-        kubelet.mkdir(parents=True, exist_ok=True)
-        node = self._driver(f"node-{name}", "node", self._node_flags(server, kubelet))
-        self.nodes[str(server["id"])] = node
-        self.node_handles[str(server["id"])] = NodeHandle(
-            node_id=str(server["id"]),
-            socket=node.socket,
-            kubelet=KubeletPaths(kubelet),
-            zone=str(server["availability_zone"]),
+    def _new_emulator(self) -> EmulatorProcess:
+        return EmulatorProcess(
+            self.data_dir / "cloud", servers=self.servers, op_seconds=self.op_seconds, token_ttl=self.token_ttl
         )
 
     def _controller_flags(self) -> list[str]:
-        assert self.controller_cloud_yaml is not None
+        assert self.emulator is not None
+        self.controller_cloud_yaml = write_controller_clouds(
+            self.emulator, self.data_dir / "controller-clouds.yaml", self.cloud_extra
+        )
         flags = ["--cloud", MEMBER_CLOUD, "--cloud-config", str(self.controller_cloud_yaml)]
         return flags + self._metrics_flags("controller")
 
@@ -272,10 +246,6 @@ async def remove_everything(emulator: EmulatorProcess) -> None:
     assert left.total == 0, f"could not empty the cloud: {left}"
 
 
-def loop_devices_below(root: Path) -> list[str]:
-    return [name for name, _ in loop_devices_under(root)]
-
-
 @contextlib.contextmanager
 def installation(prefix: str, **options: Any) -> Iterator[FaultCluster]:
     """A FaultCluster in a fresh folder; on the way out nothing may be left mounted or attached."""
@@ -285,7 +255,7 @@ def installation(prefix: str, **options: Any) -> Iterator[FaultCluster]:
         with cluster:
             yield cluster
     finally:
-        leftovers = mounts_below(data_dir), loop_devices_below(data_dir)
+        leftovers = mounts_below(data_dir), loop_devices_under(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
         assert leftovers == ([], []), f"left behind: mounts {leftovers[0]}, loop devices {leftovers[1]}"
 
@@ -303,26 +273,10 @@ class Sidecars(Orchestrator):
         policy: RetryPolicy | None = None,
         retry_codes: frozenset[grpc.StatusCode] = PERSISTENT_RETRY,
     ) -> None:
-        super().__init__(controller_socket, nodes, policy)
-        self._retry_codes = retry_codes
-        self.retries: Counter[str] = Counter()
+        super().__init__(controller_socket, nodes, policy, retry_codes=retry_codes)
 
     async def __aenter__(self) -> Sidecars:
         return self
-
-    async def call(self, name: str, rpc: Callable[..., Awaitable[T]], request: object) -> T:
-        delay = self._policy.first_delay_seconds
-        for attempt in range(1, self._policy.max_attempts + 1):
-            self.calls[name] = self.calls.get(name, 0) + 1
-            try:
-                return await rpc(request, timeout=self._policy.call_timeout_seconds)
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in self._retry_codes or attempt == self._policy.max_attempts:
-                    raise
-                self.retries[f"{name} {error.code().name}"] += 1
-            await self._sleep(delay)
-            delay = min(delay * self._policy.factor, self._policy.max_delay_seconds)
-        raise AssertionError("unreachable")
 
     @property
     def retry_total(self) -> int:
