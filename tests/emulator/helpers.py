@@ -29,21 +29,7 @@ class Api:
     def login(self) -> str:
         """A fresh token by password."""
         auth = self.cloud["auth"]
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": auth["username"],
-                            "domain": {"name": "Default"},
-                            "password": auth["password"],
-                        }
-                    },
-                },
-                "scope": {"project": {"id": auth["project_id"]}},
-            }
-        }
+        body = password_auth(auth)
         resp = self.http.post("/identity/v3/auth/tokens", json=body)
         assert resp.status_code == 201, resp.text
         return resp.headers["X-Subject-Token"]
@@ -127,3 +113,18 @@ class Api:
         resp = self.volume("DELETE", f"/volumes/{volume_id}")
         assert resp.status_code == 202, resp.text
         self.wait_volume(volume_id, None)
+
+
+def password_auth(auth: dict[str, str]) -> dict[str, Any]:
+    """A Keystone password request body scoped to the project of a clouds.yaml `auth` entry."""
+    return {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": auth["username"], "domain": {"name": "Default"}, "password": auth["password"]}
+                },
+            },
+            "scope": {"project": {"id": auth["project_id"]}},
+        }
+    }

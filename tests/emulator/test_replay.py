@@ -25,6 +25,7 @@ import yaml
 
 from csi_xloud.emulator.identity_api import stable_hex
 from csi_xloud.emulator.process import EmulatorProcess
+from tests.emulator.helpers import password_auth
 
 # Exchanges recorded from real Cinder 29.0.0, Keystone 30.0.0 and Nova 34.0.0 (kept as test data).
 SAMPLES = Path(__file__).resolve().parent / "api_samples"
@@ -203,21 +204,7 @@ class Replayer:
         assert self.http.delete("/identity/v3/auth/tokens", headers=headers).status_code == 204
 
     def _login(self, auth: dict[str, str]) -> str:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": auth["username"],
-                            "domain": {"name": "Default"},
-                            "password": auth["password"],
-                        }
-                    },
-                },
-                "scope": {"project": {"id": auth["project_id"]}},
-            }
-        }
+        body = password_auth(auth)
         return str(self.http.post("/identity/v3/auth/tokens", json=body).headers["X-Subject-Token"])
 
     # -- request adaptation -----------------------------------------------------------------------
