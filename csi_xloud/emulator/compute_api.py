@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from csi_xloud.emulator.context import EmulatorConfig, authenticate, json_body, negotiate
-from csi_xloud.emulator.errors import ApiError, bad_request, invalid_input, not_found
+from csi_xloud.emulator.errors import ApiError, bad_request, invalid_input, not_found, unexpected_properties
 from csi_xloud.emulator.models import Attachment, AttachStatus, Server, Volume, VolumeStatus, new_id, now
 from csi_xloud.emulator.ops import Operations
 from csi_xloud.emulator.routing import Call, RouteTable
@@ -267,11 +267,7 @@ class ComputeApi:
             allowed.add("delete_on_termination")
         extra = [k for k in req if k not in allowed]
         if extra:
-            raise invalid_input(
-                "volumeAttachment",
-                req,
-                f"Additional properties are not allowed ({extra[0]!r} was unexpected)",
-            )
+            raise unexpected_properties("volumeAttachment", req, extra)
         if "volumeId" not in req:
             raise invalid_input("volumeAttachment", req, "'volumeId' is a required property")
         volume_id = req["volumeId"]
@@ -360,11 +356,7 @@ class ComputeApi:
             allowed.discard("delete_on_termination")
         extra = [k for k in req if k not in allowed]
         if extra:
-            raise invalid_input(
-                "volumeAttachment",
-                req,
-                f"Additional properties are not allowed ({extra[0]!r} was unexpected)",
-            )
+            raise unexpected_properties("volumeAttachment", req, extra)
         if "delete_on_termination" in req:
             if not isinstance(req["delete_on_termination"], bool):
                 raise invalid_input(

@@ -60,6 +60,11 @@ def invalid_input(field: str, value: Any, reason: str) -> ApiError:
     return bad_request(f"Invalid input for field/attribute {field}. Value: {value}. {reason}")
 
 
+def unexpected_properties(field: str, value: Any, extra: list[str]) -> ApiError:
+    """The schema error for a body carrying keys it may not have; the first one is named."""
+    return invalid_input(field, value, f"Additional properties are not allowed ({extra[0]!r} was unexpected)")
+
+
 def keystone_error(status: int, title: str, message: str) -> ApiError:
     """A Keystone error body (401s get their WWW-Authenticate header from the Identity API)."""
     headers = {"Vary": "X-Auth-Token"}

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.responses import Response
 
 from csi_xloud.emulator.context import json_body, require_object
-from csi_xloud.emulator.errors import bad_request, invalid_input, not_found
+from csi_xloud.emulator.errors import bad_request, invalid_input, not_found, unexpected_properties
 from csi_xloud.emulator.models import (
     Attachment,
     AttachStatus,
@@ -200,9 +200,7 @@ class VolumeRoutes:
         if call.mv.at_least("3.53"):
             extra = sorted(set(req) - CREATE_KEYS)
             if extra:
-                raise invalid_input(
-                    "volume", req, f"Additional properties are not allowed ({extra[0]!r} was unexpected)"
-                )
+                raise unexpected_properties("volume", req, extra)
         name = check_name("name", req.get("name", req.get("display_name")))
         description = check_name("description", req.get("description", req.get("display_description")))
         metadata = check_metadata(req.get("metadata"))
@@ -269,9 +267,7 @@ class VolumeRoutes:
                 )
         if req.get("backup_id"):
             if not call.mv.at_least("3.47"):
-                raise invalid_input(
-                    "volume", req, "Additional properties are not allowed ('backup_id' was unexpected)"
-                )
+                raise unexpected_properties("volume", req, ["backup_id"])
             backup = self._core.backup(call, str(req["backup_id"]))
             if backup.status != BackupStatus.AVAILABLE:
                 raise bad_request(f"Invalid backup: Backup status must be available but is {backup.status}.")
