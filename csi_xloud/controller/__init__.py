@@ -1,0 +1,1 @@
+"""The CSI controller service and the workers it delegates to."""

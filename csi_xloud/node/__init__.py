@@ -1,0 +1,1 @@
+"""The CSI node service over the OS layer (osutil)."""

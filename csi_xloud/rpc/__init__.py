@@ -1,0 +1,1 @@
+"""gRPC plumbing: the server, interceptors, the one error table, request ids, logs and metrics."""
