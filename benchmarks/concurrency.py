@@ -33,8 +33,8 @@ from benchmarks.common import (
     seconds,
     verdict,
 )
-from csi_xloud.cluster import Cluster
-from csi_xloud.orchestrator import Orchestrator, RetryPolicy, mount_capability
+from csi_xloud.demo.cluster import Cluster
+from csi_xloud.demo.orchestrator import Orchestrator, RetryPolicy, mount_capability
 
 UNBOUND_RATE = 100000.0
 WARM_UP = 3

@@ -35,8 +35,8 @@ from benchmarks.common import (
     verdict,
 )
 from csi_xloud._proto import csi_pb2
-from csi_xloud.cluster import Cluster
-from csi_xloud.orchestrator import Orchestrator, PersistentVolume, RetryPolicy, mount_capability
+from csi_xloud.demo.cluster import Cluster
+from csi_xloud.demo.orchestrator import Orchestrator, PersistentVolume, RetryPolicy, mount_capability
 
 
 def device_of(cluster: Cluster, pv: PersistentVolume) -> Path:

@@ -36,8 +36,8 @@ from benchmarks.common import (
     verdict,
 )
 from benchmarks.reference import ReferenceModel
-from csi_xloud.cluster import Cluster
-from csi_xloud.orchestrator import Orchestrator, PersistentVolume, RetryPolicy, mount_capability
+from csi_xloud.demo.cluster import Cluster
+from csi_xloud.demo.orchestrator import Orchestrator, PersistentVolume, RetryPolicy, mount_capability
 
 POLICY = RetryPolicy(max_attempts=50, call_timeout_seconds=1800.0)
 

@@ -16,7 +16,7 @@ from functools import partial
 
 from benchmarks.common import GIB, Table, machine, run_all, run_script
 from benchmarks.overhead import COLUMNS, Sample, measure, model_and_driver, reference
-from csi_xloud.orchestrator import mount_capability
+from csi_xloud.demo.orchestrator import mount_capability
 
 # csi-snapshotter's defaults: --retry-interval-start 1s, --retry-interval-max 5m, doubling.
 FIRST_RECALL_SECONDS = 1.0

@@ -18,7 +18,7 @@ import grpc
 
 from benchmarks.common import Table, data_root, machine, median, run_script, seconds, verdict
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
-from csi_xloud.cluster import Cluster, DriverProcess
+from csi_xloud.demo.cluster import Cluster, DriverProcess
 
 
 async def probe_ready(socket: Path, process: DriverProcess, timeout_seconds: float = 30.0) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from csi_xloud import __version__, demo
+from csi_xloud import __version__
 from csi_xloud._proto import csi_pb2_grpc
 from csi_xloud.config import (
     DEFAULT_DEVICE_DIR,
@@ -26,12 +26,13 @@ from csi_xloud.config import (
     Mode,
     parse_hostport,
 )
+from csi_xloud.demo import scenario as demo
 from csi_xloud.emulator import cli as emulator_cli
 from csi_xloud.identity import IdentityService, ReadinessCheck
-from csi_xloud.interceptors import CallInterceptor
-from csi_xloud.logsetup import configure_logging
-from csi_xloud.metrics import Metrics
-from csi_xloud.server import CsiServer, EndpointInUse, Registration
+from csi_xloud.rpc.interceptors import CallInterceptor
+from csi_xloud.rpc.logs import configure_logging
+from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.rpc.server import CsiServer, EndpointInUse, Registration
 
 log = logging.getLogger("csi_xloud")
 
@@ -135,7 +136,7 @@ def build_parts(config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) 
 
 
 def _add_controller(parts: Parts, config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) -> None:
-    from csi_xloud.controller import build_controller_service  # only where the controller runs
+    from csi_xloud.controller.service import build_controller_service  # only where the controller runs
 
     controller = build_controller_service(config, metrics, env)
     parts.registrations.append(
@@ -146,7 +147,7 @@ def _add_controller(parts: Parts, config: DriverConfig, metrics: Metrics, env: M
 
 
 def _add_node(parts: Parts, config: DriverConfig) -> None:
-    from csi_xloud.node import build_node_service  # the node never loads the cloud client
+    from csi_xloud.node.service import build_node_service  # the node never loads the cloud client
 
     node = build_node_service(config)
     parts.registrations.append(lambda server: csi_pb2_grpc.add_NodeServicer_to_server(node, server))

@@ -10,7 +10,7 @@ from google.protobuf.wrappers_pb2 import BoolValue
 
 from csi_xloud import DRIVER_NAME, __version__
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
-from csi_xloud.grpc_types import Context
+from csi_xloud.rpc.types import Context
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 
-from csi_xloud.errors import Aborted
+from csi_xloud.rpc.errors import Aborted
 
 
 class InFlight:

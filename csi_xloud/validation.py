@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from csi_xloud import TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2
-from csi_xloud.errors import InvalidArgument, OutOfRange
+from csi_xloud.rpc.errors import InvalidArgument, OutOfRange
 
 GIB = 1 << 30
 MIN_VOLUME_GIB = 1

@@ -16,7 +16,7 @@ from csi_xloud.cloud.settings import AuthType, CloudSettings, load_cloud_setting
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.cloud.waiters import Backoff, Waiter
 from csi_xloud.config import DriverConfig
-from csi_xloud.metrics import Metrics
+from csi_xloud.rpc.metrics import Metrics
 
 
 class CloudClient:

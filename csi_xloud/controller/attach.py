@@ -8,9 +8,9 @@ from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.compute import ComputeApi
 from csi_xloud.cloud.models import Server, Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
-from csi_xloud.controller_ids import is_storage_id
-from csi_xloud.controller_volumes import Timeouts, fetch_volume
-from csi_xloud.errors import FailedPrecondition, NotFound, ResourceExhausted
+from csi_xloud.controller.ids import is_storage_id
+from csi_xloud.controller.volumes import Timeouts, fetch_volume
+from csi_xloud.rpc.errors import FailedPrecondition, NotFound, ResourceExhausted
 from csi_xloud.validation import CapabilityNeeds, multi_node_refusal
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ import logging
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
-from csi_xloud.controller_ids import is_storage_id
-from csi_xloud.controller_volumes import Timeouts, fetch_volume, has_type, resolve_type
-from csi_xloud.errors import FailedPrecondition, Internal, InvalidArgument
+from csi_xloud.controller.ids import is_storage_id
+from csi_xloud.controller.volumes import Timeouts, fetch_volume, has_type, resolve_type
+from csi_xloud.rpc.errors import FailedPrecondition, Internal, InvalidArgument
 from csi_xloud.validation import MigrationPolicy, MutableParameters
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from csi_xloud.errors import Aborted, InvalidArgument
+from csi_xloud.rpc.errors import Aborted, InvalidArgument
 
 BACKUP_PREFIX = "backup:"
 # Volume metadata key that records the content source the CO asked for (kind:id).

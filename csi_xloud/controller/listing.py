@@ -19,9 +19,9 @@ from typing import Generic, TypeVar
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Backup, Page, Snapshot, Volume
 from csi_xloud.cloud.storage import StorageApi
-from csi_xloud.controller_ids import SnapshotPhase, SnapshotToken, is_storage_id, volume_token
-from csi_xloud.controller_snapshots import Item, is_failed, is_gone
-from csi_xloud.errors import Aborted
+from csi_xloud.controller.ids import SnapshotPhase, SnapshotToken, is_storage_id, volume_token
+from csi_xloud.controller.snapshots import Item, is_failed, is_gone
+from csi_xloud.rpc.errors import Aborted
 
 T = TypeVar("T")
 Fetch = Callable[[int | None, str | None], Awaitable[Page[T]]]

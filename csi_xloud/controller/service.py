@@ -19,19 +19,19 @@ from csi_xloud.clock import SystemClock
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import Volume
 from csi_xloud.config import DEFAULT_MAX_VOLUMES_PER_NODE, DriverConfig
-from csi_xloud.controller_attach import Attacher
-from csi_xloud.controller_capacity import CapacityReader
-from csi_xloud.controller_changes import VolumeChanges
-from csi_xloud.controller_ids import ContentSource, SourceKind, check_max_entries, parse_snapshot_id
-from csi_xloud.controller_late import LateRequests
-from csi_xloud.controller_listing import Lister
-from csi_xloud.controller_snapshots import NewSnapshot, Snapshotter
-from csi_xloud.controller_views import ConditionJudge, snapshot_message, volume_message
-from csi_xloud.controller_volumes import NewVolume, Timeouts, VolumeCreator, fetch_volume
-from csi_xloud.errors import InvalidArgument, NotFound
-from csi_xloud.grpc_types import Context
+from csi_xloud.controller.attach import Attacher
+from csi_xloud.controller.capacity import CapacityReader
+from csi_xloud.controller.changes import VolumeChanges
+from csi_xloud.controller.ids import ContentSource, SourceKind, check_max_entries, parse_snapshot_id
+from csi_xloud.controller.late import LateRequests
+from csi_xloud.controller.listing import Lister
+from csi_xloud.controller.snapshots import NewSnapshot, Snapshotter
+from csi_xloud.controller.views import ConditionJudge, snapshot_message, volume_message
+from csi_xloud.controller.volumes import NewVolume, Timeouts, VolumeCreator, fetch_volume
 from csi_xloud.inflight import InFlight
-from csi_xloud.metrics import Metrics
+from csi_xloud.rpc.errors import InvalidArgument, NotFound
+from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.rpc.types import Context
 from csi_xloud.validation import (
     GIB,
     MIN_VOLUME_GIB,

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Backup, BackupStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
-from csi_xloud.controller_ids import parse_snapshot_id
-from csi_xloud.controller_late import LateRequests, keep_the_first
-from csi_xloud.controller_volumes import Timeouts, fetch_volume
-from csi_xloud.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
+from csi_xloud.controller.ids import parse_snapshot_id
+from csi_xloud.controller.late import LateRequests, keep_the_first
+from csi_xloud.controller.volumes import Timeouts, fetch_volume
+from csi_xloud.rpc.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
 from csi_xloud.validation import SnapshotKind, SnapshotParameters
 
 log = logging.getLogger(__name__)

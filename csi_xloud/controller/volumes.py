@@ -10,10 +10,10 @@ from csi_xloud._proto import csi_pb2
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Volume, VolumeStatus, VolumeType
 from csi_xloud.cloud.storage import StorageApi
-from csi_xloud.controller_ids import SOURCE_METADATA_KEY, ContentSource, SourceKind, is_storage_id
-from csi_xloud.controller_late import LateRequests, keep_the_first
-from csi_xloud.controller_views import content_source_of
-from csi_xloud.errors import AlreadyExists, Internal, InvalidArgument, NotFound
+from csi_xloud.controller.ids import SOURCE_METADATA_KEY, ContentSource, SourceKind, is_storage_id
+from csi_xloud.controller.late import LateRequests, keep_the_first
+from csi_xloud.controller.views import content_source_of
+from csi_xloud.rpc.errors import AlreadyExists, Internal, InvalidArgument, NotFound
 from csi_xloud.validation import (
     CapabilityNeeds,
     VolumeParameters,

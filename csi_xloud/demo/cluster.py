@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from csi_xloud.demo.orchestrator import KubeletPaths, NodeHandle
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.orchestrator import KubeletPaths, NodeHandle
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from csi_xloud._proto import csi_pb2
-from csi_xloud.orchestrator import (
+from csi_xloud.demo.orchestrator import (
     Orchestrator,
     PersistentVolume,
     block_capability,
@@ -32,7 +32,7 @@ from csi_xloud.orchestrator import (
 from csi_xloud.osutil.filesystem import can_grow_mounted_ext4
 
 if TYPE_CHECKING:  # the CLI loads this module for its flags; the cluster machinery only when run
-    from csi_xloud.cluster import Cluster
+    from csi_xloud.demo.cluster import Cluster
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -310,7 +310,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """Run the walk; returns 0 when every step passed."""
-    from csi_xloud.cluster import Cluster
+    from csi_xloud.demo.cluster import Cluster
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="csi-xloud-demo-"))
     report = Report(out)

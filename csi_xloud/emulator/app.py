@@ -27,17 +27,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from csi_xloud.emulator.backups import ChunkStore
-from csi_xloud.emulator.compute_api import ComputeApi
+from csi_xloud.emulator.chaos import FaultMiddleware, Faults, RequestIdMiddleware, RuleError
+from csi_xloud.emulator.compute_api import ComputeEndpoints
 from csi_xloud.emulator.context import EmulatorConfig
 from csi_xloud.emulator.data import DataPlane
 from csi_xloud.emulator.errors import ApiError
-from csi_xloud.emulator.faults import FaultMiddleware, Faults, RequestIdMiddleware, RuleError
 from csi_xloud.emulator.identity_api import ADMIN_USER, MEMBER_USER, IdentityApi, prune_tokens, seed_identity
 from csi_xloud.emulator.models import AppCredential, Server, User, VolumeType, new_id, now
 from csi_xloud.emulator.ops import Operations
 from csi_xloud.emulator.routing import RouteTable
 from csi_xloud.emulator.state import Store
-from csi_xloud.emulator.storage_api import StorageApi
+from csi_xloud.emulator.storage_api import StorageEndpoints
 from csi_xloud.emulator.storage_core import StorageCore
 from csi_xloud.emulator.storage_resources import register_resources
 from csi_xloud.emulator.storage_volumes import VolumeRoutes
@@ -99,8 +99,8 @@ class Emulator:
         table = RouteTable()
         VolumeRoutes(core).register(table)
         register_resources(core, table)
-        self.storage = StorageApi(self.store, self.config, table)
-        self.compute = ComputeApi(self.store, self.ops, self.config)
+        self.storage = StorageEndpoints(self.store, self.config, table)
+        self.compute = ComputeEndpoints(self.store, self.ops, self.config)
 
     def _seed_types(self) -> None:
         if self.store.all(VolumeType):

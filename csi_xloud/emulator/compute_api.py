@@ -25,7 +25,7 @@ _DEVICE = re.compile(r"(^/dev/x{0,1}[a-z]{0,1}d{0,1})([a-z]+)[0-9]*$")
 _DEVICE_PATTERN = "(^/dev/x{0,1}[a-z]{0,1}d{0,1})([a-z]+)[0-9]*$"
 
 
-class ComputeApi:
+class ComputeEndpoints:
     """Servers (from --servers) and their volume attachments."""
 
     def __init__(self, store: Store, ops: Operations, config: EmulatorConfig) -> None:

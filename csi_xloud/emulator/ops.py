@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from csi_xloud.emulator.backups import ChunkStore
+from csi_xloud.emulator.chaos import FORCED_OUTCOME
 from csi_xloud.emulator.data import GIB, DataPlane
-from csi_xloud.emulator.faults import FORCED_OUTCOME
 from csi_xloud.emulator.models import (
     Attachment,
     AttachStatus,

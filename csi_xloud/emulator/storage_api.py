@@ -43,7 +43,7 @@ _WEBOB_404 = {
 }
 
 
-class StorageApi:
+class StorageEndpoints:
     """Dispatches /volume requests to the route groups."""
 
     def __init__(self, store: Store, config: EmulatorConfig, table: RouteTable) -> None:

@@ -19,8 +19,6 @@ from csi_xloud import TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.clock import SystemClock
 from csi_xloud.config import DriverConfig
-from csi_xloud.errors import FailedPrecondition, InvalidArgument, NotFound
-from csi_xloud.grpc_types import Context
 from csi_xloud.inflight import InFlight
 from csi_xloud.osutil.devices import DeviceFinder
 from csi_xloud.osutil.errors import DeviceHasData, MountConflict
@@ -30,6 +28,8 @@ from csi_xloud.osutil.mounts import BROKEN_MOUNT_ERRNOS, MountEntry, Mounter, ch
 from csi_xloud.osutil.paths import PathGuard
 from csi_xloud.osutil.runner import Runner
 from csi_xloud.osutil.stats import Stats, block_rdev
+from csi_xloud.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
+from csi_xloud.rpc.types import Context
 from csi_xloud.validation import GIB, READ_ONLY_MODES, check_capabilities, check_fs_type, require
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The named errors of the node OS layer; csi_xloud.errors maps them to gRPC codes."""
+"""The named errors of the node OS layer; csi_xloud.rpc.errors maps them to gRPC codes."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from csi_xloud.cluster import mounts_below
+from csi_xloud.demo.cluster import mounts_below
 from csi_xloud.emulator.process import loop_devices_under
 
 ROOT = Path(__file__).resolve().parents[2]

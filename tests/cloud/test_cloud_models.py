@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from csi_xloud.cloud.answers import error_message
 from csi_xloud.cloud.errors import UnsupportedFeature
-from csi_xloud.cloud.faults import error_message
 from csi_xloud.cloud.models import (
     ApiVersion,
     Attachment,

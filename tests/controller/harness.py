@@ -26,13 +26,13 @@ from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import BackupStatus
 from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.config import Endpoint
-from csi_xloud.controller import ControllerService
-from csi_xloud.controller_volumes import Timeouts
+from csi_xloud.controller.service import ControllerService
+from csi_xloud.controller.volumes import Timeouts
 from csi_xloud.emulator.process import EmulatorProcess
 from csi_xloud.inflight import InFlight
-from csi_xloud.interceptors import CallInterceptor
-from csi_xloud.metrics import Metrics
-from csi_xloud.server import CsiServer
+from csi_xloud.rpc.interceptors import CallInterceptor
+from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.rpc.server import CsiServer
 
 GIB = 1 << 30
 OP_SECONDS = 0.05

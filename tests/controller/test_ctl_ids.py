@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from csi_xloud.cloud.models import Backup, BackupStatus, Volume, VolumeStatus
-from csi_xloud.controller_ids import (
+from csi_xloud.controller.ids import (
     ContentSource,
     SnapshotPhase,
     SnapshotToken,
@@ -16,8 +16,8 @@ from csi_xloud.controller_ids import (
     parse_snapshot_id,
     volume_token,
 )
-from csi_xloud.controller_views import ConditionJudge, snapshot_message
-from csi_xloud.errors import Aborted
+from csi_xloud.controller.views import ConditionJudge, snapshot_message
+from csi_xloud.rpc.errors import Aborted
 
 UUID = "0e4f3f7a-3c3a-4f55-9d43-7f1d1b0c2a11"
 

@@ -11,10 +11,10 @@ import grpc
 from csi_xloud._proto import csi_pb2
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.settings import load_cloud_settings
-from csi_xloud.controller import ControllerService
+from csi_xloud.controller.service import ControllerService
 from csi_xloud.emulator.process import EmulatorProcess, free_port
 from csi_xloud.inflight import InFlight
-from csi_xloud.metrics import Metrics
+from csi_xloud.rpc.metrics import Metrics
 from tests.controller.harness import (
     GIB,
     AccessMode,

@@ -230,8 +230,8 @@ def node_commands() -> set[str]:
     import importlib.util
 
     commands = set(NODE_COMMANDS)
-    if importlib.util.find_spec("csi_xloud.node") is not None:
-        from csi_xloud import node
+    if importlib.util.find_spec("csi_xloud.node.service") is not None:
+        from csi_xloud.node import service as node
 
         commands |= set(getattr(node, "REQUIRED_TOOLS", ()))
     return commands

@@ -12,7 +12,7 @@ import yaml
 from deploy_support import CHART_DIR, ROOT, Obj
 
 from csi_xloud.__main__ import build_parser
-from csi_xloud.errors import InvalidArgument
+from csi_xloud.rpc.errors import InvalidArgument
 from csi_xloud.validation import (
     SNAPSHOT_METADATA_KEYS,
     parse_mutable_parameters,

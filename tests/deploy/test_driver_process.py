@@ -92,7 +92,7 @@ def test_selinux_mount_is_on_only_if_the_node_takes_kubelets_option(default_obje
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("csi_xloud.controller") is None,
+    importlib.util.find_spec("csi_xloud.controller.service") is None,
     reason="the controller service is not part of this build yet",
 )
 def test_controller_serves_with_the_deployments_flags(full_objects: list[Obj], short_tmp: Path) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from csi_xloud.cluster import Cluster, mounts_below
+from csi_xloud.demo.cluster import Cluster, mounts_below
+from csi_xloud.demo.orchestrator import Orchestrator, RetryPolicy
 from csi_xloud.emulator.process import loop_devices_under
-from csi_xloud.orchestrator import Orchestrator, RetryPolicy
 
 
 @pytest.fixture(scope="module")

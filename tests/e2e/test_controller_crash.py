@@ -9,10 +9,10 @@ import pytest
 
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.settings import load_cloud_settings
-from csi_xloud.cluster import Cluster
-from csi_xloud.demo import GIB
-from csi_xloud.metrics import Metrics
-from csi_xloud.orchestrator import Orchestrator, mount_capability
+from csi_xloud.demo.cluster import Cluster
+from csi_xloud.demo.orchestrator import Orchestrator, mount_capability
+from csi_xloud.demo.scenario import GIB
+from csi_xloud.rpc.metrics import Metrics
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="end-to-end tests attach loop devices and mount: run as root"

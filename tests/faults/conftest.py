@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from csi_xloud.orchestrator import RetryPolicy
+from csi_xloud.demo.orchestrator import RetryPolicy
 from tests.controller.harness import empty_cloud
 from tests.faults.support import FaultCluster, Sidecars, installation, member_client, settled_census
 

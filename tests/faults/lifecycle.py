@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from csi_xloud.orchestrator import Orchestrator, PersistentVolume, mount_capability
+from csi_xloud.demo.orchestrator import Orchestrator, PersistentVolume, mount_capability
 
 GIB = 1 << 30
 

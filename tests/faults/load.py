@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from csi_xloud.demo.orchestrator import RetryPolicy
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.orchestrator import RetryPolicy
 from tests.faults.lifecycle import LifeResult, lifecycle
 from tests.faults.support import Census, FaultCluster, Sidecars, settled_census
 

@@ -28,16 +28,16 @@ from csi_xloud._proto import csi_pb2_grpc
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import load_cloud_settings
-from csi_xloud.cluster import Cluster, mounts_below
 from csi_xloud.config import Endpoint
-from csi_xloud.controller import ControllerService
-from csi_xloud.controller_volumes import Timeouts
+from csi_xloud.controller.service import ControllerService
+from csi_xloud.controller.volumes import Timeouts
+from csi_xloud.demo.cluster import Cluster, mounts_below
+from csi_xloud.demo.orchestrator import NodeHandle, Orchestrator, RetryPolicy
 from csi_xloud.emulator.process import EmulatorProcess, free_port, loop_devices_under
 from csi_xloud.inflight import InFlight
-from csi_xloud.interceptors import CallInterceptor
-from csi_xloud.metrics import Metrics
-from csi_xloud.orchestrator import NodeHandle, Orchestrator, RetryPolicy
-from csi_xloud.server import CsiServer
+from csi_xloud.rpc.interceptors import CallInterceptor
+from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.rpc.server import CsiServer
 
 T = TypeVar("T")
 GIB = 1 << 30

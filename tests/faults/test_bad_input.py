@@ -20,8 +20,8 @@ from google.protobuf.message import Message
 
 from csi_xloud._proto import csi_pb2
 from csi_xloud.cloud.models import VolumeStatus
+from csi_xloud.demo.orchestrator import Mode, mount_capability
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.orchestrator import Mode, mount_capability
 from tests.faults.lifecycle import GIB
 from tests.faults.support import InProcessController, census, controller_on_socket, member_client, mutations
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from csi_xloud.orchestrator import mount_capability
+from csi_xloud.demo.orchestrator import mount_capability
 from tests.faults.conftest import API_TIMEOUT_SECONDS
 from tests.faults.lifecycle import GIB, lifecycle
 from tests.faults.support import (

@@ -13,8 +13,8 @@ import grpc
 import pytest
 
 from csi_xloud._proto import csi_pb2
+from csi_xloud.demo.orchestrator import PersistentVolume, RetryPolicy, mount_capability
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.orchestrator import PersistentVolume, RetryPolicy, mount_capability
 from tests.faults.lifecycle import GIB, lifecycle
 from tests.faults.support import (
     TOKEN_PATH,

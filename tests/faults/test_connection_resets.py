@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from csi_xloud.demo.orchestrator import mount_capability
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.orchestrator import mount_capability
 from tests.faults.lifecycle import GIB
 from tests.faults.resetproxy import ResetProxy, ResetRule, reset_proxy
 from tests.faults.support import (

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from csi_xloud.orchestrator import mount_capability
+from csi_xloud.demo.orchestrator import mount_capability
 from tests.faults.conftest import API_TIMEOUT_SECONDS
 from tests.faults.lifecycle import GIB
 from tests.faults.support import (

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from csi_xloud.cloud.models import VolumeStatus
+from csi_xloud.demo.orchestrator import mount_capability
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.orchestrator import mount_capability
 from tests.faults.lateproxy import LateProxy, LateRule, late_proxy
 from tests.faults.lifecycle import GIB
 from tests.faults.support import (

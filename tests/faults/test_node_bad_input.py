@@ -17,8 +17,8 @@ import pytest
 from google.protobuf.message import Message
 
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
-from csi_xloud.cluster import DriverProcess, mounts_below
-from csi_xloud.orchestrator import Mode, block_capability, mount_capability
+from csi_xloud.demo.cluster import DriverProcess, mounts_below
+from csi_xloud.demo.orchestrator import Mode, block_capability, mount_capability
 from tests.faults.support import is_root
 
 pytestmark = pytest.mark.skipif(not is_root(), reason="the node plugin mounts: run as root")

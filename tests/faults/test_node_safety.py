@@ -17,8 +17,8 @@ import grpc
 import pytest
 
 from csi_xloud._proto import csi_pb2
-from csi_xloud.cluster import mounts_below
-from csi_xloud.orchestrator import PersistentVolume, block_capability, mount_capability
+from csi_xloud.demo.cluster import mounts_below
+from csi_xloud.demo.orchestrator import PersistentVolume, block_capability, mount_capability
 from tests.faults.lifecycle import GIB, read_payload, write_payload
 from tests.faults.support import FaultCluster, Sidecars, is_root
 

@@ -25,9 +25,9 @@ from csi_xloud._proto import csi_pb2
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import load_cloud_settings
+from csi_xloud.demo.orchestrator import RetryPolicy, mount_capability
 from csi_xloud.emulator.process import EmulatorProcess, free_port
-from csi_xloud.metrics import Metrics
-from csi_xloud.orchestrator import RetryPolicy, mount_capability
+from csi_xloud.rpc.metrics import Metrics
 from tests.faults.lifecycle import GIB, read_payload, write_payload
 from tests.faults.support import MEMBER_CLOUD, FaultCluster, Sidecars, installation, is_root, settled_census
 
@@ -371,7 +371,7 @@ async def test_the_node_plugin_never_reads_cloud_credentials(short_tmp: Path) ->
     assert "csi_xloud.osutil.mounts" in imported, "the import trace is missing"
     # The node shares the cloud's error classes (the one error table) and nothing else of it.
     credential_code = ("csi_xloud.cloud.settings", "csi_xloud.cloud.client", "csi_xloud.cloud.auth",
-                       "csi_xloud.cloud.http", "csi_xloud.controller")  # fmt: skip
+                       "csi_xloud.cloud.http", "csi_xloud.controller.service")  # fmt: skip
     assert not [m for m in imported if m.startswith(credential_code)]
 
 

@@ -18,9 +18,7 @@ from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.clock import SystemClock
 from csi_xloud.config import Endpoint
 from csi_xloud.inflight import InFlight
-from csi_xloud.interceptors import CallInterceptor
-from csi_xloud.metrics import Metrics
-from csi_xloud.node import NodeService, NodeTimeouts
+from csi_xloud.node.service import NodeService, NodeTimeouts
 from csi_xloud.osutil.devices import DeviceFinder, WaitPolicy
 from csi_xloud.osutil.filesystem import Filesystems
 from csi_xloud.osutil.metadata import MetadataReader
@@ -28,7 +26,9 @@ from csi_xloud.osutil.mounts import Mounter, parse_mountinfo
 from csi_xloud.osutil.paths import PathGuard
 from csi_xloud.osutil.runner import CommandResult, Runner
 from csi_xloud.osutil.stats import Stats
-from csi_xloud.server import CsiServer
+from csi_xloud.rpc.interceptors import CallInterceptor
+from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.rpc.server import CsiServer
 
 MIB = 1 << 20
 AccessMode = csi_pb2.VolumeCapability.AccessMode

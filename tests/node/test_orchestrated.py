@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nodekit import Node, mounted_at, new_volume_id
 
-from csi_xloud.orchestrator import (
+from csi_xloud.demo.orchestrator import (
     KubeletPaths,
     NodeHandle,
     Orchestrator,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from csi_xloud.controller_late import LateRequests
-from csi_xloud.errors import Unavailable
+from csi_xloud.controller.late import LateRequests
+from csi_xloud.rpc.errors import Unavailable
 
 
 class FakeClock:
