@@ -357,7 +357,10 @@ async def test_the_node_plugin_never_reads_cloud_credentials(short_tmp: Path) ->
         async with grpc.aio.insecure_channel(f"unix://{socket}") as channel:
             from csi_xloud._proto import csi_pb2_grpc
 
-            info = await csi_pb2_grpc.NodeStub(channel).NodeGetInfo(csi_pb2.NodeGetInfoRequest(), timeout=10)
+            # The socket file can appear a moment before the server listens on it (a loaded machine).
+            info = await csi_pb2_grpc.NodeStub(channel).NodeGetInfo(
+                csi_pb2.NodeGetInfoRequest(), timeout=10, wait_for_ready=True
+            )
             probe = await csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10)
         assert info.node_id and probe.ready.value
         for trap in traps:
