@@ -311,6 +311,20 @@ class VolumeType:
 
 
 @dataclass(frozen=True, slots=True)
+class AvailabilityZone:
+    """A Storage API availability zone and whether it takes new volumes."""
+
+    name: str
+    available: bool
+
+    @classmethod
+    def from_api(cls, body: Json) -> AvailabilityZone:
+        state = body.get("zoneState")
+        available = isinstance(state, Mapping) and _bool(state.get("available", False))
+        return cls(name=str(body.get("zoneName") or ""), available=available)
+
+
+@dataclass(frozen=True, slots=True)
 class QosSpec:
     """A QoS spec (admin-only in most clouds)."""
 

@@ -124,7 +124,7 @@ def load_cloud_settings(
 ) -> CloudSettings:
     """Read the chosen cloud of clouds.yaml, or OS_* variables when no cloud is chosen or found."""
     name = cloud or env.get("OS_CLOUD") or None
-    path = _config_path(cloud_config, env, search_paths)
+    path = config_path(cloud_config, env, search_paths)
     if name is None and path is not None and not _env_has_auth(env):
         clouds = _read_clouds(path)
         if len(clouds) != 1:
@@ -137,9 +137,10 @@ def load_cloud_settings(
     return _settings(_yaml_source(name, path))
 
 
-def _config_path(
+def config_path(
     cloud_config: Path | None, env: Mapping[str, str], search: Sequence[Path] | None,
 ) -> Path | None:
+    """The clouds.yaml to read: the one named, else the first of the usual places that exists."""
     from_env = env.get("OS_CLIENT_CONFIG_FILE")
     explicit = cloud_config or (Path(from_env) if from_env else None)
     if explicit is not None:

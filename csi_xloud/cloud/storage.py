@@ -10,6 +10,7 @@ from csi_xloud.cloud.errors import NotFound
 from csi_xloud.cloud.http import Answer, ServiceHttp
 from csi_xloud.cloud.models import (
     ApiVersion,
+    AvailabilityZone,
     Backup,
     BackupRestore,
     BackupStatus,
@@ -43,6 +44,7 @@ SNAPSHOT_UNFORCED = Feature("snapshot an available volume only", V3_0, ApiVersio
 BACKUP_METADATA = Feature("store metadata on a backup", ApiVersion(3, 43))
 BACKUP_SHOW = Feature("show backups", V3_0, ApiVersion(3, 45))
 MESSAGES = Feature("read user messages", ApiVersion(3, 3))
+DEFAULT_TYPE = Feature("show the default volume type", ApiVersion(3, 62))
 PLAIN = Feature("basic volume calls", V3_0)
 
 
@@ -270,6 +272,21 @@ class StorageApi:
         # Private types are not listed to a project that has access to them, but can be shown by id.
         answer = await self._get(f"types/{name_or_id}", PLAIN)
         return VolumeType.from_api(answer.field("volume_type"))
+
+    async def default_type(self) -> VolumeType | None:
+        """The type a volume gets when none is named, or None when the cloud cannot say (before 3.62)."""
+        if not await self._versions.supports(DEFAULT_TYPE):
+            return None
+        try:
+            answer = await self._get("types/default", DEFAULT_TYPE)
+        except NotFound:
+            return None
+        return VolumeType.from_api(answer.field("volume_type"))
+
+    async def list_availability_zones(self) -> list[AvailabilityZone]:
+        """The Storage API's availability zones and whether each takes new volumes."""
+        answer = await self._get("os-availability-zone", PLAIN)
+        return [AvailabilityZone.from_api(z) for z in answer.body.get("availabilityZoneInfo") or ()]
 
     async def list_qos_specs(self) -> list[QosSpec]:
         """Every QoS spec (admin only in most clouds: Forbidden otherwise)."""

@@ -177,6 +177,12 @@ class Emulator:
         self.faults.rules = []
         return Response(status_code=204)
 
+    async def set_catalog(self, request: Request) -> Response:
+        """POST /_emulator/catalog: `{"hide": ["compute"]}` leaves those types out of new tokens' catalogs."""
+        hide = json.loads(await request.body() or b"{}").get("hide") or []
+        self.identity.hidden_services = frozenset(str(service) for service in hide)
+        return JSONResponse({"hidden": sorted(self.identity.hidden_services)})
+
     async def stats(self, request: Request) -> Response:
         """GET /_emulator/stats."""
         return JSONResponse(self.faults.stats())
@@ -224,6 +230,7 @@ class Emulator:
             Route("/_emulator/faults", self.set_faults, methods=["POST"]),
             Route("/_emulator/faults", self.clear_faults, methods=["DELETE"]),
             Route("/_emulator/stats", self.stats, methods=["GET"]),
+            Route("/_emulator/catalog", self.set_catalog, methods=["POST"]),
             Route("/_emulator/health", self.health, methods=["GET"]),
             Route(
                 "/_emulator/metadata/{server_id}/openstack/latest/meta_data.json",

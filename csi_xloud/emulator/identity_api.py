@@ -72,6 +72,8 @@ class IdentityApi:
         self._store = store
         self._config = config
         self._issued = 0
+        # Service types left out of the catalog (a test hook: a cloud whose catalog lacks a service).
+        self.hidden_services: frozenset[str] = frozenset()
 
     def routes(self) -> list[Route]:
         """The Starlette routes of this API."""
@@ -368,6 +370,7 @@ class IdentityApi:
                 "name": name,
             }
             for stype, name, url in services
+            if stype not in self.hidden_services
         ]
 
     def _token_body(self, token: Token, with_catalog: bool) -> dict[str, Any]:

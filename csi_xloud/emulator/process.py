@@ -210,6 +210,10 @@ class EmulatorProcess:
         """Drop every fault rule."""
         self._request("DELETE", "/_emulator/faults")
 
+    def hide_services(self, service_types: list[str]) -> None:
+        """Leave these service types (e.g. "compute") out of the catalogs of tokens issued from now on."""
+        self._request("POST", "/_emulator/catalog", {"hide": service_types})
+
     def stats(self) -> dict[str, Any]:
         """Request counts per method and path template since start."""
         result: dict[str, Any] = self._request("GET", "/_emulator/stats")

@@ -41,6 +41,12 @@ class MountEntry:
     fs_type: str
     source: str
     super_options: frozenset[str]  # per-filesystem: ro when the filesystem itself is read-only
+    propagation: frozenset[str] = frozenset()  # optional fields: shared:N, master:N, unbindable
+
+    @property
+    def shared(self) -> bool:
+        """Whether mounts made below this one propagate to its peers (mount --make-shared)."""
+        return any(tag.startswith("shared:") for tag in self.propagation)
 
     @property
     def read_only(self) -> bool:
@@ -83,6 +89,7 @@ def parse_mountinfo(text: str) -> list[MountEntry]:
                 fs_type=tail[0],
                 source=_unescape(tail[1]),
                 super_options=frozenset(tail[2].split(",")),
+                propagation=frozenset(head[6:]),
             )
         )
     return entries
