@@ -29,6 +29,7 @@ from csi_xloud.config import (
 from csi_xloud.demo import scenario as demo
 from csi_xloud.emulator import cli as emulator_cli
 from csi_xloud.identity import IdentityService, ReadinessCheck
+from csi_xloud.ops import cli as ops_cli
 from csi_xloud.rpc.interceptors import CallInterceptor
 from csi_xloud.rpc.logs import configure_logging
 from csi_xloud.rpc.metrics import Metrics
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_driver_arguments(commands.add_parser("driver", help="serve the CSI driver"))
     emulator_cli.add_arguments(commands.add_parser("emulator", help="run a local Xloud cloud"))
     demo.add_arguments(commands.add_parser("demo", help="walk volumes through their life on a local Xloud"))
+    ops_cli.add_doctor_arguments(commands.add_parser("doctor", help="check the cloud or this node"))
+    ops_cli.add_classes_arguments(commands.add_parser("classes", help="print classes for the cloud's types"))
     return parser
 
 
@@ -194,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _driver(args, env)
         if args.command == "emulator":
             return emulator_cli.run(args)
+        if args.command in ("doctor", "classes"):
+            configure_logging(LogFormat.TEXT, "ERROR")
+            if args.command == "doctor":
+                return ops_cli.run_doctor(args, env, sys.stdout)
+            return ops_cli.run_classes(args, env, sys.stdout, sys.stderr)
         if args.command == "demo":
             configure_logging(LogFormat.TEXT, "WARNING")
             return demo.run(args, sys.stdout)

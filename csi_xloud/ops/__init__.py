@@ -1,0 +1,1 @@
+"""Operators' tools: `csi-xloud doctor` (checks of the cloud and the node) and `csi-xloud classes`."""
