@@ -42,7 +42,7 @@ class CloudClient:
         identity = identity_url(settings.auth_url) if settings.auth_url else None
         self._identity = self._service("identity", None, identity, metrics, rng)
         self.auth = Authenticator(settings, self._identity, self._clock)
-        self.waiter = Waiter(self._clock, backoff, rng)
+        self.waiter = Waiter(self._clock, backoff, rng, metrics)
         self.storage = StorageApi(self._service("volume", self.auth, None, metrics, rng), self.waiter)
         self.compute = ComputeApi(self._service("compute", self.auth, None, metrics, rng))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from csi_xloud.rpc.requestid import REQUEST_ID
 log = logging.getLogger("csi_xloud.cloud")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+# A path segment that names one resource: a UUID, a 32-hex id (projects, users) or a number.
+_ID_SEGMENT = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F-]{27}|[0-9a-fA-F]{32}|\d+)$")
 # Errors raised before the request left this host: safe to retry whatever the method.
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -216,20 +219,28 @@ class ServiceHttp:
         headers.update(extra or {})
         if await self._bucket.acquire():
             self._metrics.cloud_throttled.labels(self.service, "local").inc()
+        operation = operation_of(method, path, json)
+        in_flight = self._metrics.cloud_in_flight.labels(self.service)
+        in_flight.inc()
         started = time.perf_counter()
         try:
             response = await self._client.request(method, url, json=json, params=params, headers=headers)
         except httpx.TransportError as exc:
             status = "timeout" if isinstance(exc, httpx.TimeoutException) else "error"
-            self._record(method, url, status, time.perf_counter() - started, None)
+            self._record(method, url, operation, status, time.perf_counter() - started, None)
             raise
-        self._record(method, url, str(response.status_code), time.perf_counter() - started,
+        finally:
+            in_flight.dec()
+        self._record(method, url, operation, str(response.status_code), time.perf_counter() - started,
                      response.headers.get("x-openstack-request-id"))
         return response
 
-    def _record(self, method: str, url: str, status: str, elapsed: float, cloud_id: str | None) -> None:
+    def _record(
+        self, method: str, url: str, operation: str, status: str, elapsed: float, cloud_id: str | None,
+    ) -> None:
         self._metrics.cloud_requests.labels(self.service, method, status).inc()
         self._metrics.cloud_seconds.labels(self.service, method).observe(elapsed)
+        self._metrics.cloud_operation_seconds.labels(self.service, operation, status).observe(elapsed)
         log.info("cloud %s %s %s -> %s in %.0f ms (cloud request %s)", self.service, method,
                  httpx.URL(url).path, status, elapsed * 1000, cloud_id or "-")
 
@@ -293,6 +304,20 @@ def _body_retry_after(body: Mapping[str, Any]) -> object:
         if isinstance(value, Mapping) and "retryAfter" in value:
             return value["retryAfter"]
     return None
+
+
+def operation_of(method: str, path: str, body: Mapping[str, Any] | None) -> str:
+    """A metric label for a request: `GET volumes/{id}`, `POST volumes/{id}/action os-extend`, `GET versions`.
+
+    Ids become {id}, so the label has a value per kind of call, not per resource.
+    """
+    if path.startswith(("http://", "https://")):
+        return f"{method} versions"  # the only absolute URLs asked for are version documents
+    segments = [("{id}" if _ID_SEGMENT.match(part) else part) for part in path.split("/") if part]
+    operation = f"{method} {'/'.join(segments)}"
+    if segments and segments[-1] == "action" and body is not None and len(body) == 1:
+        operation += f" {next(iter(body))}"
+    return operation
 
 
 def version_root(endpoint: str) -> str:

@@ -26,6 +26,8 @@ costs 3 to 4 polls instead of 9 while still being seen within the same bound
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import statistics
 from collections import deque
@@ -35,6 +37,7 @@ from typing import Generic, Protocol, TypeVar
 
 from csi_xloud.clock import Clock
 from csi_xloud.cloud.errors import CloudError, NotFound, WaitTimeout
+from csi_xloud.rpc.metrics import Metrics
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
@@ -114,8 +117,10 @@ class Waiter:
 
     def __init__(
         self, clock: Clock, backoff: Backoff | None = None, rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._clock = clock
+        self._metrics = metrics
         self._backoff = backoff or Backoff()
         self._rng = rng if rng is not None else random.Random()
         # (resource kind, transitional status) -> how long recent waits for it took.
@@ -140,15 +145,16 @@ class Waiter:
         resource in: the first look then waits like any later one instead of coming at once.
         """
         wait = self._Wait(self, fetch, timeout_seconds, what, expect, "")
-        while True:
-            resource = await wait.next_view()
-            status = check.status_of(resource)
-            if status in check.wanted and (check.done is None or check.done(resource)):
-                wait.learn()
-                return resource
-            if check.failed(status):
-                raise await self._failure(resource, status, check, what)
-            wait.saw(status)
+        with wait.measured():
+            while True:
+                resource = await wait.next_view()
+                status = check.status_of(resource)
+                if status in check.wanted and (check.done is None or check.done(resource)):
+                    wait.learn()
+                    return resource
+                if check.failed(status):
+                    raise await self._failure(resource, status, check, what)
+                wait.saw(status)
 
     async def wait_for_deletion(
         self,
@@ -161,16 +167,17 @@ class Waiter:
     ) -> None:
         """Return once fetch raises NotFound; CloudError if the resource reaches a failed status."""
         wait = self._Wait(self, fetch, timeout_seconds, what, expect, "->gone")
-        while True:
-            try:
-                resource = await wait.next_view()
-            except NotFound:
-                wait.learn()
-                return
-            status = check.status_of(resource)
-            if check.failed(status):
-                raise await self._failure(resource, status, check, what)
-            wait.saw(status)
+        with wait.measured():
+            while True:
+                try:
+                    resource = await wait.next_view()
+                except NotFound:
+                    wait.learn()
+                    return
+                status = check.status_of(resource)
+                if check.failed(status):
+                    raise await self._failure(resource, status, check, what)
+                wait.saw(status)
 
     class _Wait(Generic[R]):
         """One wait's schedule: when the next view is due, what was last seen, what it teaches."""
@@ -209,6 +216,32 @@ class Waiter:
 
         def learn(self) -> None:
             self._waiter._learn(self._key, self._started)
+
+        @contextlib.contextmanager
+        def measured(self) -> Iterator[None]:
+            """Count the wait as in flight, then record how long it took, per transition and outcome."""
+            metrics = self._waiter._metrics
+            if metrics is None:
+                yield
+                return
+            in_flight = metrics.waits_in_flight.labels(self._kind)
+            in_flight.inc()
+            outcome = "failed"
+            try:
+                yield
+                outcome = "done"
+            except WaitTimeout:
+                outcome = "timeout"
+                raise
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            finally:
+                in_flight.dec()
+                # A wait that found the resource done at its first look saw no transition.
+                transition = self._key[1] if self._key is not None else "none"
+                elapsed = self._waiter._clock.monotonic() - self._started
+                metrics.wait_seconds.labels(self._kind, transition, outcome).observe(elapsed)
 
     def _head_start(self, key: tuple[str, str]) -> float:
         """How long to wait before the second poll: a share of this transition's median time, once known."""

@@ -11,6 +11,7 @@ from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller.ids import is_storage_id
 from csi_xloud.controller.volumes import Timeouts, fetch_volume
 from csi_xloud.rpc.errors import FailedPrecondition, NotFound, ResourceExhausted
+from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.validation import CapabilityNeeds, multi_node_refusal
 
 log = logging.getLogger(__name__)
@@ -24,12 +25,17 @@ class Attacher:
     """Attaches volumes to nodes (Compute servers) and detaches them, idempotently."""
 
     def __init__(
-        self, storage: StorageApi, compute: ComputeApi, timeouts: Timeouts, max_volumes_per_node: int
+        self, storage: StorageApi, compute: ComputeApi, timeouts: Timeouts, max_volumes_per_node: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self._storage = storage
         self._compute = compute
         self._timeouts = timeouts
         self._max_volumes_per_node = max_volumes_per_node
+        self._metrics = metrics
+        self._attached: dict[str, int] = {}  # node id -> volumes attached, as last counted
+        if metrics is not None:
+            metrics.attach_limit.set(max_volumes_per_node)
 
     async def publish(self, volume_id: str, node_id: str, needs: CapabilityNeeds) -> dict[str, str]:
         """Attach (or find attached) and return the publish_context."""
@@ -94,15 +100,24 @@ class Attacher:
         """
         attached = server.attached_volume_ids
         if volume.id in attached:
+            self._count(server.id, len(attached))
             return False
+        self._count(server.id, len(attached))
         if len(attached) >= self._max_volumes_per_node:
             raise ResourceExhausted(
                 f"node {server.id} already has {len(attached)} volumes attached, the most it may have "
                 f"(--max-volumes-per-node {self._max_volumes_per_node}); detach one first"
             )
         await self._compute.attach_volume(server.id, volume.id)
+        self._count(server.id, len(attached) + 1)
         log.info("attaching volume %s to node %s", volume.id, server.id)
         return True
+
+    def _count(self, node_id: str, attached: int) -> None:
+        """Record how many volumes a node has attached (for the node-near-its-limit alert)."""
+        if self._metrics is not None:
+            self._attached[node_id] = max(0, attached)
+            self._metrics.node_attachments.labels(node_id).set(self._attached[node_id])
 
     async def _publish_context(self, volume: Volume, node_id: str) -> dict[str, str]:
         """The device Compute reported (a hint only: the node finds the disk by its serial) and the size."""
@@ -127,6 +142,8 @@ class Attacher:
         detaching = frozenset([node for node in nodes if await self._detach(volume.id, node)])
         if detaching:
             await self._wait_detached(volume.id, detaching)
+            for node in detaching & self._attached.keys():
+                self._count(node, self._attached[node] - 1)
 
     async def _detach(self, volume_id: str, node_id: str) -> bool:
         """Start detaching; False when there is nothing to wait for (not attached there, no such server)."""

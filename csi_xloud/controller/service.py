@@ -77,6 +77,7 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         now: Callable[[], datetime] | None = None,
         max_volumes_per_node: int = DEFAULT_MAX_VOLUMES_PER_NODE,
         late: LateRequests | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._cloud = cloud
         self._inflight = inflight
@@ -87,7 +88,7 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         self._late = late
         self._creator = VolumeCreator(cloud.storage, timeouts, late)
         self._changes = VolumeChanges(cloud.storage, timeouts)
-        self._attacher = Attacher(cloud.storage, cloud.compute, timeouts, max_volumes_per_node)
+        self._attacher = Attacher(cloud.storage, cloud.compute, timeouts, max_volumes_per_node, metrics)
         self._snapshots = Snapshotter(cloud.storage, timeouts, late)
         self._lister = Lister(cloud.storage)
         self._capacity = CapacityReader(cloud.storage)
@@ -327,4 +328,5 @@ def build_controller_service(
 ) -> ControllerService:
     """The controller with a cloud client from --cloud/--cloud-config (or OS_* variables)."""
     cloud = CloudClient.from_config(config, metrics, env)
-    return ControllerService(cloud, InFlight(), max_volumes_per_node=config.max_volumes_per_node)
+    return ControllerService(cloud, InFlight(), max_volumes_per_node=config.max_volumes_per_node,
+                             metrics=metrics)

@@ -26,9 +26,10 @@ from csi_xloud.osutil.filesystem import FILESYSTEMS, Filesystems, FsKind, fs_kin
 from csi_xloud.osutil.metadata import InstanceMetadata, MetadataReader
 from csi_xloud.osutil.mounts import BROKEN_MOUNT_ERRNOS, MountEntry, Mounter, check_mount_options
 from csi_xloud.osutil.paths import PathGuard
-from csi_xloud.osutil.runner import Runner
+from csi_xloud.osutil.runner import CommandObserver, CommandResult, Runner
 from csi_xloud.osutil.stats import Stats, block_rdev
 from csi_xloud.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
+from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.types import Context
 from csi_xloud.validation import GIB, READ_ONLY_MODES, check_capabilities, check_fs_type, require
 
@@ -374,9 +375,9 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         return device
 
 
-def build_node_service(config: DriverConfig) -> NodeService:
+def build_node_service(config: DriverConfig, metrics: Metrics | None = None) -> NodeService:
     """The node service with real collaborators (no I/O happens until the first call)."""
-    runner = Runner()
+    runner = Runner(observers=[command_recorder(metrics)] if metrics is not None else ())
     stats = Stats()
     mounter = Mounter(runner)
     filesystems = Filesystems(runner)
@@ -393,6 +394,16 @@ def build_node_service(config: DriverConfig) -> NodeService:
         availability_zone=config.availability_zone,
         max_volumes_per_node=config.max_volumes_per_node,
     )
+
+
+def command_recorder(metrics: Metrics) -> CommandObserver:
+    """Record each host command's time and whether it exited 0 (blkid's 2 means "no filesystem")."""
+
+    def record(result: CommandResult) -> None:
+        outcome = "ok" if result.returncode == 0 else "failed"
+        metrics.node_commands.labels(os.path.basename(result.argv[0]), outcome).observe(result.seconds)
+
+    return record
 
 
 def require_path(raw: str, field: str) -> str:

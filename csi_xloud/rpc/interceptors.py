@@ -60,6 +60,8 @@ class CallInterceptor(_InterceptorBase):
             token = REQUEST_ID.set(request_id)
             started = time.monotonic()
             code = grpc.StatusCode.OK
+            in_flight = self._metrics.rpc_in_flight.labels(method)
+            in_flight.inc()
             try:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s request: %s", method, describe(request))
@@ -81,6 +83,7 @@ class CallInterceptor(_InterceptorBase):
                 return response
             finally:
                 elapsed = time.monotonic() - started
+                in_flight.dec()
                 self._metrics.rpc_calls.labels(method, code.name).inc()
                 self._metrics.rpc_seconds.labels(method, code.name).observe(elapsed)
                 log.info("%s %s %.1fms", method, code.name, elapsed * 1000.0)
