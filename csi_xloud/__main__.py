@@ -30,6 +30,7 @@ from csi_xloud.demo import scenario as demo
 from csi_xloud.emulator import cli as emulator_cli
 from csi_xloud.identity import IdentityService, ReadinessCheck
 from csi_xloud.ops import cli as ops_cli
+from csi_xloud.rpc.health import ReadinessMonitor, serve_health
 from csi_xloud.rpc.interceptors import CallInterceptor
 from csi_xloud.rpc.logs import configure_logging
 from csi_xloud.rpc.metrics import Metrics
@@ -117,10 +118,15 @@ def driver_config(args: argparse.Namespace, env: Mapping[str, str]) -> DriverCon
 
 @dataclass
 class Parts:
-    """What the chosen mode serves, what Probe checks, and what to close on the way out."""
+    """What the chosen mode serves, what Probe checks, what readiness watches, what to close at the end.
+
+    Probe (and so the livenessprobe) checks only the process's own health; what it depends on, the
+    cloud above all, is watched in `readiness` (see rpc/health.py).
+    """
 
     registrations: list[Registration] = field(default_factory=list)
     checks: list[ReadinessCheck] = field(default_factory=list)
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
@@ -130,7 +136,7 @@ def build_parts(config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) 
     if config.mode.runs_controller:
         _add_controller(parts, config, metrics, env)
     if config.mode.runs_node:
-        _add_node(parts, config)
+        _add_node(parts, config, metrics)
     identity = IdentityService(controller=config.mode.runs_controller, checks=parts.checks)
     parts.registrations.insert(
         0, lambda server: csi_pb2_grpc.add_IdentityServicer_to_server(identity, server)
@@ -145,38 +151,43 @@ def _add_controller(parts: Parts, config: DriverConfig, metrics: Metrics, env: M
     parts.registrations.append(
         lambda server: csi_pb2_grpc.add_ControllerServicer_to_server(controller, server)
     )
-    parts.checks.append(controller.readiness)
+    parts.readiness["cloud"] = controller.readiness
     parts.closers.append(controller.aclose)
 
 
-def _add_node(parts: Parts, config: DriverConfig) -> None:
+def _add_node(parts: Parts, config: DriverConfig, metrics: Metrics) -> None:
     from csi_xloud.node.service import build_node_service  # the node never loads the cloud client
 
-    node = build_node_service(config)
+    node = build_node_service(config, metrics)
     parts.registrations.append(lambda server: csi_pb2_grpc.add_NodeServicer_to_server(node, server))
     parts.checks.append(node.readiness)
+    parts.readiness["node-tools"] = node.readiness
 
 
 async def run_driver(config: DriverConfig, env: Mapping[str, str]) -> int:
     """Serve until SIGTERM/SIGINT, then drain calls in flight and close the parts."""
     metrics = Metrics()
-    if config.metrics_address is not None:
-        from prometheus_client import start_http_server
-
-        host, port = config.metrics_address
-        start_http_server(port, addr=host or "0.0.0.0", registry=metrics.registry)  # noqa: S104 - operator's choice
-        log.info("serving metrics on %s:%d", host, port)
     parts = build_parts(config, metrics, env)
+    monitor = ReadinessMonitor(parts.readiness, metrics)
+    http = None
+    if config.metrics_address is not None:
+        host, port = config.metrics_address
+        http = serve_health(host or "0.0.0.0", port, metrics.registry, monitor)  # noqa: S104 - operator's choice
+        log.info("serving metrics, /readyz and /healthz on %s:%d", host, port)
     server = CsiServer(
         config.endpoint, parts.registrations, [CallInterceptor(metrics)], config.shutdown_grace_seconds
     )
+    watching = asyncio.create_task(monitor.run_forever())
     try:
         await server.start()
         await server.serve_until_signalled()
     finally:
+        watching.cancel()
         await server.stop()
         for close in parts.closers:
             await close()
+        if http is not None:
+            http.shutdown()
     return 0
 
 

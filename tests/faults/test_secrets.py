@@ -302,9 +302,11 @@ async def test_a_controller_process_reaches_the_cloud_through_its_ca_bundle(
         for settings, ready in (({"cacert": str(ca)}, True), ({}, False)):
             config = tls_clouds_yaml(emulator, folder, port, **settings)
             socket = short_tmp / f"ctl-{ready}.sock"
+            metrics_port = free_port()
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "csi_xloud", "driver", "--mode", "controller", "--endpoint",
                 f"unix://{socket}", "--cloud", MEMBER_CLOUD, "--cloud-config", str(config),
+                "--metrics-address", f"127.0.0.1:{metrics_port}",
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             try:
@@ -316,10 +318,27 @@ async def test_a_controller_process_reaches_the_cloud_through_its_ca_bundle(
                     from csi_xloud._proto import csi_pb2_grpc
 
                     probe = await csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=20)
-                    assert probe.ready.value is ready, settings
+                # Liveness stays green either way (a restart would not fix trust); readiness says why.
+                assert probe.ready.value, settings
+                readyz = await _first_readiness(metrics_port)
+                assert (readyz.status_code == 200) is ready, readyz.text
+                if not ready:
+                    assert "cloud:" in readyz.text and "certificate" in readyz.text.lower(), readyz.text
             finally:
                 process.terminate()
                 await process.wait()
+
+
+async def _first_readiness(port: int) -> httpx.Response:
+    """GET /readyz once the driver's first round of readiness checks has run."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        for _ in range(200):
+            with contextlib.suppress(httpx.TransportError):
+                answer = await http.get("/readyz")
+                if answer.text != "not checked yet\n":
+                    return answer
+            await asyncio.sleep(0.1)
+    raise AssertionError("the driver never answered /readyz with a result")
 
 
 # -- the node plugin holds no credentials ---------------------------------------------------------
