@@ -30,6 +30,7 @@ CRD_SCHEMAS = {
     ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass"): "volumesnapshotclass.json",
     ("snapshot.storage.k8s.io/v1", "VolumeSnapshot"): "volumesnapshot.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
 }
 
 CUSTOM_KUBELET_DIR = "/var/snap/microk8s/common/var/lib/kubelet"
@@ -63,7 +64,12 @@ FULL_VALUES: Obj = {
         "extraArgs": ["--availability-zone=nova"],
         "podLabels": {"example.test/tier": "storage"},
     },
-    "metrics": {"enabled": True, "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "metrics": {
+        "enabled": True,
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}, "rpcErrorRatio": 0.05},
+        "dashboard": {"enabled": True, "annotations": {"grafana_folder": "Storage"}},
+    },
     "storageClasses": [
         {
             "name": "xloud-xfs",

@@ -122,7 +122,11 @@ def test_full_rendering_adds_the_optional_objects(full_objects: list[Obj]) -> No
     assert {
         ("Secret", "xloud-credentials"),
         ("Service", "storage-csi-xloud-controller-metrics"),
+        ("Service", "storage-csi-xloud-node-metrics"),
         ("ServiceMonitor", "storage-csi-xloud-controller"),
+        ("ServiceMonitor", "storage-csi-xloud-node"),
+        ("PrometheusRule", "storage-csi-xloud"),
+        ("ConfigMap", "storage-csi-xloud-dashboard"),
         ("Role", "storage-csi-xloud-provisioner-capacity"),
         ("RoleBinding", "storage-csi-xloud-provisioner-capacity"),
         ("VolumeAttributesClass", "xloud-fast"),

@@ -412,25 +412,32 @@ def test_selectors_match_their_pods(objects: list[Obj]) -> None:
         assert pdb["spec"]["maxUnavailable"] < deployment["spec"]["replicas"]
 
 
-def test_metrics_service_reaches_what_the_pods_serve(full_objects: list[Obj]) -> None:
-    deployment = controller(full_objects)
-    service = one(full_objects, "Service")
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+@pytest.mark.parametrize("component", ["controller", "node"])
+def test_metrics_service_reaches_what_the_pods_serve(full_objects: list[Obj], component: str) -> None:
+    workload = one(full_objects, "Deployment" if component == "controller" else "DaemonSet")
+    service = one(full_objects, "Service", f"storage-csi-xloud-{component}-metrics")
+    pod_labels = workload["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    containers = pod_spec(deployment)["containers"]
+    assert service["spec"]["publishNotReadyAddresses"] is True  # an unready pod's alerts still fire
+    containers = pod_spec(workload)["containers"]
     named = {p["name"]: p["containerPort"] for c in containers for p in c.get("ports", [])}
     for port in service["spec"]["ports"]:
         assert named[port["targetPort"]] == port["port"], port
-    driver = container(deployment, "csi-xloud")
+    driver = container(workload, "csi-xloud")
     assert int((flag(driver, "metrics-address") or "").rsplit(":", 1)[1]) == named["metrics"]
-    monitor = one(full_objects, "ServiceMonitor")
+    monitor = one(full_objects, "ServiceMonitor", f"storage-csi-xloud-{component}")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    others = [s for s in find(full_objects, "Service") if s is not service]
+    assert not any(monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+                   for s in others)
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {p["name"] for p in service["spec"]["ports"]}
 
 
 def test_metrics_are_off_by_default(default_objects: list[Obj]) -> None:
     assert find(default_objects, "Service") == [] and find(default_objects, "ServiceMonitor") == []
-    assert flag(container(controller(default_objects), "csi-xloud"), "metrics-address") is None
+    assert find(default_objects, "PrometheusRule") == [] and find(default_objects, "ConfigMap") == []
+    for workload in (controller(default_objects), one(default_objects, "DaemonSet")):
+        assert flag(container(workload, "csi-xloud"), "metrics-address") is None
 
 
 # --- classes ----------------------------------------------------------------------------------
