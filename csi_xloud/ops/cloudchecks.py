@@ -143,10 +143,13 @@ class CloudDoctor:
             await client.auth.token()
             project = await client.auth.project_id()
         except Unauthorized as exc:
+            by_password = settings.auth_type is AuthType.PASSWORD
+            secret, holder = ("password", "user") if by_password else ("secret", "credential")
             findings.append(fail(
-                "auth", f"the identity API at {where} refused {who}: {exc.message}",
-                f"check the password or secret of {who} in {settings.source} (Keystone answers alike for "
-                "a wrong password and an unknown user); then update the Secret",
+                "auth", f"the identity API at {where} refused {who}: wrong {secret}, or no such "
+                f"{holder} ({exc.message})",
+                f"correct the {secret} of {who} in {settings.source} (Keystone answers alike for a wrong "
+                f"{secret} and an unknown name), then update the Secret",
             ))
             return False
         except Unavailable as exc:

@@ -58,6 +58,7 @@ def test_a_wrong_password_names_user_and_auth_url_but_never_the_password(
     line = ran.line("auth")
     assert line.startswith("fail ")
     assert "user xloud-member" in line and f"{emulator.url}/identity/v3" in line
+    assert "wrong password" in line
     assert "password" in line.split("-- fix:")[1]
     for secret in (wrong, real):
         assert secret not in ran.out and secret not in ran.err
