@@ -378,6 +378,8 @@ class NodeService(csi_pb2_grpc.NodeServicer):
 def build_node_service(config: DriverConfig, metrics: Metrics | None = None) -> NodeService:
     """The node service with real collaborators (no I/O happens until the first call)."""
     runner = Runner(observers=[command_recorder(metrics)] if metrics is not None else ())
+    if metrics is not None:
+        metrics.attach_limit.set(config.max_volumes_per_node)  # what NodeGetInfo tells kubelet
     stats = Stats()
     mounter = Mounter(runner)
     filesystems = Filesystems(runner)

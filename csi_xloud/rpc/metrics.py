@@ -81,7 +81,7 @@ class Metrics:
         )
         self.attach_limit = Gauge(
             "csi_xloud_node_attach_limit",
-            "The most volumes ControllerPublishVolume attaches to one node (--max-volumes-per-node)",
+            "The most volumes one node may have attached (--max-volumes-per-node of this process)",
             registry=self.registry,
         )
         self.node_commands = Histogram(
