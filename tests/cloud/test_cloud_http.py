@@ -609,3 +609,23 @@ async def test_unreachable_cloud_makes_readiness_say_why() -> None:
         )
         == HttpTuning().retries + 1
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "operation"),
+    [
+        ("GET", "volumes/6a8f2b1c-0d4e-4f5a-9b7c-8d9e0f1a2b3c", None, "GET volumes/{id}"),
+        ("POST", "volumes/6a8f2b1c-0d4e-4f5a-9b7c-8d9e0f1a2b3c/action", {"os-extend": {"new_size": 2}},
+         "POST volumes/{id}/action os-extend"),
+        ("GET", "os-quota-sets/0123456789abcdef0123456789abcdef", None, "GET os-quota-sets/{id}"),
+        ("DELETE", "servers/6a8f2b1c-0d4e-4f5a-9b7c-8d9e0f1a2b3c/os-volume_attachments/"
+         "7b8f2b1c-0d4e-4f5a-9b7c-8d9e0f1a2b3c", None, "DELETE servers/{id}/os-volume_attachments/{id}"),
+        ("GET", "http://cloud.example.test/volume/v3/", None, "GET versions"),
+        ("POST", "auth/tokens", {"auth": {}}, "POST auth/tokens"),
+    ],
+)
+def test_operations_are_named_without_ids(method: str, path: str, body: Any, operation: str) -> None:
+    """The operation label has one value per kind of call, whatever resource it touched."""
+    from csi_xloud.cloud.http import operation_of
+
+    assert operation_of(method, path, body) == operation

@@ -259,3 +259,37 @@ def test_bad_learning_settings_are_refused() -> None:
     for bad in ({"head_start_fraction": 1.0}, {"learn_after": 0}, {"learn_after": 5, "remember": 2}):
         with pytest.raises(ValueError):
             Backoff(**bad)  # type: ignore[arg-type]
+
+
+async def test_every_wait_is_measured_by_transition_and_outcome() -> None:
+    """What the dashboard's wait panels and the stuck-transition alert read."""
+    from csi_xloud.rpc.metrics import Metrics
+
+    clock, metrics = FakeClock(), Metrics()
+    waiter = Waiter(clock, rng=random.Random(1), metrics=metrics)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    created = Resource(clock, [(0, "creating"), (2.0, "available")])
+    await waiter.wait_for_status(created.fetch, created.check("available"), timeout_seconds=10, what="volume a")
+    stuck = Resource(clock, [(0, "attaching")])
+    with pytest.raises(WaitTimeout):
+        await waiter.wait_for_status(stuck.fetch, stuck.check("in-use"), timeout_seconds=3, what="volume b",
+                                     expect="attaching")
+    broken = Resource(clock, [(0, "deleting"), (0.2, "error_deleting")])
+    with pytest.raises(CloudError):
+        await waiter.wait_for_deletion(broken.fetch, broken.check(), timeout_seconds=5, what="snapshot c")
+    done_at_once = Resource(clock, [(0, "available")])
+    await waiter.wait_for_status(done_at_once.fetch, done_at_once.check("available"), timeout_seconds=5,
+                                 what="volume d")
+
+    wait = "csi_xloud_cloud_wait_duration_seconds"
+    assert sample(f"{wait}_count", resource="volume", transition="creating", outcome="done") == 1
+    assert sample(f"{wait}_sum", resource="volume", transition="creating", outcome="done") == pytest.approx(2.0, abs=0.7)
+    assert sample(f"{wait}_count", resource="volume", transition="attaching", outcome="timeout") == 1
+    assert sample(f"{wait}_sum", resource="volume", transition="attaching", outcome="timeout") == pytest.approx(3.0)
+    assert sample(f"{wait}_count", resource="snapshot", transition="deleting->gone", outcome="failed") == 1
+    assert sample(f"{wait}_count", resource="volume", transition="none", outcome="done") == 1
+    for resource in ("volume", "snapshot"):
+        assert sample("csi_xloud_cloud_waits_in_flight", resource=resource) == 0

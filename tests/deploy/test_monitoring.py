@@ -144,6 +144,14 @@ def exported_samples(port: int) -> set[str]:
     return {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if line and line[0] != "#"}
 
 
+def sample(port: int, series: str) -> float:
+    """The value of one series (name and labels as the exposition writes them) on a driver's /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    values = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(series + " ")]
+    assert len(values) == 1, f"{series} not served"
+    return float(values[0])
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="a node stages a volume on a loop device: run as root")
 async def test_every_metric_the_rules_and_dashboard_name_is_served_by_the_driver(full_objects: list[Obj]) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="csx-metrics-"))
@@ -161,6 +169,9 @@ async def test_every_metric_the_rules_and_dashboard_name_is_served_by_the_driver
                 # Growing a mounted ext4 needs CAP_SYS_RESOURCE, which some sandboxes withhold.
                 pv = await co.provision(GIB, mount_capability("ext4" if can_grow_mounted_ext4() else "xfs"))
                 await co.attach(pv, node_id)
+                controller_port = installation.metrics_ports["controller"]
+                assert sample(controller_port, f'csi_xloud_node_attachments{{node="{node_id}"}}') == 1
+                assert sample(controller_port, "csi_xloud_node_attach_limit") == 25
                 await co.stage(pv, node_id)
                 pod = str(uuid.uuid4())
                 await co.publish(pv, node_id, pod)
@@ -168,6 +179,7 @@ async def test_every_metric_the_rules_and_dashboard_name_is_served_by_the_driver
                 await co.unpublish(pv, node_id, pod)
                 await co.unstage(pv, node_id)
                 await co.detach(pv, node_id)
+                assert sample(controller_port, f'csi_xloud_node_attachments{{node="{node_id}"}}') == 0
                 await co.delete(pv)
             served = set().union(*(exported_samples(port) for port in installation.metrics_ports.values()))
     finally:
