@@ -122,9 +122,12 @@ def run_classes(args: argparse.Namespace, env: Mapping[str, str], out: TextIO, e
 
 
 async def _classes(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    from csi_xloud.cloud.auth import identity_url
     from csi_xloud.cloud.client import CloudClient
+    from csi_xloud.cloud.errors import Unauthorized
     from csi_xloud.cloud.settings import load_cloud_settings
     from csi_xloud.ops.classes import ClassOptions, ClassWriter, read_offer
+    from csi_xloud.ops.cloudchecks import describe_identity
     from csi_xloud.rpc.metrics import Metrics
 
     settings = load_cloud_settings(args.cloud, args.cloud_config, env)
@@ -137,6 +140,11 @@ async def _classes(args: argparse.Namespace, env: Mapping[str, str]) -> str:
         fs_type=args.fstype, reclaim_policy=args.reclaim_policy, migration_policy=args.migration_policy,
     )
     async with CloudClient(settings, Metrics()) as client:
-        offer = await read_offer(client)
+        try:
+            offer = await read_offer(client)
+        except Unauthorized as exc:
+            where = identity_url(settings.auth_url or "")
+            raise Unauthorized(f"the identity API at {where} refused {describe_identity(settings)} "
+                               f"({exc.message}); `csi-xloud doctor` says more") from exc
     cloud = args.cloud or env.get("OS_CLOUD") or settings.source
     return ClassWriter(offer, options).document(cloud)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,3 +100,26 @@ def test_type_names_become_valid_unique_object_names() -> None:
     assert names[0] == "xloud-ssd-tier-1" and names[1] != names[0] and len(names[2]) <= 63
     for obj in objects:
         validate_object(obj, chart_kube_versions()[-1])
+
+
+def test_a_refused_login_is_one_line_without_the_password(emulator: EmulatorProcess, tmp_path: Path) -> None:
+    document = yaml.safe_load(emulator.clouds_yaml.read_text())
+    document["clouds"]["xloud-emulator"]["auth"]["password"] = "wrong-Secret-91"
+    config = tmp_path / "clouds.yaml"
+    config.write_text(yaml.safe_dump(document))
+    config.chmod(0o600)
+    ran = csi_xloud("classes", *cloud_args(emulator, config))
+    assert ran.code == 1 and not ran.out
+    assert ran.err.startswith("csi-xloud classes: ") and len(ran.err.splitlines()) == 1, ran.err
+    assert f"{emulator.url}/identity/v3 refused user xloud-member" in ran.err
+    assert "wrong-Secret-91" not in ran.err
+
+
+def test_classes_need_only_the_storage_api(emulator: EmulatorProcess) -> None:
+    emulator.hide_services(["compute"])
+    try:
+        ran = csi_xloud("classes", *cloud_args(emulator))
+    finally:
+        emulator.hide_services([])
+    assert ran.code == 0, ran.err
+    assert "xloud-standard" in by_kind(documents(ran.out), "StorageClass")
