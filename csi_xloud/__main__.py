@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -183,11 +184,14 @@ async def run_driver(config: DriverConfig, env: Mapping[str, str]) -> int:
         await server.serve_until_signalled()
     finally:
         watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
         await server.stop()
         for close in parts.closers:
             await close()
         if http is not None:
             http.shutdown()
+            http.server_close()
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from http.server import ThreadingHTTPServer
@@ -121,7 +122,10 @@ def serve_health(
     host: str, port: int, registry: CollectorRegistry, monitor: ReadinessMonitor,
 ) -> ThreadingHTTPServer:
     """Serve metrics, /readyz and /healthz from a daemon thread; the caller shuts the server down."""
-    server = ThreadingHTTPServer((host, port), health_handler(registry, monitor))
-    server.daemon_threads = True
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # an IPv6 address needs AF_INET6
+    server_class: type[ThreadingHTTPServer] = type(
+        "HealthServer", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True}
+    )
+    server = server_class((host, port), health_handler(registry, monitor))
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

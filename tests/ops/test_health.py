@@ -84,3 +84,34 @@ async def test_the_monitor_follows_the_cloud_down_and_back(
     assert back == () and gauge() == 1.0
     changes = [r.getMessage() for r in caplog.records if r.name == "csi_xloud.rpc.health"]
     assert len(changes) == 2 and changes[0].startswith("not ready: cloud:") and changes[1] == "ready again: cloud"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_readyz_says_not_checked_then_the_reasons_on_ipv4_and_ipv6(host: str) -> None:
+    from csi_xloud.rpc.health import serve_health
+
+    reasons = iter(["keystone answers 503", None])
+
+    async def cloud() -> str | None:
+        return next(reasons)
+
+    metrics = Metrics()
+    monitor = ReadinessMonitor({"cloud": cloud}, metrics)
+    port = free_port()
+    server = serve_health(host, port, metrics.registry, monitor)
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+            first = await http.get("/readyz")
+            await monitor.check_once()
+            down = await http.get("/readyz")
+            await monitor.check_once()
+            up, alive = await http.get("/readyz"), await http.get("/healthz")
+            scraped = (await http.get("/metrics")).text
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (first.status_code, first.text) == (503, "not checked yet\n")
+    assert (down.status_code, down.text) == (503, "cloud: keystone answers 503\n")
+    assert (up.status_code, up.text, alive.status_code) == (200, "ready\n", 200)
+    assert 'csi_xloud_ready{check="cloud"} 1.0' in scraped
