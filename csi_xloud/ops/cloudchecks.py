@@ -12,7 +12,7 @@ from pathlib import Path
 from csi_xloud.cloud.auth import identity_url
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.compute import ATTACH
-from csi_xloud.cloud.errors import CloudError, Forbidden, Unauthorized, Unavailable
+from csi_xloud.cloud.errors import CloudError, Unauthorized, Unavailable
 from csi_xloud.cloud.models import QuotaItem, QuotaUsage, VersionRange, VolumeType
 from csi_xloud.cloud.settings import AuthType, CloudSettings, config_path, load_cloud_settings
 from csi_xloud.cloud.storage import BACKUP_METADATA, CREATE_FROM_BACKUP, ONLINE_EXTEND, VOLUME_SHOW
@@ -255,7 +255,7 @@ class CloudDoctor:
     async def _quotas(self, client: CloudClient) -> list[Finding]:
         try:
             usage = await client.storage.get_quota_usage()
-        except (Forbidden, CloudError) as exc:
+        except CloudError as exc:  # a role without quota access (Forbidden) included
             return [warn("quotas", f"cannot read the project's quotas: {exc}",
                          "give the user the reader role, or check quotas by hand before large rollouts")]
         return [_quota_finding(resource, usage) for resource in QUOTA_RESOURCES if usage.get(resource)]
