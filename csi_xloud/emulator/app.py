@@ -11,6 +11,7 @@ Seed volume types (created at first start):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from csi_xloud.emulator.identity_api import ADMIN_USER, MEMBER_USER, IdentityApi
 from csi_xloud.emulator.models import AppCredential, Server, User, VolumeType, new_id, now
 from csi_xloud.emulator.ops import Operations
 from csi_xloud.emulator.routing import RouteTable
+from csi_xloud.emulator.server_ops import ServerOperations
 from csi_xloud.emulator.state import Store
 from csi_xloud.emulator.storage_api import StorageEndpoints
 from csi_xloud.emulator.storage_core import StorageCore
@@ -100,7 +102,8 @@ class Emulator:
         VolumeRoutes(core).register(table)
         register_resources(core, table)
         self.storage = StorageEndpoints(self.store, self.config, table)
-        self.compute = ComputeEndpoints(self.store, self.ops, self.config)
+        self.server_ops = ServerOperations(self.store, self.ops, self.write_servers)
+        self.compute = ComputeEndpoints(self.store, self.ops, self.config, self.server_ops)
 
     def _seed_types(self) -> None:
         if self.store.all(VolumeType):
@@ -113,13 +116,10 @@ class Emulator:
             device_dir = self.config.data_dir / "servers" / spec.name / "by-id"
             device_dir.mkdir(parents=True, exist_ok=True)
             old = known.get(spec.name)
-            server = Server(
-                old.id if old else new_id(),
-                spec.name,
-                spec.zone,
-                str(device_dir),
-                old.created_at if old else now(),
-            )
+            if old is not None:
+                server = dataclasses.replace(old, availability_zone=spec.zone, device_dir=str(device_dir))
+            else:
+                server = Server(new_id(), spec.name, spec.zone, str(device_dir), now())
             self.store.put(server)
 
     def write_files(self) -> None:
@@ -156,6 +156,10 @@ class Emulator:
             }
         }
         _write_private(self.config.data_dir / "clouds.yaml", yaml.safe_dump(clouds, sort_keys=False))
+        self.write_servers()
+
+    def write_servers(self) -> None:
+        """DIR/servers.json, again whenever servers are created or deleted."""
         servers = [
             {"id": s.id, "name": s.name, "availability_zone": s.availability_zone, "device_dir": s.device_dir}
             for s in self.store.all(Server)
@@ -174,7 +178,7 @@ class Emulator:
 
     async def clear_faults(self, request: Request) -> Response:
         """DELETE /_emulator/faults."""
-        self.faults.rules = []
+        self.faults.clear()
         return Response(status_code=204)
 
     async def set_catalog(self, request: Request) -> Response:
@@ -215,6 +219,7 @@ class Emulator:
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
             await self.ops.resume()
+            await self.server_ops.resume()
             try:
                 yield
             finally:

@@ -23,6 +23,8 @@ _ID_SEGMENT = re.compile(
 # Set for the request by FaultMiddleware; the operation tasks the request starts inherit it.
 FORCED_OUTCOME: ContextVar[str | None] = ContextVar("emulator_forced_outcome", default=None)
 OUTCOMES = ("error", "stuck")
+# What lets "stuck" work go on: set when the rules are cleared (DELETE /_emulator/faults).
+STUCK_RELEASE: ContextVar[asyncio.Event | None] = ContextVar("emulator_stuck_release", default=None)
 
 
 class RuleError(ValueError):
@@ -117,6 +119,13 @@ class Faults:
     def __init__(self) -> None:
         self.rules: list[FaultRule] = []
         self.counts: Counter[str] = Counter()
+        self.release = asyncio.Event()
+
+    def clear(self) -> None:
+        """Drop every rule and let the work that "stuck" rules hung go on."""
+        self.rules = []
+        self.release.set()
+        self.release = asyncio.Event()
 
     def set_rules(self, raw: Any) -> None:
         """Replace the active rules with a validated list."""
@@ -192,9 +201,11 @@ class FaultMiddleware:
                 return
             if rule.outcome is not None:
                 token = FORCED_OUTCOME.set(rule.outcome)
+                release = STUCK_RELEASE.set(self._faults.release)
                 try:
                     await self._app(scope, receive, send)
                 finally:
+                    STUCK_RELEASE.reset(release)
                     FORCED_OUTCOME.reset(token)
                 return
         await self._app(scope, receive, send)

@@ -1,9 +1,8 @@
-"""Compute API (Nova v2.1) at /compute: servers and os-volume_attachments."""
+"""Compute API (Nova v2.1) at /compute: servers (compute_servers) and os-volume_attachments."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import string
 from typing import Any
@@ -11,11 +10,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from csi_xloud.emulator.compute_servers import ServerRoutes, check_volume_state
 from csi_xloud.emulator.context import EmulatorConfig, authenticate, json_body, negotiate
 from csi_xloud.emulator.errors import ApiError, bad_request, invalid_input, not_found, unexpected_properties
 from csi_xloud.emulator.models import Attachment, AttachStatus, Server, Volume, VolumeStatus, new_id, now
 from csi_xloud.emulator.ops import Operations
 from csi_xloud.emulator.routing import Call, RouteTable
+from csi_xloud.emulator.server_ops import ServerOperations
 from csi_xloud.emulator.state import Store
 
 MIN_VERSION = "2.1"
@@ -26,17 +27,18 @@ _DEVICE_PATTERN = "(^/dev/x{0,1}[a-z]{0,1}d{0,1})([a-z]+)[0-9]*$"
 
 
 class ComputeEndpoints:
-    """Servers (from --servers) and their volume attachments."""
+    """Servers (from --servers or POST /servers) and their volume attachments."""
 
-    def __init__(self, store: Store, ops: Operations, config: EmulatorConfig) -> None:
+    def __init__(
+        self, store: Store, ops: Operations, config: EmulatorConfig, lifecycle: ServerOperations
+    ) -> None:
         self._store = store
         self._ops = ops
         self._config = config
+        self._servers = ServerRoutes(store, config, lifecycle)
         self._table = RouteTable()
         t = self._table
-        t.add("GET", "servers", self.list_servers)
-        t.add("GET", "servers/detail", self.list_detail)
-        t.add("GET", "servers/(?P<id>[^/]+)", self.show_server)
+        self._servers.register(t)
         t.add("GET", "servers/(?P<id>[^/]+)/os-volume_attachments", self.list_attachments)
         t.add("POST", "servers/(?P<id>[^/]+)/os-volume_attachments", self.attach)
         t.add("GET", "servers/(?P<id>[^/]+)/os-volume_attachments/(?P<vol>[^/]+)", self.show_attachment)
@@ -93,115 +95,6 @@ class ComputeEndpoints:
         response.headers.update(self._headers(str(mv)))
         return response
 
-    # -- servers ----------------------------------------------------------------------------------
-
-    def _server(self, server_id: str) -> Server:
-        server = self._store.get(Server, server_id)
-        if server is None:
-            raise not_found(f"Instance {server_id} could not be found.")
-        return server
-
-    def _links(self, server: Server) -> list[dict[str, str]]:
-        base = self._config.base_url
-        return [
-            {"rel": "self", "href": f"{base}/compute/v2.1/servers/{server.id}"},
-            {"rel": "bookmark", "href": f"{base}/compute/servers/{server.id}"},
-        ]
-
-    def server_view(self, server: Server, project_id: str, is_admin: bool = False) -> dict[str, Any]:
-        """The server body (the fields a volume driver looks at, and Nova's usual set)."""
-        host_id = hashlib.sha224(f"{project_id}{server.name}".encode()).hexdigest()
-        attached = [a for a in self._store.all(Attachment) if a.server_id == server.id]
-        return {
-            "id": server.id,
-            "name": server.name,
-            "status": "ACTIVE",
-            "tenant_id": project_id,
-            "user_id": "",
-            "metadata": {},
-            "hostId": host_id,
-            "image": "",
-            "flavor": {
-                "vcpus": 2,
-                "ram": 4096,
-                "disk": 0,
-                "ephemeral": 0,
-                "swap": 0,
-                "original_name": "x1.node",
-                "extra_specs": {},
-            },
-            "created": server.created_at.split(".")[0] + "Z",
-            "updated": server.created_at.split(".")[0] + "Z",
-            "addresses": {},
-            "accessIPv4": "",
-            "accessIPv6": "",
-            "links": self._links(server),
-            "OS-DCF:diskConfig": "MANUAL",
-            "progress": 0,
-            "OS-EXT-AZ:availability_zone": server.availability_zone,
-            "config_drive": "",
-            "key_name": None,
-            "OS-EXT-STS:task_state": None,
-            "OS-EXT-STS:vm_state": "active",
-            "OS-EXT-STS:power_state": 1,
-            "os-extended-volumes:volumes_attached": [
-                {"id": a.volume_id, "delete_on_termination": a.delete_on_termination} for a in attached
-            ],
-            "locked": False,
-            "description": None,
-            "tags": [],
-            "OS-SRV-USG:launched_at": server.created_at,
-            "OS-SRV-USG:terminated_at": None,
-            "trusted_image_certificates": None,
-            "server_groups": [],
-            "locked_reason": None,
-            **(self._admin_fields(server) if is_admin else {}),
-        }
-
-    @staticmethod
-    def _admin_fields(server: Server) -> dict[str, Any]:
-        return {
-            "OS-EXT-SRV-ATTR:host": server.name,
-            "OS-EXT-SRV-ATTR:instance_name": f"instance-{server.id[:8]}",
-            "OS-EXT-SRV-ATTR:hypervisor_hostname": server.name,
-            "OS-EXT-SRV-ATTR:hostname": server.name,
-            "OS-EXT-SRV-ATTR:kernel_id": "",
-            "OS-EXT-SRV-ATTR:launch_index": 0,
-            "OS-EXT-SRV-ATTR:ramdisk_id": "",
-            "OS-EXT-SRV-ATTR:reservation_id": f"r-{server.id[:8]}",
-            "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
-            "OS-EXT-SRV-ATTR:user_data": None,
-            "host_status": "UP",
-        }
-
-    async def list_servers(self, call: Call) -> Response:
-        """GET /servers."""
-        servers = self._store.all(Server)
-        return JSONResponse(
-            {"servers": [{"id": s.id, "name": s.name, "links": self._links(s)} for s in servers]}
-        )
-
-    async def list_detail(self, call: Call) -> Response:
-        """GET /servers/detail."""
-        return JSONResponse(
-            {
-                "servers": [
-                    self.server_view(s, call.project_id, call.caller.is_admin)
-                    for s in self._store.all(Server)
-                ]
-            }
-        )
-
-    async def show_server(self, call: Call) -> Response:
-        """GET /servers/{id}."""
-        return JSONResponse(
-            {
-                "server": self.server_view(
-                    self._server(call.params["id"]), call.project_id, call.caller.is_admin
-                )
-            }
-        )
-
     # -- attachments ------------------------------------------------------------------------------
 
     def _attachment_view(self, att: Attachment, call: Call, for_create: bool = False) -> dict[str, Any]:
@@ -230,7 +123,7 @@ class ComputeEndpoints:
 
     async def list_attachments(self, call: Call) -> Response:
         """GET /servers/{id}/os-volume_attachments[?limit&offset]."""
-        server = self._server(call.params["id"])
+        server = self._servers.server(call.params["id"])
         atts = self._server_attachments(server.id)
         try:
             offset = int(call.query.get("offset", 0))
@@ -248,7 +141,7 @@ class ComputeEndpoints:
 
     async def show_attachment(self, call: Call) -> Response:
         """GET /servers/{id}/os-volume_attachments/{volume_id}."""
-        server = self._server(call.params["id"])
+        server = self._servers.server(call.params["id"])
         return JSONResponse(
             {"volumeAttachment": self._attachment_view(self._attached(server, call.params["vol"]), call)}
         )
@@ -281,11 +174,12 @@ class ComputeEndpoints:
     async def attach(self, call: Call) -> Response:
         """POST /servers/{id}/os-volume_attachments: 200 at once; the volume goes reserved -> in-use."""
         req = self._parse_attach(call, await json_body(call.request))
-        server = self._server(call.params["id"])
+        server = self._servers.server(call.params["id"])
         vol = self._store.get(Volume, req["volumeId"])
         if vol is None or vol.project_id != call.project_id:
             raise not_found(f"Volume {req['volumeId']} could not be found.")
         self._check_attachable(call, server, vol)
+        check_volume_state(server, "attach_volume")
         att = Attachment(
             id=new_id(),
             volume_id=vol.id,
@@ -347,7 +241,7 @@ class ComputeEndpoints:
         req = body.get("volumeAttachment") if isinstance(body, dict) else None
         if not isinstance(req, dict) or "volumeId" not in req:
             raise invalid_input("volumeAttachment", req, "'volumeId' is a required property")
-        server = self._server(call.params["id"])
+        server = self._servers.server(call.params["id"])
         att = self._attached(server, call.params["vol"])
         if req["volumeId"] != att.volume_id:
             raise bad_request("Swapping volumes is not supported by this cloud.")
@@ -367,12 +261,15 @@ class ComputeEndpoints:
 
     async def detach(self, call: Call) -> Response:
         """DELETE /servers/{id}/os-volume_attachments/{volume_id}: 202, then detaching -> available."""
-        server = self._server(call.params["id"])
+        server = self._servers.server(call.params["id"])
         volume_id = call.params["vol"]
         vol = self._store.get(Volume, volume_id)
         if vol is None or vol.project_id != call.project_id:
             raise not_found(f"Volume {volume_id} could not be found.")
         att = self._attached(server, volume_id)
+        if att.root:
+            raise bad_request("Cannot detach a root device volume")
+        check_volume_state(server, "detach_volume")
         if att.status != AttachStatus.ATTACHED or vol.status != VolumeStatus.IN_USE:
             raise bad_request(
                 "Invalid volume: Invalid input received: Invalid"

@@ -50,6 +50,15 @@ class BackupStatus(StrEnum):
     ERROR = "error"
 
 
+class ServerStatus(StrEnum):
+    """Compute server statuses the emulator uses (Nova's `status`)."""
+
+    BUILD = "BUILD"
+    ACTIVE = "ACTIVE"
+    SHUTOFF = "SHUTOFF"
+    ERROR = "ERROR"
+
+
 class AttachStatus(StrEnum):
     """Status of one attachment of a volume to a server."""
 
@@ -120,6 +129,8 @@ class Attachment:
     legacy: bool = False
     host_name: str | None = None
     connector: JsonDict | None = None
+    # The server's boot disk (block_device_mapping_v2 boot_index 0): Compute refuses to detach it.
+    root: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -243,7 +254,7 @@ class AppCredential:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Server:
-    """A Compute server (a node of the emulated cloud)."""
+    """A Compute server (a node of the emulated cloud); `pending` names the lifecycle step in flight."""
 
     KIND: ClassVar[str] = "server"
     id: str
@@ -251,6 +262,9 @@ class Server:
     availability_zone: str
     device_dir: str
     created_at: str
+    status: str = ServerStatus.ACTIVE
+    updated_at: str | None = None
+    pending: JsonDict | None = None
 
 
 Record = (

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from csi_xloud.emulator.backups import ChunkStore
-from csi_xloud.emulator.chaos import FORCED_OUTCOME
+from csi_xloud.emulator.chaos import FORCED_OUTCOME, STUCK_RELEASE
 from csi_xloud.emulator.data import GIB, DataPlane
 from csi_xloud.emulator.models import (
     Attachment,
@@ -22,6 +22,7 @@ from csi_xloud.emulator.models import (
     Backup,
     BackupStatus,
     Server,
+    ServerStatus,
     Snapshot,
     SnapshotStatus,
     Volume,
@@ -86,7 +87,8 @@ class Operations:
         if outcome == "error":
             raise RuntimeError("the backend failed (injected by a fault rule)")
         if outcome == "stuck":
-            await asyncio.Event().wait()  # until shutdown; a restart resumes and finishes it
+            # Until the fault rules are cleared, or shutdown (a restart resumes and finishes it).
+            await (STUCK_RELEASE.get() or asyncio.Event()).wait()
 
     def attachments_of(self, volume_id: str) -> list[Attachment]:
         """Attachments of a volume."""
@@ -102,6 +104,11 @@ class Operations:
         if server is None:
             return None
         return Path(server.device_dir) / f"virtio-{att.volume_id[:20]}"
+
+    def _powered_off(self, att: Attachment) -> bool:
+        """Whether the attachment's server is shut off: its disks have no device until it starts."""
+        server = self._store.get(Server, att.server_id or "")
+        return server is not None and server.status == ServerStatus.SHUTOFF
 
     def _update_volume(self, vol_id: str, **changes: Any) -> Volume | None:
         vol = self._store.get(Volume, vol_id)
@@ -253,6 +260,9 @@ class Operations:
         link = self.link_path(att) if att else None
         if att is None or vol is None or link is None:
             return
+        if self._powered_off(att):
+            self._put_attachment(att, status=AttachStatus.ATTACHED, attached_at=now())
+            return
         try:
             device = await self._data.attach(self.volume_path(vol), link)
         except Exception as exc:
@@ -285,6 +295,51 @@ class Operations:
         self._store.delete(att)
         if vol is not None:
             self._update_volume(vol.id, status=settled_status(self.attachments_of(vol.id)))
+
+    # -- for the server lifecycle ------------------------------------------------------------------
+
+    def spawn(self, coro: Any, what: str) -> None:
+        """Run a coroutine as an operation (logged when it fails, cancelled at shutdown)."""
+        self._spawn(coro, what)
+
+    async def tick(self) -> None:
+        """One transition's time; a fault rule's forced outcome strikes here (RuntimeError for error)."""
+        await self._tick()
+
+    def settle_volume(self, volume_id: str) -> None:
+        """Give a volume the status its attachments call for."""
+        self._update_volume(volume_id, status=settled_status(self.attachments_of(volume_id)))
+
+    def put_attachment(self, att: Attachment, **changes: Any) -> Attachment:
+        """Store an attachment change and settle its volume's status."""
+        return self._put_attachment(att, **changes)
+
+    async def plug(self, att: Attachment) -> Attachment:
+        """Give an attached volume its loop device and by-id link on its (running) server."""
+        vol = self._store.get(Volume, att.volume_id)
+        link = self.link_path(att)
+        if vol is None or link is None or att.legacy:
+            return att
+        device = await self._data.attach(self.volume_path(vol), link)
+        new = dataclasses.replace(att, loop_device=device)
+        self._store.put(new)
+        return new
+
+    async def unplug(self, att: Attachment) -> Attachment:
+        """Flush and take away an attachment's loop device and link (the record stays)."""
+        vol = self._store.get(Volume, att.volume_id)
+        link = self.link_path(att)
+        if att.loop_device:
+            try:
+                await self._data.flush(att.loop_device)
+            except Exception:
+                log.warning("flush of %s failed", att.loop_device, exc_info=True)
+        if vol is not None and link is not None:
+            await self._data.detach(att.loop_device, self.volume_path(vol), link)
+        new = dataclasses.replace(att, loop_device=None)
+        if self._store.get(Attachment, att.id) is not None:
+            self._store.put(new)
+        return new
 
     # -- snapshots --------------------------------------------------------------------------------
 
@@ -410,6 +465,8 @@ class Operations:
             vol = self._store.get(Volume, att.volume_id)
             link = self.link_path(att)
             if vol is None or link is None or att.status != AttachStatus.ATTACHED or att.legacy:
+                continue
+            if self._powered_off(att):
                 continue
             path = str(self.volume_path(vol))
             reuse = next((name for name, back in unused.items() if back == path), None)

@@ -1,6 +1,9 @@
 """Storage API: Cinder's attachments API (3.27+), used by callers that manage attachments themselves.
 
-These attachments involve no hypervisor: no loop device is made and Compute does not list them.
+Attachments made here involve no hypervisor: no loop device is made and Compute does not list them.
+Compute's own attachments are listed here too, as in Cinder (Nova makes them through this API), and
+deleting one takes its disk away from the server, as a volume owner cleaning up after a server that
+no longer exists does.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class AttachmentRoutes:
     def _attachment(self, call: Call) -> tuple[Attachment, Volume]:
         att = self._store.get(Attachment, call.params["id"])
         vol = self._store.get(Volume, att.volume_id) if att else None
-        if att is None or vol is None or not att.legacy or vol.project_id != call.project_id:
+        if att is None or vol is None or vol.project_id != call.project_id:
             raise not_found(
                 f"Volume attachment could not be found with filter: attachment_id = {call.params['id']}."
             )
@@ -82,7 +85,7 @@ class AttachmentRoutes:
         pairs = []
         for att in self._store.all(Attachment):
             vol = self._store.get(Volume, att.volume_id)
-            if att.legacy and vol is not None and vol.project_id == call.project_id:
+            if vol is not None and vol.project_id == call.project_id:
                 pairs.append((att, vol))
         return pairs
 
@@ -182,6 +185,8 @@ class AttachmentRoutes:
         """DELETE /attachments/{id}: the volume goes back to available when nothing else holds it."""
         self._require(call)
         att, vol = self._attachment(call)
+        if not att.legacy:
+            att = await self._core.ops.unplug(att)
         remaining = [a for a in self._core.ops.attachments_of(vol.id) if a.id != att.id]
         status: str = vol.status
         if any(a.status == AttachStatus.ATTACHED for a in remaining):
@@ -189,4 +194,4 @@ class AttachmentRoutes:
         elif not remaining:
             status = VolumeStatus.AVAILABLE
         self._store.write(put=[dataclasses.replace(vol, status=status, updated_at=now())], delete=[att])
-        return self._core.ok({"attachments": [self._view(a, vol, False) for a in remaining if a.legacy]})
+        return self._core.ok({"attachments": [self._view(a, vol, False) for a in remaining]})
