@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from csi_xloud.cloud.http import ServiceHttp
 from csi_xloud.cloud.models import ApiVersion, Attachment, Server, VersionRange
@@ -31,6 +32,21 @@ class ComputeApi:
         version = await self._pick(SERVERS)
         answer = await self._http.request("GET", f"servers/{server_id}", microversion=version)
         return Server.from_api(answer.field("server"))
+
+    async def list_server_ids(self) -> frozenset[str]:
+        """The ids of every server of the project (all pages)."""
+        ids: set[str] = set()
+        params = {"limit": "1000"}
+        while True:
+            answer = await self._http.request(
+                "GET", "servers", params=params, microversion=await self._pick(SERVERS)
+            )
+            page = [str(s["id"]) for s in answer.body.get("servers") or () if s.get("id")]
+            ids.update(page)
+            marker = _next_marker(answer.body.get("servers_links"))
+            if marker is None or not page:
+                return frozenset(ids)
+            params = {"limit": "1000", "marker": marker}
 
     async def attach_volume(self, server_id: str, volume_id: str, *, device: str | None = None) -> Attachment:
         """Start attaching a volume (it goes reserved, attaching, in-use); Conflict when it is in use."""
@@ -67,3 +83,13 @@ class ComputeApi:
 
     async def _pick(self, feature: Feature) -> ApiVersion:
         return await self._versions.pick(feature)
+
+
+def _next_marker(links: Any) -> str | None:
+    """The marker of a `next` link, if the listing has more pages."""
+    for link in links or ():
+        if isinstance(link, dict) and link.get("rel") == "next":
+            markers = parse_qs(urlsplit(str(link.get("href") or "")).query).get("marker")
+            if markers:
+                return markers[0]
+    return None

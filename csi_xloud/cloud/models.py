@@ -461,6 +461,18 @@ class Attachment:
         )
 
 
+class ServerStatus(StrEnum):
+    """Compute server statuses (`status`) the driver tells apart."""
+
+    ACTIVE = "ACTIVE"
+    BUILD = "BUILD"
+    SHUTOFF = "SHUTOFF"
+    SOFT_DELETED = "SOFT_DELETED"
+    DELETED = "DELETED"
+    ERROR = "ERROR"
+    UNKNOWN = "UNKNOWN"
+
+
 @dataclass(frozen=True, slots=True)
 class Server:
     """A Compute server (a Kubernetes node)."""

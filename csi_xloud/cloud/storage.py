@@ -45,6 +45,7 @@ BACKUP_METADATA = Feature("store metadata on a backup", ApiVersion(3, 43))
 BACKUP_SHOW = Feature("show backups", V3_0, ApiVersion(3, 45))
 MESSAGES = Feature("read user messages", ApiVersion(3, 3))
 DEFAULT_TYPE = Feature("show the default volume type", ApiVersion(3, 62))
+ATTACHMENTS = Feature("manage volume attachments", ApiVersion(3, 27))
 PLAIN = Feature("basic volume calls", V3_0)
 
 
@@ -142,6 +143,15 @@ class StorageApi:
     async def reset_volume_status(self, volume_id: str, status: VolumeStatus) -> None:
         """Force a volume's status (admin only: Forbidden otherwise), to recover one stuck in a transition."""
         await self._action(volume_id, {"os-reset_status": {"status": str(status)}}, PLAIN)
+
+    async def delete_attachment(self, attachment_id: str) -> None:
+        """Remove one of a volume's attachments in the Storage API alone; NotFound when already gone.
+
+        Compute is not told: only for an attachment whose server Compute no longer has.
+        """
+        await self._http.request(
+            "DELETE", f"attachments/{attachment_id}", microversion=await self._pick(ATTACHMENTS)
+        )
 
     async def volume_error_reason(self, volume_id: str) -> str | None:
         """The newest user message the cloud left about a resource (why it went to error), if any."""
