@@ -1,16 +1,25 @@
-"""ControllerPublishVolume / ControllerUnpublishVolume's work: Compute API attachments, waited for."""
+"""ControllerPublishVolume / ControllerUnpublishVolume's work: Compute API attachments, waited for.
+
+Attachments to servers that are gone or shut off are handled as controller.deadnodes describes:
+unpublishing from a gone server succeeds (its leftover Storage attachment is removed), and a
+single-node volume still attached to a gone or stopped server is freed from it before it is
+published elsewhere; a volume is never taken from a server that may still run.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 
+from csi_xloud.clock import Clock, SystemClock
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.compute import ComputeApi
-from csi_xloud.cloud.models import Server, Volume, VolumeStatus
+from csi_xloud.cloud.models import Server, ServerStatus, Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
+from csi_xloud.controller.deadnodes import NodeState, NodeStates, StaleAttachments
 from csi_xloud.controller.ids import is_storage_id
 from csi_xloud.controller.volumes import Timeouts, fetch_volume
-from csi_xloud.rpc.errors import FailedPrecondition, NotFound, ResourceExhausted
+from csi_xloud.rpc.errors import Aborted, FailedPrecondition, NotFound, ResourceExhausted
 from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.validation import CapabilityNeeds, multi_node_refusal
 
@@ -19,14 +28,22 @@ log = logging.getLogger(__name__)
 # publish_context keys the node plugin reads.
 DEVICE_PATH_KEY = "device_path"
 SIZE_GIB_KEY = "size_gib"
+# Compute names a server's boot disk first (vda, sda, hda, xvda); volumes it attaches later get the
+# following letters, also on servers that boot from an image onto a local disk.
+ROOT_DEVICE = re.compile(r"^/dev/(?:[vsh]|xv)da$")
 
 
 class Attacher:
     """Attaches volumes to nodes (Compute servers) and detaches them, idempotently."""
 
     def __init__(
-        self, storage: StorageApi, compute: ComputeApi, timeouts: Timeouts, max_volumes_per_node: int,
+        self,
+        storage: StorageApi,
+        compute: ComputeApi,
+        timeouts: Timeouts,
+        max_volumes_per_node: int,
         metrics: Metrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._storage = storage
         self._compute = compute
@@ -36,6 +53,12 @@ class Attacher:
         self._attached: dict[str, int] = {}  # node id -> volumes attached, as last counted
         if metrics is not None:
             metrics.attach_limit.set(max_volumes_per_node)
+        self._clock = clock or SystemClock()
+        self._states = NodeStates(compute)
+        self._stale = StaleAttachments(storage, self._states, timeouts.detach_seconds)
+        # (volume id, server id) -> when this controller began waiting for that detach (monotonic):
+        # the bound on a detach holds across the sidecar's retries.
+        self._detaching_since: dict[tuple[str, str], float] = {}
 
     async def publish(self, volume_id: str, node_id: str, needs: CapabilityNeeds) -> dict[str, str]:
         """Attach (or find attached) and return the publish_context."""
@@ -49,7 +72,11 @@ class Attacher:
         expect: str | None = None
         server = await self._server(node_id)
         if node_id not in volume.attached_server_ids:
-            self._check_attachable(volume, server, needs)
+            self._check_placement(volume, server, needs)
+            statuses: dict[str, str] = {}
+            if not (needs.multi_node and volume.multiattach):
+                volume, statuses = await self._free_from_dead_nodes(volume, node_id)
+            self._check_single_node(volume, server, needs, statuses)
             if await self._attach(volume, server):
                 # The Compute API reserves the volume before it answers; in-use volumes (multiattach)
                 # go to attaching instead.
@@ -72,8 +99,8 @@ class Attacher:
             raise NotFound(f"node_id {node_id}: no such server") from None
 
     @staticmethod
-    def _check_attachable(volume: Volume, server: Server, needs: CapabilityNeeds) -> None:
-        """Same zone, and attached nowhere else unless the volume is multiattach and the modes allow it."""
+    def _check_placement(volume: Volume, server: Server, needs: CapabilityNeeds) -> None:
+        """Same zone, and a multiattach volume when the access mode spans nodes."""
         if (
             volume.availability_zone
             and server.availability_zone
@@ -86,11 +113,37 @@ class Attacher:
         refusal = multi_node_refusal(needs, volume.multiattach)
         if refusal is not None:
             raise FailedPrecondition(f"volume_capability: {refusal}")
-        others = [s for s in volume.attached_server_ids if s != server.id]
+
+    @staticmethod
+    def _check_single_node(
+        volume: Volume, server: Server, needs: CapabilityNeeds, statuses: dict[str, str]
+    ) -> None:
+        """Attached nowhere else, unless the volume is multiattach and the modes allow it."""
+        others = [s for s in dict.fromkeys(volume.attached_server_ids) if s != server.id]
         if others and not (needs.multi_node and volume.multiattach):
+            named = ", ".join(f"{s} (server {statuses[s]})" if statuses.get(s) else s for s in others)
             raise FailedPrecondition(
-                f"volume {volume.id} is already published to node {', '.join(others)} and is single-node"
+                f"volume {volume.id} is already published to node {named} and is single-node; it is "
+                "detached by itself only from a node whose server is deleted or shut off"
             )
+
+    async def _free_from_dead_nodes(self, volume: Volume, node_id: str) -> tuple[Volume, dict[str, str]]:
+        """Detach from other nodes whose servers are gone or stopped; the statuses of the live others."""
+        live: dict[str, str] = {}
+        for other in dict.fromkeys(volume.attached_server_ids):
+            if other == node_id:
+                continue
+            state, status = await self._states.state(other)
+            if state is NodeState.GONE:
+                volume = await self._stale.remove(volume, other)
+            elif state is NodeState.STOPPED:
+                log.info("volume %s is attached to stopped node %s; detaching it first", volume.id, other)
+                if await self._detach(volume, other):
+                    await self._wait_detached(volume.id, frozenset([other]))
+                volume = await fetch_volume(self._storage, volume.id)
+            else:
+                live[other] = status
+        return volume, live
 
     async def _attach(self, volume: Volume, server: Server) -> bool:
         """Start the attachment (True), unless one is already on its way for this node (False).
@@ -104,10 +157,14 @@ class Attacher:
             return False
         self._count(server.id, len(attached))
         if len(attached) >= self._max_volumes_per_node:
-            raise ResourceExhausted(
-                f"node {server.id} already has {len(attached)} volumes attached, the most it may have "
-                f"(--max-volumes-per-node {self._max_volumes_per_node}); detach one first"
-            )
+            count = await self._data_volume_count(server)
+            self._count(server.id, count)
+            if count >= self._max_volumes_per_node:
+                raise ResourceExhausted(
+                    f"node {server.id} already has {count} volumes attached besides its boot disk, the "
+                    f"most it may have (--max-volumes-per-node {self._max_volumes_per_node}, as NodeGetInfo "
+                    "reports); detach one first"
+                )
         await self._compute.attach_volume(server.id, volume.id)
         self._count(server.id, len(attached) + 1)
         log.info("attaching volume %s to node %s", volume.id, server.id)
@@ -118,6 +175,16 @@ class Attacher:
         if self._metrics is not None:
             self._attached[node_id] = max(0, attached)
             self._metrics.node_attachments.labels(node_id).set(self._attached[node_id])
+
+    async def _data_volume_count(self, server: Server) -> int:
+        """How many volumes are attached to the server, its boot disk not counted.
+
+        NodeGetInfo's max_volumes_per_node is what the scheduler counts against: this driver's
+        volumes on the node, never the boot disk. The server's own view does not say which volume
+        is its boot disk, so this look at its attachments is made only when the count matters.
+        """
+        attachments = await self._compute.list_attachments(server.id)
+        return sum(1 for a in attachments if not ROOT_DEVICE.match(a.device or ""))
 
     async def _publish_context(self, volume: Volume, node_id: str) -> dict[str, str]:
         """The device Compute reported (a hint only: the node finds the disk by its serial) and the size."""
@@ -138,33 +205,112 @@ class Attacher:
             volume = await self._storage.get_volume(volume_id)
         except cloud.NotFound:
             return
-        nodes = [node_id] if node_id else list(volume.attached_server_ids)
-        detaching = frozenset([node for node in nodes if await self._detach(volume.id, node)])
+        nodes = [node_id] if node_id else list(dict.fromkeys(volume.attached_server_ids))
+        detaching = frozenset([node for node in nodes if await self._detach(volume, node)])
         if detaching:
             await self._wait_detached(volume.id, detaching)
             for node in detaching & self._attached.keys():
                 self._count(node, self._attached[node] - 1)
 
-    async def _detach(self, volume_id: str, node_id: str) -> bool:
-        """Start detaching; False when there is nothing to wait for (not attached there, no such server)."""
+    async def _detach(self, volume: Volume, node_id: str) -> bool:
+        """Start detaching; False when there is nothing to wait for (not attached there, server gone)."""
         try:
-            await self._compute.detach_volume(node_id, volume_id)
+            await self._compute.detach_volume(node_id, volume.id)
         except cloud.NotFound:
+            waiting = await self._not_attached(volume, node_id)
+        except cloud.Conflict as exc:
+            waiting = await self._detach_refused(volume.id, node_id, exc)
+        else:
+            log.info("detaching volume %s from node %s", volume.id, node_id)
+            self._detaching_since.pop((volume.id, node_id), None)  # a new detach: its bound starts now
+            return True
+        if not waiting:
+            self._detaching_since.pop((volume.id, node_id), None)
+        return waiting
+
+    async def _not_attached(self, volume: Volume, node_id: str) -> bool:
+        """Compute has no such attachment: done, unless the Storage API still lists one.
+
+        A gone server's leftover attachment is removed (the server can no longer use the disk);
+        with a live server the Storage API is waited for, as it may lag behind Compute.
+        """
+        if node_id not in volume.attached_server_ids:
             return False
-        log.info("detaching volume %s from node %s", volume_id, node_id)
+        if (await self._states.state(node_id))[0] is NodeState.GONE:
+            await self._stale.remove(volume, node_id)
+            return False
         return True
 
-    async def _wait_detached(self, volume_id: str, nodes: frozenset[str]) -> None:
+    async def _detach_refused(self, volume_id: str, node_id: str, exc: cloud.Conflict) -> bool:
+        """Compute refused the detach: one under way is waited for; otherwise say why and what to do."""
         try:
+            volume = await self._storage.get_volume(volume_id)
+        except cloud.NotFound:
+            return False
+        if volume.status is VolumeStatus.DETACHING:
+            return True
+        if node_id not in volume.attached_server_ids and volume.status is not VolumeStatus.RESERVED:
+            return False
+        if volume.status in (VolumeStatus.RESERVED, VolumeStatus.ATTACHING):
+            raise Aborted(f"volume {volume_id} is {volume.raw_status}; it can be detached once that ends")
+        _, status = await self._states.state(node_id)
+        advice = ""
+        if status == ServerStatus.ERROR:
+            advice = (
+                "; Compute does not detach volumes from a server in ERROR: repair the server (or reset "
+                "its state) or delete it, then the detach is retried"
+            )
+        raise FailedPrecondition(
+            f"volume {volume_id} cannot be detached from node {node_id} (server {status or 'unknown'}): "
+            f"{exc.message}{advice}"
+        )
+
+    async def _wait_detached(self, volume_id: str, nodes: frozenset[str]) -> None:
+        """Wait until the volume left the nodes, within detach_seconds of the first wait for it."""
+        now = self._clock.monotonic()
+        started = min(self._detaching_since.setdefault((volume_id, node), now) for node in nodes)
+        remaining = started + self._timeouts.detach_seconds - now
+        try:
+            if remaining <= 0:
+                raise cloud.WaitTimeout(f"volume {volume_id} outlasted its detach bound")
             await self._storage.wait_for_volume(
                 volume_id,
                 VolumeStatus.AVAILABLE,
                 VolumeStatus.IN_USE,
-                timeout_seconds=self._timeouts.detach_seconds,
+                timeout_seconds=remaining,
                 expect=VolumeStatus.DETACHING.value,
-                done=lambda v: (
-                    not nodes.intersection(v.attached_server_ids) and v.status is not VolumeStatus.DETACHING
-                ),
+                done=lambda v: _detached(v, nodes),
             )
         except cloud.NotFound:
-            return
+            pass
+        except cloud.WaitTimeout:
+            stuck = await self._stuck(volume_id, nodes, started)
+            if stuck is not None:
+                raise stuck from None
+        for node in nodes:
+            self._detaching_since.pop((volume_id, node), None)
+
+    async def _stuck(
+        self, volume_id: str, nodes: frozenset[str], started: float
+    ) -> FailedPrecondition | None:
+        """The error for a detach past its bound (volume, servers, state, what to do); None once done."""
+        try:
+            volume = await self._storage.get_volume(volume_id)
+        except cloud.NotFound:
+            return None
+        if _detached(volume, nodes):
+            return None
+        servers = ", ".join(sorted(nodes))
+        elapsed = self._clock.monotonic() - started
+        return FailedPrecondition(
+            f"volume {volume_id} is still {volume.raw_status} from server {servers} after {elapsed:.0f} s "
+            f"(a detach may take {self._timeouts.detach_seconds:g} s): the cloud has not finished it. "
+            "Check the server's hypervisor and the Compute and Storage logs; once the server no longer "
+            f"uses the disk, an admin can end the detach with `openstack volume set --state available "
+            f"--detached {volume_id}`, and the next retry succeeds"
+        )
+
+
+def _detached(volume: Volume, nodes: frozenset[str]) -> bool:
+    """Whether the volume has left every one of the nodes and no detach is under way."""
+    return not nodes.intersection(volume.attached_server_ids) and volume.status is not VolumeStatus.DETACHING

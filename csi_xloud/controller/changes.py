@@ -7,6 +7,7 @@ import logging
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
+from csi_xloud.controller.deadnodes import StaleAttachments
 from csi_xloud.controller.ids import is_storage_id
 from csi_xloud.controller.volumes import Timeouts, fetch_volume, has_type, resolve_type
 from csi_xloud.rpc.errors import FailedPrecondition, Internal, InvalidArgument
@@ -20,16 +21,17 @@ SETTLED = (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE)
 class VolumeChanges:
     """Deletes, grows and retypes volumes, each waiting until the cloud is done."""
 
-    def __init__(self, storage: StorageApi, timeouts: Timeouts) -> None:
+    def __init__(self, storage: StorageApi, timeouts: Timeouts, stale: StaleAttachments) -> None:
         self._storage = storage
         self._timeouts = timeouts
+        self._stale = stale
 
     async def delete(self, volume_id: str) -> None:
         """Delete and wait until gone; a missing volume is already deleted."""
         if not is_storage_id(volume_id):
             return  # Spec: "If a volume ... does not exist ..., the Plugin MUST reply 0 OK."
         try:
-            volume = await self._storage.get_volume(volume_id)
+            volume = await self._stale.remove_all_if_gone(await self._storage.get_volume(volume_id))
             await self._check_deletable(volume)
             if volume.status is not VolumeStatus.DELETING:
                 await self._start_delete(volume)

@@ -22,6 +22,7 @@ from csi_xloud.config import DEFAULT_MAX_VOLUMES_PER_NODE, DriverConfig
 from csi_xloud.controller.attach import Attacher
 from csi_xloud.controller.capacity import CapacityReader
 from csi_xloud.controller.changes import VolumeChanges
+from csi_xloud.controller.deadnodes import NodeStates, StaleAttachments
 from csi_xloud.controller.ids import ContentSource, SourceKind, check_max_entries, parse_snapshot_id
 from csi_xloud.controller.late import LateRequests
 from csi_xloud.controller.listing import Lister
@@ -87,7 +88,9 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         late = late or LateRequests(SystemClock(), 3 * cloud.settings.tuning.timeout_seconds)
         self._late = late
         self._creator = VolumeCreator(cloud.storage, timeouts, late)
-        self._changes = VolumeChanges(cloud.storage, timeouts)
+        self._states = NodeStates(cloud.compute)
+        stale = StaleAttachments(cloud.storage, self._states, timeouts.detach_seconds)
+        self._changes = VolumeChanges(cloud.storage, timeouts, stale)
         self._attacher = Attacher(cloud.storage, cloud.compute, timeouts, max_volumes_per_node, metrics)
         self._snapshots = Snapshotter(cloud.storage, timeouts, late)
         self._lister = Lister(cloud.storage)
@@ -169,12 +172,17 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         self, request: csi_pb2.ListVolumesRequest, context: Context
     ) -> csi_pb2.ListVolumesResponse:
         listing = await self._lister.volumes(check_max_entries(request.max_entries), request.starting_token)
-        entries = [self._entry(volume) for volume in listing.items]
+        # Only attachments to servers that still exist count as published, so the attacher's
+        # reconciliation detaches VolumeAttachments of deleted nodes (one server list per page).
+        attached = any(volume.attached_server_ids for volume in listing.items)
+        servers = await self._states.existing() if attached else frozenset[str]()
+        entries = [self._entry(volume, servers) for volume in listing.items]
         return csi_pb2.ListVolumesResponse(entries=entries, next_token=listing.next_token)
 
-    def _entry(self, volume: Volume) -> csi_pb2.ListVolumesResponse.Entry:
+    def _entry(self, volume: Volume, servers: frozenset[str]) -> csi_pb2.ListVolumesResponse.Entry:
+        published = [s for s in dict.fromkeys(volume.attached_server_ids) if s in servers]
         status = csi_pb2.ListVolumesResponse.VolumeStatus(
-            published_node_ids=volume.attached_server_ids, volume_condition=self._judge.condition(volume)
+            published_node_ids=published, volume_condition=self._judge.condition(volume)
         )
         return csi_pb2.ListVolumesResponse.Entry(volume=volume_message(volume), status=status)
 
@@ -182,8 +190,9 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         self, request: csi_pb2.ControllerGetVolumeRequest, context: Context
     ) -> csi_pb2.ControllerGetVolumeResponse:
         volume = await fetch_volume(self._cloud.storage, require(request.volume_id, "volume_id"))
+        published = await self._states.live(tuple(dict.fromkeys(volume.attached_server_ids)))
         status = csi_pb2.ControllerGetVolumeResponse.VolumeStatus(
-            published_node_ids=volume.attached_server_ids, volume_condition=self._judge.condition(volume)
+            published_node_ids=published, volume_condition=self._judge.condition(volume)
         )
         return csi_pb2.ControllerGetVolumeResponse(volume=volume_message(volume), status=status)
 
