@@ -173,6 +173,16 @@ class Cluster:
     def server_ids(self) -> list[str]:
         return list(self.node_handles)
 
+    def lose_node(self, node_id: str) -> None:
+        """The node's machine dies: its plugin is killed and the guest's mounts vanish with it.
+
+        The node leaves `node_handles`; its server stays in the cloud until someone deletes it.
+        """
+        process = self.nodes.pop(node_id)
+        handle = self.node_handles.pop(node_id)
+        process.kill()
+        unmount_all_below(handle.kubelet.root)
+
     def close(self) -> None:
         """Stop the drivers, unmount whatever is still mounted under the data folder, stop the emulator."""
         for process in (*self.nodes.values(), self.controller):
