@@ -33,10 +33,10 @@ class ComputeApi:
         answer = await self._http.request("GET", f"servers/{server_id}", microversion=version)
         return Server.from_api(answer.field("server"))
 
-    async def list_server_ids(self) -> frozenset[str]:
+    async def list_server_ids(self, *, page_size: int = 1000) -> frozenset[str]:
         """The ids of every server of the project (all pages)."""
         ids: set[str] = set()
-        params = {"limit": "1000"}
+        params = {"limit": str(page_size)}
         while True:
             answer = await self._http.request(
                 "GET", "servers", params=params, microversion=await self._pick(SERVERS)
@@ -46,7 +46,7 @@ class ComputeApi:
             marker = _next_marker(answer.body.get("servers_links"))
             if marker is None or not page:
                 return frozenset(ids)
-            params = {"limit": "1000", "marker": marker}
+            params = {"limit": str(page_size), "marker": marker}
 
     async def attach_volume(self, server_id: str, volume_id: str, *, device: str | None = None) -> Attachment:
         """Start attaching a volume (it goes reserved, attaching, in-use); Conflict when it is in use."""

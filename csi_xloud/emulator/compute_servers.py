@@ -156,11 +156,25 @@ class ServerRoutes:
         }
 
     async def list_servers(self, call: Call) -> Response:
-        """GET /servers."""
+        """GET /servers[?limit&marker]: oldest first; a next link in servers_links when more follow."""
         servers = self._store.all(Server)
-        return JSONResponse(
-            {"servers": [{"id": s.id, "name": s.name, "links": self._links(s)} for s in servers]}
-        )
+        marker = call.query.get("marker")
+        if marker is not None:
+            ids = [s.id for s in servers]
+            if marker not in ids:
+                raise bad_request(f"marker [{marker}] not found")
+            servers = servers[ids.index(marker) + 1 :]
+        body: dict[str, Any] = {}
+        limit = call.query.get("limit")
+        if limit is not None:
+            if not limit.isdigit():
+                raise invalid_input("limit", limit, f"{limit!r} does not match '^[0-9]*$'")
+            if int(limit) < len(servers):
+                servers = servers[: int(limit)]
+                href = f"{self._config.base_url}/compute/v2.1/servers?limit={limit}&marker={servers[-1].id}"
+                body["servers_links"] = [{"rel": "next", "href": href}]
+        body["servers"] = [{"id": s.id, "name": s.name, "links": self._links(s)} for s in servers]
+        return JSONResponse(dict(sorted(body.items(), key=lambda kv: kv[0] != "servers")))
 
     async def list_detail(self, call: Call) -> Response:
         """GET /servers/detail."""

@@ -106,11 +106,11 @@ class ServerOperations:
         self._finish(server_id, status=ServerStatus.SHUTOFF)
 
     async def _start(self, server_id: str) -> None:
-        self._finish(server_id, status=ServerStatus.ACTIVE)
         await self.plug_all(server_id)
+        self._finish(server_id, status=ServerStatus.ACTIVE)
 
     async def plug_all(self, server_id: str) -> None:
-        """Give every attached volume of a running server its device."""
+        """Give every attached volume of a running (or starting) server its device."""
         for att in self.attachments(server_id):
             if att.status == AttachStatus.ATTACHED and att.loop_device is None and not att.legacy:
                 await self._ops.plug(att)

@@ -42,6 +42,13 @@ async def test_get_server(emulator: EmulatorProcess, client: CloudClient) -> Non
         await client.compute.get_server(str(uuid.uuid4()))
 
 
+async def test_list_server_ids_follows_every_page(emulator: EmulatorProcess, client: CloudClient) -> None:
+    every = {str(node["id"]) for node in emulator.servers}
+    assert len(every) == 2
+    assert await client.compute.list_server_ids() == every
+    assert await client.compute.list_server_ids(page_size=1) == every
+
+
 async def test_attach_extend_online_detach(emulator: EmulatorProcess, client: CloudClient) -> None:
     node, other = emulator.servers[0], emulator.servers[1]
     volume_id = await available_volume(client)

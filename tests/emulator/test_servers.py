@@ -293,3 +293,39 @@ def test_a_stuck_detach_stays_detaching_until_the_faults_are_cleared(
         api.emu.clear_faults()
     api.wait_volume(volume["id"], "available")
     api.delete_volume(volume["id"])
+
+
+def test_server_list_pages(api: Api, servers: dict[str, dict[str, str]]) -> None:
+    first = api.compute("GET", "/servers?limit=2").json()
+    assert [s["name"] for s in first["servers"]] == ["node-a", "node-b"]
+    [link] = first["servers_links"]
+    assert link["rel"] == "next" and link["href"].endswith(f"?limit=2&marker={servers['node-b']['id']}")
+    rest = api.compute("GET", f"/servers?limit=2&marker={servers['node-b']['id']}").json()
+    assert rest == {
+        "servers": [{"id": servers["node-z"]["id"], "name": "node-z", "links": rest["servers"][0]["links"]}]
+    }
+    unknown = api.compute("GET", "/servers?marker=00000000-0000-4000-8000-000000000000")
+    assert unknown.status_code == 400
+
+
+def test_servers_and_their_steps_survive_a_restart(fresh_emu: EmulatorProcess) -> None:
+    api = Api(fresh_emu)
+    try:
+        volume = api.create_volume()
+        server_id = _boot(api, "kept", volume["id"])
+        _wait_server(api, server_id, "ACTIVE")
+        fresh_emu.set_faults([{"method": "POST", "path": "/action$", "outcome": "stuck"}])
+        assert api.compute("POST", f"/servers/{server_id}/action", json={"os-stop": None}).status_code == 202
+        fresh_emu.restart()  # the stop was hung; the new process runs it again
+        api.token = api.login()
+        _wait_server(api, server_id, "SHUTOFF")
+        entry = _listed(fresh_emu, server_id)
+        assert entry is not None and not _link(entry, volume["id"]).exists()
+        assert api.compute("POST", f"/servers/{server_id}/action", json={"os-start": None}).status_code == 202
+        _wait_server(api, server_id, "ACTIVE")
+        assert os.path.realpath(_link(entry, volume["id"])).startswith("/dev/loop")
+        assert api.compute("DELETE", f"/servers/{server_id}").status_code == 204
+        _wait_server(api, server_id, None)
+        api.wait_volume(volume["id"], "available")
+    finally:
+        api.close()
