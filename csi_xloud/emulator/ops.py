@@ -453,6 +453,9 @@ class Operations:
             if backup.pending is not None:
                 self.start_backup(backup.id)
         for att in self._store.all(Attachment):
+            server = self._store.get(Server, att.server_id or "")
+            if server is not None and (server.pending or {}).get("op") in ("build", "delete"):
+                continue  # the server's own step brings it to its end
             if att.status in (AttachStatus.RESERVED, AttachStatus.ATTACHING):
                 self.start_attach(att.id)
             elif att.status == AttachStatus.DETACHING:
