@@ -82,6 +82,9 @@ class ServerOperations:
             log.warning("server %s %s failed: %s", server_id, op, exc)
             await self._failed(server_id, op)
             return
+        current = self._store.get(Server, server_id)
+        if current is None or (current.pending or {}).get("op") != op:
+            return  # deleted or reset meanwhile: the later step has its own run
         await step(server_id)
 
     def _finish(self, server_id: str, **changes: Any) -> Server | None:

@@ -329,3 +329,14 @@ def test_servers_and_their_steps_survive_a_restart(fresh_emu: EmulatorProcess) -
         api.wait_volume(volume["id"], "available")
     finally:
         api.close()
+
+
+def test_a_server_deleted_while_it_builds_goes_and_frees_its_boot_volume(api: Api) -> None:
+    boot = api.create_volume()
+    server_id = _boot(api, "short-lived", boot["id"])
+    assert api.compute("DELETE", f"/servers/{server_id}").status_code == 204
+    _wait_server(api, server_id, None)
+    assert not api.wait_volume(boot["id"], "available")["attachments"]
+    time.sleep(0.2)  # past the build's own time: it must not bring the server back
+    assert _server(api, server_id) is None and _listed(api.emu, server_id) is None
+    api.delete_volume(boot["id"])
