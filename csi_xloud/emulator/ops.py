@@ -88,6 +88,14 @@ class Operations:
         if outcome == "stuck":
             await asyncio.Event().wait()  # until shutdown; a restart resumes and finishes it
 
+    def spawn(self, coro: Any, what: str) -> None:
+        """Run work of another module as one of these operations (given time to finish at shutdown)."""
+        self._spawn(coro, what)
+
+    async def tick(self, fraction: float = 1.0) -> None:
+        """One transition's time, for work of another module (fault rules strike here too)."""
+        await self._tick(fraction)
+
     def attachments_of(self, volume_id: str) -> list[Attachment]:
         """Attachments of a volume."""
         return [a for a in self._store.all(Attachment) if a.volume_id == volume_id]
