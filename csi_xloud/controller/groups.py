@@ -417,7 +417,14 @@ class GroupSnapshotter:
             log.info("group %s stays for now: %s", group_id, exc)
 
     async def _sweep(self) -> None:
-        """Delete released groups an interrupted DeleteVolumeGroupSnapshot left behind."""
+        """Delete released groups an interrupted DeleteVolumeGroupSnapshot left behind (best effort)."""
+        try:
+            await self._sweep_released()
+        except cloud.CloudError as exc:
+            # Housekeeping: the group snapshot itself is gone, so the call still succeeds; next time then.
+            log.warning("could not look for released groups to delete: %s", exc)
+
+    async def _sweep_released(self) -> None:
         for group in await self._groups.list_groups():
             released = group.description == RELEASED_DESCRIPTION and group.status not in GONE
             if released and not await self._groups.list_group_snapshots(group_id=group.id):
