@@ -110,12 +110,15 @@ class GroupSnapshotter:
         volumes = await self._source_volumes(request.source_volume_ids)
         group_type = await self._group_type(request.parameters)
         group = await self._group_for(request.name, volumes, group_type)
-        await self._gather(group, volumes)
         try:
+            await self._gather(group, volumes)
             gsnap = await self._groups.create_group_snapshot(group.id, request.name)
-        except cloud.CloudError as exc:
-            if exc.may_still_land:
+        except (cloud.CloudError, FailedPrecondition) as exc:
+            if isinstance(exc, cloud.CloudError) and exc.may_still_land:
                 self._late.note(key)
+            else:
+                # Spec: no group snapshot was cut, so nothing may be left: the volumes go back.
+                await self._undo(group)
             raise
         log.info(
             "snapshotting volumes %s together as group snapshot %s",
@@ -126,17 +129,11 @@ class GroupSnapshotter:
         return await self._finish(gsnap, request)
 
     async def _finish(self, gsnap: GroupSnapshot, request: NewGroupSnapshot) -> TakenGroupSnapshot:
-        """Check the members, wait until the group snapshot is available, take the volumes out again."""
-        members = await self._groups.member_snapshots(gsnap.id)
-        if sorted(m.volume_id for m in members) != sorted(request.source_volume_ids):
-            raise AlreadyExists(
-                f"group snapshot {request.name!r} already exists for volumes "
-                f"{', '.join(sorted(m.volume_id for m in members))}, not for source_volume_ids "
-                f"{', '.join(sorted(request.source_volume_ids))}"
-            )
+        """Wait until the group snapshot is available, check its members, take the volumes out again."""
         if gsnap.status.is_error:
             raise await self._discard(gsnap)
         if gsnap.status is not GroupStatus.AVAILABLE:
+            # Waited for first: the cloud records the member snapshots just after the group snapshot.
             try:
                 gsnap = await self._groups.wait_for_group_snapshot(
                     gsnap.id, timeout_seconds=self._timeouts.create_seconds
@@ -145,7 +142,13 @@ class GroupSnapshotter:
                 raise
             except cloud.CloudError:
                 raise await self._discard(await self._groups.get_group_snapshot(gsnap.id)) from None
-            members = await self._groups.member_snapshots(gsnap.id)
+        members = await self._groups.member_snapshots(gsnap.id)
+        if sorted(m.volume_id for m in members) != sorted(request.source_volume_ids):
+            raise AlreadyExists(
+                f"group snapshot {request.name!r} already exists for volumes "
+                f"{', '.join(sorted(m.volume_id for m in members))}, not for source_volume_ids "
+                f"{', '.join(sorted(request.source_volume_ids))}"
+            )
         await self._empty(gsnap.group_id)
         return TakenGroupSnapshot(gsnap, tuple(sorted(members, key=lambda m: m.volume_id)))
 
@@ -283,6 +286,15 @@ class GroupSnapshotter:
         log.info("made group %s (group type %s) for group snapshot %r", group.id, group_type.name, name)
         self._late.after_create(lambda: self._find_group(name))
         return group
+
+    async def _undo(self, group: Group) -> None:
+        """After a failed try, best effort: the volumes out of the group, the group deleted."""
+        try:
+            await self._remove_group(group)
+        except (cloud.CloudError, FailedPrecondition) as exc:
+            log.warning(
+                "group %s stays after the failed group snapshot (the next try reuses it): %s", group.id, exc
+            )
 
     async def _remove_group(self, group: Group) -> None:
         """Take the volumes out of one of our groups and delete it (refused while it has group snapshots)."""

@@ -582,7 +582,11 @@ class GroupRoutes:
         for vol in volumes:
             if vol.status == VolumeStatus.ERROR:
                 raise bad_request(f"Invalid volume: Volume {vol.id} is in error status.")
-            self._core.quotas.check_snapshot(call.project_id, vol.size, self._core.type_name(vol.type_id))
+        # Cinder reserves the quota of every member snapshot at once.
+        type_name = self._core.type_name(volumes[0].type_id)
+        self._core.quotas.check_snapshot(
+            call.project_id, sum(v.size for v in volumes), type_name, len(volumes)
+        )
         gsnap = GroupSnapshot(
             id=new_id(),
             project_id=call.project_id,

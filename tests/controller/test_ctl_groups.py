@@ -293,3 +293,26 @@ async def test_unknown_group_snapshot(ctl: Harness) -> None:
     await expect_code(_delete(ctl, ""), grpc.StatusCode.INVALID_ARGUMENT, "group_snapshot_id")
     with pytest.raises(cloud_errors.NotFound):
         await ctl.cloud.groups.get_group_snapshot(missing)
+
+
+async def test_a_group_snapshot_over_quota_leaves_nothing_behind(ctl: Harness) -> None:
+    volumes = [await ctl.create_volume() for _ in range(2)]
+    await ctl.admin.set_quota(snapshots=1)
+    try:
+        await expect_code(_take(ctl, [v.volume_id for v in volumes]), grpc.StatusCode.RESOURCE_EXHAUSTED)
+    finally:
+        await ctl.admin.set_quota(snapshots=-1)
+    for volume in volumes:
+        assert (await ctl.cloud.storage.get_volume(volume.volume_id)).group_id is None
+    for group in await ctl.cloud.groups.list_groups():
+        await wait_gone(lambda g=group.id: ctl.cloud.groups.get_group(g))
+
+
+async def test_members_are_listed_with_their_group_snapshot(ctl: Harness) -> None:
+    volume = await ctl.create_volume()
+    taken = await _take(ctl, [volume.volume_id])
+    member = taken.snapshots[0].snapshot_id
+    listed = await ctl.stub.ListSnapshots(csi_pb2.ListSnapshotsRequest(snapshot_id=member))
+    assert [e.snapshot.group_snapshot_id for e in listed.entries] == [taken.group_snapshot_id]
+    by_volume = await ctl.stub.ListSnapshots(csi_pb2.ListSnapshotsRequest(source_volume_id=volume.volume_id))
+    assert [e.snapshot.group_snapshot_id for e in by_volume.entries] == [taken.group_snapshot_id]
