@@ -149,8 +149,12 @@ def _add_controller(parts: Parts, config: DriverConfig, metrics: Metrics, env: M
     from csi_xloud.controller.service import build_controller_service  # only where the controller runs
 
     controller = build_controller_service(config, metrics, env)
+    groups = controller.group_service()
     parts.registrations.append(
         lambda server: csi_pb2_grpc.add_ControllerServicer_to_server(controller, server)
+    )
+    parts.registrations.append(
+        lambda server: csi_pb2_grpc.add_GroupControllerServicer_to_server(groups, server)
     )
     parts.readiness["cloud"] = controller.readiness
     parts.closers.append(controller.aclose)

@@ -40,10 +40,11 @@ class IdentityService(csi_pb2_grpc.IdentityServicer):
         return csi_pb2.GetPluginCapabilitiesResponse(capabilities=self.capabilities())
 
     def capabilities(self) -> list[csi_pb2.PluginCapability]:
-        """CONTROLLER_SERVICE only where the controller runs; topology and online expansion always."""
+        """The controller services where the controller runs; topology and online expansion always."""
         caps = []
         if self._controller:
             caps.append(_PLUGIN(service=_PLUGIN.Service(type=_PLUGIN.Service.CONTROLLER_SERVICE)))
+            caps.append(_PLUGIN(service=_PLUGIN.Service(type=_PLUGIN.Service.GROUP_CONTROLLER_SERVICE)))
         caps.append(_PLUGIN(service=_PLUGIN.Service(type=_PLUGIN.Service.VOLUME_ACCESSIBILITY_CONSTRAINTS)))
         caps.append(_PLUGIN(volume_expansion=_PLUGIN.VolumeExpansion(type=_PLUGIN.VolumeExpansion.ONLINE)))
         return caps

@@ -60,6 +60,13 @@ SNAPSHOT_METADATA_KEYS = frozenset(
         "csi.storage.k8s.io/volumesnapshotcontent/name",
     }
 )
+GROUP_SNAPSHOT_METADATA_KEYS = frozenset(
+    {
+        "csi.storage.k8s.io/volumegroupsnapshot/name",
+        "csi.storage.k8s.io/volumegroupsnapshot/namespace",
+        "csi.storage.k8s.io/volumegroupsnapshotcontent/name",
+    }
+)
 
 
 def require(value: str, field: str) -> str:
@@ -253,6 +260,26 @@ def parse_snapshot_parameters(parameters: Mapping[str, str]) -> SnapshotParamete
         force=parse_bool(parameters, "force-create", default=True),
         incremental=incremental,
         metadata=tuple(sorted((k, v) for k, v in parameters.items() if k in SNAPSHOT_METADATA_KEYS)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSnapshotParameters:
+    """VolumeGroupSnapshotClass parameters: the Xloud group type (None: the cloud's default one)."""
+
+    group_type: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+
+def parse_group_snapshot_parameters(parameters: Mapping[str, str]) -> GroupSnapshotParameters:
+    check_map(parameters, "parameters")
+    _reject_unknown(parameters, {"group-type", *GROUP_SNAPSHOT_METADATA_KEYS}, "parameters")
+    group_type = parameters.get("group-type")
+    if group_type is not None and not group_type.strip():
+        raise InvalidArgument("parameters[group-type] is empty (name an Xloud group type, or leave it out)")
+    return GroupSnapshotParameters(
+        group_type=group_type.strip() if group_type else None,
+        metadata=tuple(sorted((k, v) for k, v in parameters.items() if k in GROUP_SNAPSHOT_METADATA_KEYS)),
     )
 
 

@@ -11,6 +11,7 @@ from csi_xloud.clock import Clock, SystemClock
 from csi_xloud.cloud.auth import Authenticator, identity_url
 from csi_xloud.cloud.compute import ComputeApi
 from csi_xloud.cloud.errors import CloudError
+from csi_xloud.cloud.groups import GroupsApi
 from csi_xloud.cloud.http import ServiceHttp
 from csi_xloud.cloud.settings import AuthType, CloudSettings, load_cloud_settings
 from csi_xloud.cloud.storage import StorageApi
@@ -43,7 +44,9 @@ class CloudClient:
         self._identity = self._service("identity", None, identity, metrics, rng)
         self.auth = Authenticator(settings, self._identity, self._clock)
         self.waiter = Waiter(self._clock, backoff, rng, metrics)
-        self.storage = StorageApi(self._service("volume", self.auth, None, metrics, rng), self.waiter)
+        volume_http = self._service("volume", self.auth, None, metrics, rng)
+        self.storage = StorageApi(volume_http, self.waiter)
+        self.groups = GroupsApi(volume_http, self.waiter)
         self.compute = ComputeApi(self._service("compute", self.auth, None, metrics, rng))
 
     def _service(

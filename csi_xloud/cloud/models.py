@@ -157,6 +157,8 @@ class Volume:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     raw_status: str = ""
+    # The volume group it is in (shown from microversion 3.13).
+    group_id: str | None = None
 
     @classmethod
     def from_api(cls, body: Json) -> Volume:
@@ -181,6 +183,7 @@ class Volume:
             created_at=parse_time(body.get("created_at")),
             updated_at=parse_time(body.get("updated_at")),
             raw_status=raw_status,
+            group_id=_opt_str(body.get("group_id")),
         )
 
     @property
@@ -202,6 +205,8 @@ class Snapshot:
     progress: str | None = None
     created_at: datetime | None = None
     raw_status: str = ""
+    # The group snapshot this snapshot belongs to (shown from microversion 3.14); it cannot be deleted alone.
+    group_snapshot_id: str | None = None
 
     @classmethod
     def from_api(cls, body: Json) -> Snapshot:
@@ -217,6 +222,7 @@ class Snapshot:
             progress=_opt_str(body.get("os-extended-snapshot-attributes:progress")),
             created_at=parse_time(body.get("created_at")),
             raw_status=raw_status,
+            group_snapshot_id=_opt_str(body.get("group_snapshot_id")),
         )
 
 

@@ -46,6 +46,7 @@ BACKUP_SHOW = Feature("show backups", V3_0, ApiVersion(3, 45))
 MESSAGES = Feature("read user messages", ApiVersion(3, 3))
 DEFAULT_TYPE = Feature("show the default volume type", ApiVersion(3, 62))
 ATTACHMENTS = Feature("manage volume attachments", ApiVersion(3, 27))
+SNAPSHOT_SHOW = Feature("show snapshots", V3_0, ApiVersion(3, 14))  # 3.14 adds group_snapshot_id
 PLAIN = Feature("basic volume calls", V3_0)
 
 
@@ -191,7 +192,7 @@ class StorageApi:
 
     async def get_snapshot(self, snapshot_id: str) -> Snapshot:
         """One snapshot; NotFound when it does not exist."""
-        answer = await self._get(f"snapshots/{snapshot_id}", PLAIN)
+        answer = await self._get(f"snapshots/{snapshot_id}", SNAPSHOT_SHOW)
         return Snapshot.from_api(answer.field("snapshot"))
 
     async def find_snapshot_by_name(self, name: str) -> list[Snapshot]:
@@ -205,7 +206,7 @@ class StorageApi:
     ) -> Page[Snapshot]:
         """One page of snapshots with details, optionally of one volume."""
         params = _page_params(limit, marker, {"volume_id": volume_id, "name": name})
-        answer = await self._get("snapshots/detail", PLAIN, params)
+        answer = await self._get("snapshots/detail", SNAPSHOT_SHOW, params)
         return _page(answer, "snapshots", Snapshot.from_api)
 
     async def delete_snapshot(self, snapshot_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Volume, VolumeStatus
@@ -21,10 +22,19 @@ SETTLED = (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE)
 class VolumeChanges:
     """Deletes, grows and retypes volumes, each waiting until the cloud is done."""
 
-    def __init__(self, storage: StorageApi, timeouts: Timeouts, stale: StaleAttachments) -> None:
+    def __init__(
+        self,
+        storage: StorageApi,
+        timeouts: Timeouts,
+        stale: StaleAttachments,
+        release: Callable[[Volume], Awaitable[None]] | None = None,
+    ) -> None:
         self._storage = storage
         self._timeouts = timeouts
         self._stale = stale
+        # Takes a volume out of the group an interrupted group snapshot left it in (the cloud
+        # deletes no volume that is in a group).
+        self._release = release
 
     async def delete(self, volume_id: str) -> None:
         """Delete and wait until gone; a missing volume is already deleted."""
@@ -33,6 +43,8 @@ class VolumeChanges:
         try:
             volume = await self._stale.remove_all_if_gone(await self._storage.get_volume(volume_id))
             await self._check_deletable(volume)
+            if volume.group_id and self._release is not None:
+                await self._release(volume)
             if volume.status is not VolumeStatus.DELETING:
                 await self._start_delete(volume)
             await self._storage.wait_for_volume_deleted(

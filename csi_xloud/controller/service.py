@@ -23,6 +23,8 @@ from csi_xloud.controller.attach import Attacher
 from csi_xloud.controller.capacity import CapacityReader
 from csi_xloud.controller.changes import VolumeChanges
 from csi_xloud.controller.deadnodes import NodeStates, StaleAttachments
+from csi_xloud.controller.group_service import GroupControllerService
+from csi_xloud.controller.groups import GroupSnapshotter
 from csi_xloud.controller.ids import ContentSource, SourceKind, check_max_entries, parse_snapshot_id
 from csi_xloud.controller.late import LateRequests
 from csi_xloud.controller.listing import Lister
@@ -88,14 +90,19 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         late = late or LateRequests(SystemClock(), 3 * cloud.settings.tuning.timeout_seconds)
         self._late = late
         self._creator = VolumeCreator(cloud.storage, timeouts, late)
+        self._group_snapshots = GroupSnapshotter(cloud.storage, cloud.groups, timeouts, late)
         self._states = NodeStates(cloud.compute)
         stale = StaleAttachments(cloud.storage, self._states, timeouts.detach_seconds)
-        self._changes = VolumeChanges(cloud.storage, timeouts, stale)
+        self._changes = VolumeChanges(cloud.storage, timeouts, stale, self._group_snapshots.release_volume)
         self._attacher = Attacher(cloud.storage, cloud.compute, timeouts, max_volumes_per_node, metrics)
         self._snapshots = Snapshotter(cloud.storage, timeouts, late)
         self._lister = Lister(cloud.storage)
         self._capacity = CapacityReader(cloud.storage)
         self._judge = ConditionJudge(now or (lambda: datetime.now(UTC)), timeouts.stuck_seconds)
+
+    def group_service(self) -> GroupControllerService:
+        """The GroupController service on the same cloud client, in-flight keys and late creates."""
+        return GroupControllerService(self._group_snapshots, self._inflight)
 
     async def readiness(self) -> str | None:
         """None when the cloud answers and accepts our credentials, else why not."""

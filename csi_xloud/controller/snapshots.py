@@ -16,7 +16,7 @@ from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller.ids import parse_snapshot_id
 from csi_xloud.controller.late import LateRequests, keep_the_first
 from csi_xloud.controller.volumes import Timeouts, fetch_volume
-from csi_xloud.rpc.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
+from csi_xloud.rpc.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
 from csi_xloud.validation import SnapshotKind, SnapshotParameters
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,12 @@ class Snapshotter:
         item = await self.lookup(snapshot_id)
         if item is None:
             return  # Spec: "If a snapshot ... does not exist ..., the Plugin MUST reply 0 OK."
+        if isinstance(item, Snapshot) and item.group_snapshot_id:
+            # Spec: a snapshot that is part of a group snapshot CAN NOT be deleted stand alone.
+            raise InvalidArgument(
+                f"snapshot {snapshot_id} is part of group snapshot {item.group_snapshot_id}; "
+                "delete it with DeleteVolumeGroupSnapshot"
+            )
         try:
             if isinstance(item, Backup):
                 await self._delete_backup(item)

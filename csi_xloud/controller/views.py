@@ -85,6 +85,8 @@ def snapshot_message(item: Snapshot | Backup) -> csi_pb2.Snapshot:
         size_bytes=item.size_gib * GIB,
         ready_to_use=ready,
     )
+    if isinstance(item, Snapshot) and item.group_snapshot_id:
+        message.group_snapshot_id = item.group_snapshot_id
     if item.created_at is not None:
         message.creation_time.CopyFrom(_timestamp(item.created_at))
     return message

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -120,6 +120,7 @@ class Orchestrator:
         self.retries: Counter[str] = Counter()
         self._controller_channel = grpc.aio.insecure_channel(f"unix://{controller_socket}")
         self.controller = csi_pb2_grpc.ControllerStub(self._controller_channel)
+        self.groups = csi_pb2_grpc.GroupControllerStub(self._controller_channel)
         self.controller_identity = csi_pb2_grpc.IdentityStub(self._controller_channel)
         self.nodes = dict(nodes)
         self._node_channels = {
@@ -338,6 +339,40 @@ class Orchestrator:
     async def delete_snapshot(self, snapshot_id: str) -> None:
         request = csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id)
         await self.call("DeleteSnapshot", self.controller.DeleteSnapshot, request)
+
+    async def group_snapshot(
+        self,
+        pvs: Sequence[PersistentVolume],
+        parameters: Mapping[str, str] | None = None,
+        name: str | None = None,
+        poll_seconds: float = 0.2,
+        timeout_seconds: float = 300.0,
+    ) -> csi_pb2.VolumeGroupSnapshot:
+        """CreateVolumeGroupSnapshot, again until ready_to_use, as csi-snapshotter does."""
+        request = csi_pb2.CreateVolumeGroupSnapshotRequest(
+            name=name or f"groupsnapshot-{uuid.uuid4()}",
+            source_volume_ids=[pv.volume_id for pv in pvs],
+            parameters=dict(parameters or {}),
+        )
+        deadline = asyncio.get_running_loop().time() + timeout_seconds
+        while True:
+            response = await self.call(
+                "CreateVolumeGroupSnapshot", self.groups.CreateVolumeGroupSnapshot, request
+            )
+            if response.group_snapshot.ready_to_use:
+                return response.group_snapshot
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(
+                    f"group snapshot {response.group_snapshot.group_snapshot_id} never became ready"
+                )
+            await self._sleep(poll_seconds)
+
+    async def delete_group_snapshot(self, group: csi_pb2.VolumeGroupSnapshot) -> None:
+        """DeleteVolumeGroupSnapshot with the member snapshot ids, as the snapshotter sends them."""
+        request = csi_pb2.DeleteVolumeGroupSnapshotRequest(
+            group_snapshot_id=group.group_snapshot_id, snapshot_ids=[s.snapshot_id for s in group.snapshots]
+        )
+        await self.call("DeleteVolumeGroupSnapshot", self.groups.DeleteVolumeGroupSnapshot, request)
 
     # --- csi-resizer and the kubelet's part of expansion --------------------------------------
 

@@ -1,10 +1,10 @@
 """`csi-xloud demo`: the whole life of a volume, as Kubernetes drives it, on one machine.
 
 It starts the emulator (two servers in one zone), a controller and a node plugin per server,
-then walks volumes through provisioning, attach, format, data, snapshots, clones, online
-expansion, backups, retype, moves between nodes and raw block use, checking the data at
-every turn. It prints each step with its time and a summary, exits non-zero on any failure,
-and leaves no process, mount or loop device behind.
+then walks volumes through provisioning, attach, format, data, snapshots, group snapshots of two
+mounted volumes, clones, online expansion, backups, retype, moves between nodes and raw block
+use, checking the data at every turn. It prints each step with its time and a summary, exits
+non-zero on any failure, and leaves no process, mount or loop device behind.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # the CLI loads this module for its flags; the cluster machin
 
 GIB = 1 << 30
 MIB = 1 << 20
+# The emulator's group type for group snapshots (a real cloud names its own).
+GROUP_SNAPSHOT_PARAMETERS = {"group-type": "consistent"}
 T = TypeVar("T")
 
 
@@ -128,6 +130,7 @@ class Walk:
         self.node_b = node_b
         self.volumes: list[PersistentVolume] = []
         self.snapshots: list[str] = []
+        self.group_snapshots: list[csi_pb2.VolumeGroupSnapshot] = []
 
     async def mount_on(self, pv: PersistentVolume, node: str) -> tuple[str, Path]:
         """Attach, stage and publish for a new pod; returns the pod uid and the mount path."""
@@ -184,6 +187,7 @@ class Walk:
         await step("mount the restored volume and verify checksums", lambda: verify_copy(restored))
         clone = await step("clone the volume", lambda: self.provision(1, source=_volume_source(pv.volume_id)))
         await step("mount the clone and verify checksums", lambda: verify_copy(clone))
+        await self.group_snapshot_steps(pv, mount, sums)
 
         async def expand() -> str:
             before = filesystem_bytes(mount)
@@ -228,6 +232,42 @@ class Walk:
         await step("raw block volume round trip across nodes", self.block_round_trip)
         await step("delete every snapshot, backup and volume", self.delete_everything)
 
+    async def group_snapshot_steps(self, pv: PersistentVolume, mount: Path, sums: dict[str, str]) -> None:
+        """A second volume beside the first, both snapshotted together while mounted, both restored."""
+        step, co, a = self.report.step, self.co, self.node_a
+        log_pv = await step(
+            "provision a second volume", lambda: self.provision(1, capability=mount_capability(self.fs_type))
+        )
+        log_pod, log_mount = await step(
+            "attach, stage and publish it on node A beside the first", lambda: self.mount_on(log_pv, a)
+        )
+        try:
+            log_sums = await step(
+                "write files to the second volume",
+                lambda: asyncio.to_thread(write_files, log_mount, 2, 2 * MIB, "log"),
+            )
+            group = await step(
+                "snapshot both mounted volumes together (a volume group snapshot)",
+                lambda: co.group_snapshot([pv, log_pv], GROUP_SNAPSHOT_PARAMETERS),
+            )
+            self.group_snapshots.append(group)
+        finally:
+            await self.release(log_pv, a, log_pod)
+        expected = {pv.volume_id: sums, log_pv.volume_id: log_sums}
+
+        async def restore_members() -> str:
+            for member in group.snapshots:
+                copy = await self.provision(1, source=_snapshot_source(member.snapshot_id))
+                copy_pod, copy_mount = await self.mount_on(copy, a)
+                try:
+                    await asyncio.to_thread(verify_files, copy_mount, expected[member.source_volume_id])
+                finally:
+                    await self.release(copy, a, copy_pod)
+            return f"{len(group.snapshots)} member snapshots restored, every file verified"
+
+        await step("restore both member snapshots and verify checksums", restore_members)
+        await asyncio.to_thread(verify_files, mount, sums)
+
     async def block_round_trip(self) -> str:
         pv = await self.provision(1, capability=block_capability())
         pattern = os.urandom(4 * MIB)
@@ -247,11 +287,17 @@ class Walk:
 
     async def delete_everything(self) -> str:
         # Backups and snapshots first: Cinder refuses to delete a volume that has snapshots.
+        for group in reversed(self.group_snapshots):
+            await self.co.delete_group_snapshot(group)
         for snapshot_id in reversed(self.snapshots):
             await self.co.delete_snapshot(snapshot_id)
         for pv in reversed(self.volumes):
             await self.co.delete(pv)
-        count = f"{len(self.snapshots)} snapshots/backups, {len(self.volumes)} volumes"
+        count = (
+            f"{len(self.group_snapshots)} group snapshots, {len(self.snapshots)} snapshots/backups, "
+            f"{len(self.volumes)} volumes"
+        )
+        self.group_snapshots.clear()
         self.snapshots.clear()
         self.volumes.clear()
         return count

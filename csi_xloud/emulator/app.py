@@ -33,6 +33,7 @@ from csi_xloud.emulator.compute_api import ComputeEndpoints
 from csi_xloud.emulator.context import EmulatorConfig
 from csi_xloud.emulator.data import DataPlane
 from csi_xloud.emulator.errors import ApiError
+from csi_xloud.emulator.group_ops import GroupOperations
 from csi_xloud.emulator.identity_api import ADMIN_USER, MEMBER_USER, IdentityApi, prune_tokens, seed_identity
 from csi_xloud.emulator.models import AppCredential, Server, User, VolumeType, new_id, now
 from csi_xloud.emulator.ops import Operations
@@ -41,6 +42,7 @@ from csi_xloud.emulator.server_ops import ServerOperations
 from csi_xloud.emulator.state import Store
 from csi_xloud.emulator.storage_api import StorageEndpoints
 from csi_xloud.emulator.storage_core import StorageCore
+from csi_xloud.emulator.storage_groups import seed_group_types
 from csi_xloud.emulator.storage_resources import register_resources
 from csi_xloud.emulator.storage_volumes import VolumeRoutes
 
@@ -91,16 +93,19 @@ class Emulator:
             self.store.set_meta("project_id", project_id)
         self.config = EmulatorConfig(data_dir, base_url, op_seconds, token_ttl, project_id, PROJECT_NAME)
         self.faults = Faults()
-        self.ops = Operations(self.store, DataPlane(data_dir), ChunkStore(data_dir / "backups"), op_seconds)
+        data = DataPlane(data_dir)
+        self.ops = Operations(self.store, data, ChunkStore(data_dir / "backups"), op_seconds)
+        self.group_ops = GroupOperations(self.store, self.ops, data)
         seed_identity(self.store)
         prune_tokens(self.store)
         self._seed_types()
+        seed_group_types(self.store)
         self._sync_servers(servers)
         self.identity = IdentityApi(self.store, self.config)
         core = StorageCore(self.store, self.ops, self.config)
         table = RouteTable()
         VolumeRoutes(core).register(table)
-        register_resources(core, table)
+        register_resources(core, table, self.group_ops)
         self.storage = StorageEndpoints(self.store, self.config, table)
         self.server_ops = ServerOperations(self.store, self.ops, self.write_servers)
         self.compute = ComputeEndpoints(self.store, self.ops, self.config, self.server_ops)
@@ -220,6 +225,7 @@ class Emulator:
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
             await self.ops.resume()
             await self.server_ops.resume()
+            self.group_ops.resume()
             try:
                 yield
             finally:

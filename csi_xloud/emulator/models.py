@@ -59,6 +59,17 @@ class ServerStatus(StrEnum):
     ERROR = "ERROR"
 
 
+class GroupStatus(StrEnum):
+    """Cinder group and group snapshot statuses."""
+
+    CREATING = "creating"
+    AVAILABLE = "available"
+    UPDATING = "updating"
+    DELETING = "deleting"
+    ERROR = "error"
+    ERROR_DELETING = "error_deleting"
+
+
 class AttachStatus(StrEnum):
     """Status of one attachment of a volume to a server."""
 
@@ -103,6 +114,7 @@ class Volume:
     bootable: bool = False
     migration_status: str | None = None
     pending: JsonDict | None = None
+    group_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,6 +164,7 @@ class Snapshot:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     progress: str = "0%"
     pending: JsonDict | None = None
+    group_snapshot_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -192,6 +205,58 @@ class VolumeType:
     is_public: bool = True
     extra_specs: dict[str, str] = dataclasses.field(default_factory=dict)
     qos_specs_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GroupType:
+    """A group type with its group specs (admin-made; private ones only admins see)."""
+
+    KIND: ClassVar[str] = "group_type"
+    id: str
+    name: str
+    description: str | None = None
+    is_public: bool = True
+    group_specs: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Group:
+    """A generic volume group; `backend` is where the scheduler put it (None: nowhere)."""
+
+    KIND: ClassVar[str] = "group"
+    id: str
+    project_id: str
+    user_id: str
+    status: str
+    group_type_id: str
+    volume_type_ids: list[str]
+    availability_zone: str
+    created_at: str
+    backend: str | None = None
+    updated_at: str | None = None
+    name: str | None = None
+    description: str | None = None
+    group_snapshot_id: str | None = None
+    source_group_id: str | None = None
+    pending: JsonDict | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GroupSnapshot:
+    """A snapshot of a group: one member snapshot per volume, taken together."""
+
+    KIND: ClassVar[str] = "group_snapshot"
+    id: str
+    project_id: str
+    user_id: str
+    group_id: str
+    group_type_id: str
+    status: str
+    created_at: str
+    updated_at: str | None = None
+    name: str | None = None
+    description: str | None = None
+    pending: JsonDict | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -279,6 +344,9 @@ Record = (
     | User
     | AppCredential
     | Server
+    | GroupType
+    | Group
+    | GroupSnapshot
 )
 R = TypeVar(
     "R",
@@ -293,6 +361,9 @@ R = TypeVar(
     User,
     AppCredential,
     Server,
+    GroupType,
+    Group,
+    GroupSnapshot,
 )
 
 RECORD_TYPES: dict[str, type[Any]] = {
@@ -309,5 +380,8 @@ RECORD_TYPES: dict[str, type[Any]] = {
         User,
         AppCredential,
         Server,
+        GroupType,
+        Group,
+        GroupSnapshot,
     )
 }

@@ -90,6 +90,14 @@ class Operations:
             # Until the fault rules are cleared, or shutdown (a restart resumes and finishes it).
             await (STUCK_RELEASE.get() or asyncio.Event()).wait()
 
+    def spawn(self, coro: Any, what: str) -> None:
+        """Run work of another module as one of these operations (given time to finish at shutdown)."""
+        self._spawn(coro, what)
+
+    async def tick(self, fraction: float = 1.0) -> None:
+        """One transition's time, for work of another module (fault rules strike here too)."""
+        await self._tick(fraction)
+
     def attachments_of(self, volume_id: str) -> list[Attachment]:
         """Attachments of a volume."""
         return [a for a in self._store.all(Attachment) if a.volume_id == volume_id]
@@ -297,14 +305,6 @@ class Operations:
             self._update_volume(vol.id, status=settled_status(self.attachments_of(vol.id)))
 
     # -- for the server lifecycle ------------------------------------------------------------------
-
-    def spawn(self, coro: Any, what: str) -> None:
-        """Run a coroutine as an operation (logged when it fails, cancelled at shutdown)."""
-        self._spawn(coro, what)
-
-    async def tick(self) -> None:
-        """One transition's time; a fault rule's forced outcome strikes here (RuntimeError for error)."""
-        await self._tick()
 
     def settle_volume(self, volume_id: str) -> None:
         """Give a volume the status its attachments call for."""

@@ -92,12 +92,12 @@ class Quotas:
         self._check_gigabytes(limits, usage, "gigabytes", delta)
         self._check_gigabytes(limits, usage, f"gigabytes_{type_name}", delta)
 
-    def check_snapshot(self, project_id: str, size: int, type_name: str) -> None:
-        """413 unless a new snapshot fits."""
+    def check_snapshot(self, project_id: str, size: int, type_name: str, count: int = 1) -> None:
+        """413 unless `count` new snapshots of `size` GiB in all fit."""
         limits, usage = self.limits(project_id), self.usage(project_id)
         for key in ("snapshots", f"snapshots_{type_name}"):
             limit = limits.get(key, -1)
-            if limit >= 0 and usage.get(key, 0) + 1 > limit:
+            if limit >= 0 and usage.get(key, 0) + count > limit:
                 raise over_limit(
                     f"SnapshotLimitExceeded: Maximum number of snapshots allowed ({limit}) exceeded"
                 )

@@ -35,6 +35,9 @@ COLLECTIONS = {
     "os-services",
     "scheduler-stats",
     "extensions",
+    "group_types",
+    "groups",
+    "group_snapshots",
 }
 _WEBOB_404 = {
     "message": "The resource could not be found.<br /><br />\n\n\n",

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from csi_xloud.emulator.group_ops import GroupOperations
 from csi_xloud.emulator.routing import RouteTable
 from csi_xloud.emulator.storage_admin import AdminRoutes
 from csi_xloud.emulator.storage_attachments import AttachmentRoutes
 from csi_xloud.emulator.storage_backups import BackupRoutes
 from csi_xloud.emulator.storage_core import StorageCore
+from csi_xloud.emulator.storage_groups import GroupRoutes
 from csi_xloud.emulator.storage_snapshots import SnapshotRoutes
 from csi_xloud.emulator.storage_types import TypeRoutes
 
 
-def register_resources(core: StorageCore, table: RouteTable) -> None:
+def register_resources(core: StorageCore, table: RouteTable, groups: GroupOperations) -> None:
     """Add the non-volume route groups."""
     SnapshotRoutes(core).register(table)
     BackupRoutes(core).register(table)
     TypeRoutes(core).register(table)
     AdminRoutes(core).register(table)
     AttachmentRoutes(core).register(table)
+    GroupRoutes(core, groups).register(table)

@@ -88,6 +88,11 @@ class SnapshotRoutes:
     def _listed(self, call: Call) -> list[Snapshot]:
         snaps = [s for s in self._store.all(Snapshot) if s.project_id == call.project_id]
         snaps = filter_by(snaps, call, ("volume_id", "name", "status"))
+        if "group_snapshot_id" in call.query:
+            if call.mv.at_least("3.33") and not call.caller.is_admin:
+                # Not among a member's allowed snapshot filters (Cinder's resource_filters.json).
+                raise bad_request("Invalid filters group_snapshot_id are found in query options.")
+            snaps = [s for s in snaps if s.group_snapshot_id == call.query["group_snapshot_id"]]
         return self._core.sort(
             snaps, self._core.sort_keys(call, SNAPSHOT_SORT), lambda s, k: getattr(s, k, None)
         )
@@ -128,7 +133,7 @@ class SnapshotRoutes:
     async def delete(self, call: Call) -> Response:
         """DELETE /snapshots/{id}."""
         snap = self._core.snapshot(call, call.params["id"])
-        if snap.status not in (SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR):
+        if snap.status not in (SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR) or snap.group_snapshot_id:
             raise bad_request(
                 "Invalid snapshot: Snapshot status must be available or error and must not be part"
                 " of a group."

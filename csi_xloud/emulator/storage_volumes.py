@@ -25,6 +25,7 @@ from csi_xloud.emulator.models import (
 from csi_xloud.emulator.ops import backend_of
 from csi_xloud.emulator.routing import Call, RouteTable
 from csi_xloud.emulator.storage_core import StorageCore, check_metadata, check_name, parse_bool, parse_size
+from csi_xloud.emulator.storage_groups import new_volume_group
 
 UUID = r"[^/]+"
 CREATE_KEYS = {
@@ -207,6 +208,7 @@ class VolumeRoutes:
         size = None if req.get("size") is None else parse_size("size", req["size"])
         source, snap, backup = self._sources(call, req)
         vtype = self._type_for(req, source, snap)
+        group_id = new_volume_group(self._core, call, req, vtype)
         size = self._size_for(size, source, snap, backup)
         zone = self._zone_for(req, source, snap)
         multiattach = is_multiattach(vtype) or (
@@ -231,6 +233,7 @@ class VolumeRoutes:
             backup_id=backup.id if backup else None,
             multiattach=multiattach,
             pending={"op": "create"},
+            group_id=group_id,
         )
         if backup is not None:
             self._start_restore(backup, vol)
@@ -367,6 +370,7 @@ class VolumeRoutes:
             or attached
             or (snaps and not cascade)
             or vol.migration_status == "migrating"
+            or vol.group_id
         ):
             raise bad_request(DELETE_REFUSED)
         if cascade and any(s.status not in (SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR) for s in snaps):

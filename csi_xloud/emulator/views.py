@@ -71,7 +71,7 @@ class StorageViews:
         if admin:
             view["migration_status"] = vol.migration_status
         if mv.at_least("3.13"):
-            view["group_id"] = None
+            view["group_id"] = vol.group_id
         if mv.at_least("3.21") and admin:
             view["provider_id"] = None
         if mv.at_least("3.48"):
@@ -119,7 +119,7 @@ class StorageViews:
             "metadata": dict(snap.metadata),
         }
         if versioned and mv.at_least("3.14"):
-            view["group_snapshot_id"] = None
+            view["group_snapshot_id"] = snap.group_snapshot_id
         if versioned and mv.at_least("3.41"):
             view["user_id"] = snap.user_id
         if versioned and mv.at_least("3.65"):

@@ -130,6 +130,7 @@ class Harness:
     admin: AdminApi
     service: ControllerService
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: csi_pb2_grpc.GroupControllerStub | None = None
 
     def node(self, name: str) -> str:
         return str(self.nodes[name]["id"])
@@ -228,7 +229,10 @@ async def running_controller(
     service = ControllerService(cloud_client(emulator), InFlight(), timeouts, now, max_volumes_per_node)
     server = CsiServer(
         Endpoint("unix", str(socket_dir / "csi.sock")),
-        [lambda s: csi_pb2_grpc.add_ControllerServicer_to_server(service, s)],
+        [
+            lambda s: csi_pb2_grpc.add_ControllerServicer_to_server(service, s),
+            lambda s: csi_pb2_grpc.add_GroupControllerServicer_to_server(service.group_service(), s),
+        ],
         [CallInterceptor(metrics)],
         grace_seconds=1.0,
     )
@@ -236,7 +240,8 @@ async def running_controller(
     channel = grpc.aio.insecure_channel(f"unix://{socket_dir / 'csi.sock'}")
     try:
         nodes = {str(s["name"]): s for s in emulator.servers}
-        yield Harness(csi_pb2_grpc.ControllerStub(channel), emulator, cloud, admin, service, nodes)
+        groups = csi_pb2_grpc.GroupControllerStub(channel)
+        yield Harness(csi_pb2_grpc.ControllerStub(channel), emulator, cloud, admin, service, nodes, groups)
     finally:
         await channel.close()
         await server.stop(0)
@@ -253,6 +258,7 @@ async def running_controller(
 async def empty_cloud(cloud: CloudClient, server_ids: list[str]) -> None:
     """Detach and delete everything the test left: backups (incrementals first), snapshots, volumes."""
     storage, compute = cloud.storage, cloud.compute
+    await _empty_groups(cloud)
     for server_id in server_ids:
         for attachment in await compute.list_attachments(server_id):
             await _quietly(compute.detach_volume(server_id, attachment.volume_id))
@@ -265,6 +271,22 @@ async def empty_cloud(cloud: CloudClient, server_ids: list[str]) -> None:
         await _delete_round(cloud, backups, snapshots, volumes)
         await asyncio.sleep(OP_SECONDS)
     raise AssertionError("the cloud could not be emptied after the test")
+
+
+async def _empty_groups(cloud: CloudClient) -> None:
+    """Group snapshots (their member snapshots go with them), then groups with their volumes taken out."""
+    groups = cloud.groups
+    for gsnap in await groups.list_group_snapshots():
+        await _quietly(groups.delete_group_snapshot(gsnap.id))
+        await _quietly(groups.wait_for_group_snapshot_deleted(gsnap.id, timeout_seconds=20))
+    for group in await groups.list_groups():
+        inside = await groups.group_volume_ids(group.id)
+        if inside:
+            await _quietly(groups.wait_for_group(group.id, timeout_seconds=20))
+            await _quietly(groups.update_group(group.id, remove=inside))
+            await _quietly(groups.wait_for_group(group.id, timeout_seconds=20))
+        await _quietly(groups.delete_group(group.id))
+        await _quietly(groups.wait_for_group_deleted(group.id, timeout_seconds=20))
 
 
 async def _delete_round(

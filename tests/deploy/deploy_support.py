@@ -29,6 +29,8 @@ Obj = dict[str, Any]
 CRD_SCHEMAS = {
     ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass"): "volumesnapshotclass.json",
     ("snapshot.storage.k8s.io/v1", "VolumeSnapshot"): "volumesnapshot.json",
+    ("groupsnapshot.storage.k8s.io/v1", "VolumeGroupSnapshotClass"): "volumegroupsnapshotclass.json",
+    ("groupsnapshot.storage.k8s.io/v1", "VolumeGroupSnapshot"): "volumegroupsnapshot.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
 }
@@ -90,6 +92,10 @@ FULL_VALUES: Obj = {
         {"name": "xloud-snap", "default": True, "deletionPolicy": "Retain",
          "parameters": {"type": "snapshot", "force-create": "false"}},
         {"name": "xloud-incremental", "parameters": {"type": "backup", "incremental": "true"}},
+    ],
+    "volumeGroupSnapshotClasses": [
+        {"name": "xloud-consistent", "default": True, "deletionPolicy": "Retain",
+         "parameters": {"group-type": "consistent-snapshots"}},
     ],
     "volumeAttributesClasses": [
         {"name": "xloud-fast", "parameters": {"type": "ssd", "migration-policy": "on-demand"}},

@@ -114,6 +114,7 @@ def test_default_rendering_holds_the_expected_objects(default_objects: list[Obj]
         ("StorageClass", "xloud-block"),
         ("VolumeSnapshotClass", "xloud-backup"),
         ("VolumeSnapshotClass", "xloud-snapshot"),
+        ("VolumeGroupSnapshotClass", "xloud-group-snapshot"),
     ])
 
 
@@ -132,6 +133,7 @@ def test_full_rendering_adds_the_optional_objects(full_objects: list[Obj]) -> No
         ("VolumeAttributesClass", "xloud-fast"),
         ("VolumeAttributesClass", "xloud-slow"),
         ("StorageClass", "xloud-xfs"),
+        ("VolumeGroupSnapshotClass", "xloud-consistent"),
     } <= kinds
     namespaced = [obj for obj in full_objects if "namespace" in obj["metadata"]]
     assert {obj["metadata"]["namespace"] for obj in namespaced} == {"xloud-system"}

@@ -22,7 +22,12 @@ from deploy_support import (
 from csi_xloud import DRIVER_NAME
 from csi_xloud.__main__ import build_parser, driver_config
 from csi_xloud.config import Endpoint, Mode
-from csi_xloud.validation import parse_mutable_parameters, parse_snapshot_parameters, parse_volume_parameters
+from csi_xloud.validation import (
+    parse_group_snapshot_parameters,
+    parse_mutable_parameters,
+    parse_snapshot_parameters,
+    parse_volume_parameters,
+)
 
 CONTROLLER_SIDECARS = ("csi-provisioner", "csi-attacher", "csi-snapshotter", "csi-resizer")
 
@@ -68,6 +73,10 @@ CLUSTER_NEEDS: dict[str, set[Rule]] = {
         ("snapshot.storage.k8s.io", "volumesnapshotclasses", READ),
         ("snapshot.storage.k8s.io", "volumesnapshotcontents", READ | {"update", "patch"}),
         ("snapshot.storage.k8s.io", "volumesnapshotcontents/status", frozenset({"update", "patch"})),
+        # With --feature-gates=CSIVolumeGroupSnapshot=true (csi-snapshotter v8.6.0's own RBAC).
+        ("groupsnapshot.storage.k8s.io", "volumegroupsnapshotclasses", READ),
+        ("groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", READ | {"update", "patch"}),
+        ("groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents/status", frozenset({"update", "patch"})),
     },
     "resizer": {
         ("", "persistentvolumes", frozenset({"get", "list", "watch", "patch"})),
@@ -179,6 +188,9 @@ def test_driver_name_is_the_same_everywhere(objects: list[Obj]) -> None:
         assert snapshot_class["driver"] == DRIVER_NAME
     for attributes_class in find(objects, "VolumeAttributesClass"):
         assert attributes_class["driverName"] == DRIVER_NAME
+    for group_class in find(objects, "VolumeGroupSnapshotClass"):
+        assert group_class["driver"] == DRIVER_NAME
+        parse_group_snapshot_parameters(group_class.get("parameters", {}))
     registration = flag(container(node(objects), "node-driver-registrar"), "kubelet-registration-path")
     assert registration is not None and f"/plugins/{DRIVER_NAME}/" in registration
 
@@ -291,7 +303,11 @@ def test_provisioner_and_snapshotter_flags(objects: list[Obj]) -> None:
     assert flag(provisioner, "extra-create-metadata") == ""
     assert flag(provisioner, "default-fstype") == "ext4"
     assert "Topology=true" in (flag(provisioner, "feature-gates") or "")
-    assert flag(container(deployment, "csi-snapshotter"), "extra-create-metadata") == ""
+    snapshotter = container(deployment, "csi-snapshotter")
+    assert flag(snapshotter, "extra-create-metadata") == ""
+    # csi-snapshotter v8.6.0 serves VolumeGroupSnapshotContents (groupsnapshot.storage.k8s.io/v1) behind this gate.
+    assert flag(snapshotter, "feature-gates") == "CSIVolumeGroupSnapshot=true"
+    assert all(o["apiVersion"] == "groupsnapshot.storage.k8s.io/v1" for o in find(objects, "VolumeGroupSnapshotClass"))
     capacity = capacity_enabled(objects)
     assert one(objects, "CSIDriver")["spec"]["storageCapacity"] is capacity
     if capacity:

@@ -14,7 +14,9 @@ from deploy_support import CHART_DIR, ROOT, Obj
 from csi_xloud.__main__ import build_parser
 from csi_xloud.rpc.errors import InvalidArgument
 from csi_xloud.validation import (
+    GROUP_SNAPSHOT_METADATA_KEYS,
     SNAPSHOT_METADATA_KEYS,
+    parse_group_snapshot_parameters,
     parse_mutable_parameters,
     parse_snapshot_parameters,
     parse_volume_parameters,
@@ -81,6 +83,8 @@ def test_every_class_parameter_is_in_the_table() -> None:
     storage = known_keys(lambda p: parse_volume_parameters(p, {})) - PROVISIONER_KEYS
     snapshot = known_keys(parse_snapshot_parameters) - SNAPSHOT_METADATA_KEYS
     attributes = known_keys(parse_mutable_parameters)
+    group = known_keys(parse_group_snapshot_parameters) - GROUP_SNAPSHOT_METADATA_KEYS
+    assert documented("VolumeGroupSnapshotClass") == group
     assert documented("StorageClass") == storage
     assert documented("VolumeSnapshotClass") == snapshot
     assert documented("VolumeAttributesClass") == attributes

@@ -17,7 +17,12 @@ from deploy_support import (
 )
 
 from csi_xloud import DRIVER_NAME, TOPOLOGY_KEY
-from csi_xloud.validation import parse_mutable_parameters, parse_snapshot_parameters, parse_volume_parameters
+from csi_xloud.validation import (
+    parse_group_snapshot_parameters,
+    parse_mutable_parameters,
+    parse_snapshot_parameters,
+    parse_volume_parameters,
+)
 
 VALUES = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
 # Classes a default install creates, which examples may use without defining them.
@@ -25,6 +30,7 @@ CHART_CLASSES = {
     "StorageClass": {c["name"] for c in VALUES["storageClasses"]},
     "VolumeSnapshotClass": {c["name"] for c in VALUES["volumeSnapshotClasses"]},
     "VolumeAttributesClass": {c["name"] for c in VALUES["volumeAttributesClasses"]},
+    "VolumeGroupSnapshotClass": {c["name"] for c in VALUES["volumeGroupSnapshotClasses"]},
 }
 FILES = example_files()
 ALL = {path.name: list(load_documents(path)) for path in FILES}
@@ -39,7 +45,7 @@ def names(kind: str) -> set[str]:
 def test_every_scenario_has_an_example() -> None:
     assert {path.name for path in FILES} == {
         "pvc-pod.yaml", "snapshot-restore.yaml", "clone.yaml", "expansion.yaml", "raw-block.yaml",
-        "backup-snapshot-class.yaml", "retype.yaml", "topology.yaml",
+        "backup-snapshot-class.yaml", "retype.yaml", "topology.yaml", "group-snapshot.yaml",
     }
 
 
@@ -69,6 +75,9 @@ def test_example_classes_belong_to_the_driver_and_parse() -> None:
         elif obj["kind"] == "VolumeAttributesClass":
             assert obj["driverName"] == DRIVER_NAME
             parse_mutable_parameters(obj["parameters"])
+        elif obj["kind"] == "VolumeGroupSnapshotClass":
+            assert obj["driver"] == DRIVER_NAME
+            parse_group_snapshot_parameters(obj.get("parameters", {}))
 
 
 def test_references_resolve() -> None:
@@ -90,6 +99,12 @@ def test_references_resolve() -> None:
     for snapshot in snapshots.values():
         assert snapshot["spec"]["volumeSnapshotClassName"] in names("VolumeSnapshotClass")
         assert snapshot["spec"]["source"]["persistentVolumeClaimName"] in claims
+    for group in (obj for obj in EVERYTHING if obj["kind"] == "VolumeGroupSnapshot"):
+        spec = group["spec"]
+        assert spec["volumeGroupSnapshotClassName"] in names("VolumeGroupSnapshotClass")
+        wanted = spec["source"]["selector"]["matchLabels"].items()
+        selected = [c for c in claims.values() if wanted <= c["metadata"].get("labels", {}).items()]
+        assert len(selected) >= 2, group["metadata"]["name"]
 
 
 def pods() -> list[Obj]:

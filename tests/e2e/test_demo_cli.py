@@ -49,7 +49,7 @@ def test_demo_walks_every_step_and_keeps_data_when_asked(short_tmp: Path) -> Non
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "24/24 steps passed" in result.stdout
+    assert "29/29 steps passed" in result.stdout
     assert "kept the data in" in result.stdout
     assert (data_dir / "cloud" / "clouds.yaml").exists()  # --keep leaves the emulator's data for a look
     assert_nothing_left(data_dir)

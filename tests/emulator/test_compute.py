@@ -15,6 +15,17 @@ def _link(server: dict[str, str], volume_id: str) -> Path:
     return Path(server["device_dir"]) / f"virtio-{volume_id[:20]}"
 
 
+def _loop_device_released(api: Api, device: str) -> bool:
+    """Whether the emulator let the loop device go within 5 s: `losetup -d` only marks a device
+    udev is still probing, and the kernel releases it when udev is done."""
+    deadline = time.monotonic() + 5
+    while device in {name for name, _ in loop_devices_under(api.emu.data_dir)}:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _blockdev_size(device: str) -> int:
     with open(device, "rb") as f:
         return f.seek(0, os.SEEK_END)
@@ -75,7 +86,7 @@ def test_attach_makes_loop_device_and_detach_removes_it(api: Api, servers: dict[
     assert api.volume("DELETE", f"/volumes/{vol['id']}").status_code == 400
     api.detach(node["id"], vol["id"])
     assert not link.is_symlink()
-    assert device not in {name for name, _ in loop_devices_under(api.emu.data_dir)}
+    assert _loop_device_released(api, device)
     api.delete_volume(vol["id"])
 
 
@@ -222,7 +233,7 @@ def test_in_use_retype_moves_data_under_the_loop_device(api: Api, servers: dict[
     moved = api.emu.data_dir / "backends" / "hdd" / "volumes" / f"{vol['id']}.img"
     assert moved.read_bytes()[:5000] == b"moved" * 1000
     api.detach(node["id"], vol["id"])
-    assert device not in {name for name, _ in loop_devices_under(api.emu.data_dir)}
+    assert _loop_device_released(api, device)
     api.delete_volume(vol["id"])
 
 

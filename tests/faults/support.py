@@ -319,7 +319,10 @@ async def controller_on_socket(
     socket = socket_dir / "controller.sock"
     server = CsiServer(
         Endpoint("unix", str(socket)),
-        [lambda s: csi_pb2_grpc.add_ControllerServicer_to_server(service, s)],
+        [
+            lambda s: csi_pb2_grpc.add_ControllerServicer_to_server(service, s),
+            lambda s: csi_pb2_grpc.add_GroupControllerServicer_to_server(service.group_service(), s),
+        ],
         [CallInterceptor(metrics)],
         grace_seconds=1.0,
     )

@@ -81,6 +81,7 @@ async def test_identity_over_a_unix_socket(served: tuple[Path, Metrics]) -> None
     services = {c.service.type for c in caps.capabilities if c.HasField("service")}
     assert services == {
         csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE,
+        csi_pb2.PluginCapability.Service.GROUP_CONTROLLER_SERVICE,
         csi_pb2.PluginCapability.Service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
     }
     expansion = [c.volume_expansion.type for c in caps.capabilities if c.HasField("volume_expansion")]
@@ -99,6 +100,7 @@ async def test_node_mode_does_not_advertise_the_controller(short_tmp: Path) -> N
         await server.stop(0)
     services = {c.service.type for c in caps.capabilities if c.HasField("service")}
     assert csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE not in services
+    assert csi_pb2.PluginCapability.Service.GROUP_CONTROLLER_SERVICE not in services
 
 
 async def test_probe_reports_not_ready_with_the_reasons(short_tmp: Path) -> None:
