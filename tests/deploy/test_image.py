@@ -30,6 +30,7 @@ TAG = "localhost/csi-xloud:test"
 SIZE_GOAL_BYTES = 200_000_000
 ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy" / "image" / "containers.conf")}
 BUILD_TIMEOUT_SECONDS = 900
+CONTROLLER_UID = 65532  # the chart's runAsUser for the controller
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -145,14 +146,21 @@ def installation(image: str) -> Iterator[Installation]:
         subprocess.run(["mount", "--bind", str(kubelet), str(kubelet)], check=True)
         subprocess.run(["mount", "--make-rshared", str(kubelet)], check=True)
 
+        # The controller as the chart runs it: user 65532, read-only root, a clouds.yaml only it reads.
+        clouds = root / "clouds.yaml"
+        shutil.copyfile(emulator.clouds_yaml, clouds)
+        clouds.chmod(0o400)
+        os.chown(clouds, CONTROLLER_UID, CONTROLLER_UID)
+        os.chown(sockets, CONTROLLER_UID, CONTROLLER_UID)
         controller = f"csx-test-controller-{suffix}"
         made.containers.append(controller)
         run_detached(
             controller,
+            "--user", f"{CONTROLLER_UID}:{CONTROLLER_UID}", "--read-only", "--tmpfs", "/tmp",
             "-v", f"{sockets}:/csi",
-            "-v", f"{emulator.clouds_yaml}:/etc/csi-xloud/clouds.yaml:ro",
+            "-v", f"{clouds}:/etc/xloud/clouds.yaml:ro",
             image, "driver", "--mode", "controller", "--endpoint", "unix:///csi/controller.sock",
-            "--cloud", "xloud-emulator", "--cloud-config", "/etc/csi-xloud/clouds.yaml",
+            "--cloud", "xloud-emulator", "--cloud-config", "/etc/xloud/clouds.yaml",
         )
         node = f"csx-test-node-{suffix}"
         made.containers.append(node)
