@@ -121,6 +121,13 @@ def test_topology_spread_selects_the_controller_pods(full_objects: list[Obj], de
     assert "topologySpreadConstraints" not in pod_spec(one(default_objects, "Deployment"))
 
 
+def test_topology_spread_keeps_a_selector_of_its_own(helm: Path, tmp_path: Path) -> None:
+    own = {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+           "labelSelector": {"matchLabels": {"team": "storage"}}}
+    deployment = one(template(helm, tmp_path, {"controller": {"topologySpreadConstraints": [own]}}), "Deployment")
+    assert pod_spec(deployment)["topologySpreadConstraints"] == [own]
+
+
 def test_helm_package_holds_the_chart(helm: Path, tmp_path: Path) -> None:
     chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
     run_helm(helm, "package", str(CHART_DIR), "-d", str(tmp_path))
