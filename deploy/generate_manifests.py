@@ -41,8 +41,8 @@ def render(values: Mapping[str, Any] | None = None, release: str = RELEASE,
         rendered = chart.render(dict(values) if values else None, name=release, namespace=namespace)
     objects: dict[str, list[dict[str, Any]]] = {}
     for template, text in sorted(rendered.items()):
-        if not template.endswith(".yaml"):
-            continue
+        if not template.endswith(".yaml") or "/templates/tests/" in template:
+            continue  # NOTES.txt, and the `helm test` hooks: not part of an installation
         docs = [doc for doc in yaml.safe_load_all(text) if doc]
         if docs:
             objects[Path(template).name] = docs

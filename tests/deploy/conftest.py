@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 from deploy_support import FULL_VALUES, Obj, flatten, load_generator
+from helm_cli import helm_binary
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +32,11 @@ def full_objects(generator: ModuleType) -> list[Obj]:
 def objects(request: pytest.FixtureRequest, default_objects: list[Obj], full_objects: list[Obj]) -> list[Obj]:
     """Each rendering in turn: every consistency rule must hold for both."""
     return default_objects if request.param == "default" else full_objects
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """helm v4.1.4, the real binary (scripts/setup downloads the wheel that carries it)."""
+    if platform.machine() != "x86_64":
+        pytest.skip(f"the packaged helm is built for x86_64, this machine is {platform.machine()}")
+    return helm_binary()

@@ -46,6 +46,8 @@ FULL_VALUES: Obj = {
     "logLevel": "DEBUG",
     "image": {"digest": "sha256:" + "ab" * 32},
     "imagePullSecrets": [{"name": "registry-login"}],
+    "proxy": {"httpProxy": "http://proxy.example.test:3128", "httpsProxy": "http://proxy.example.test:3128",
+              "noProxy": "169.254.169.254,.cluster.local"},
     "cloudConfig": {
         "create": True,
         "secretName": "xloud-credentials",
@@ -57,6 +59,12 @@ FULL_VALUES: Obj = {
         "extraArgs": ["--shutdown-grace=20"],
         "podAnnotations": {"example.test/team": "storage"},
         "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+        "extraEnv": [{"name": "OS_CACERT", "value": "/etc/xloud-ca/ca.pem"}],
+        "extraVolumes": [{"name": "xloud-ca", "configMap": {"name": "xloud-ca"}}],
+        "extraVolumeMounts": [{"name": "xloud-ca", "mountPath": "/etc/xloud-ca", "readOnly": True}],
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"},
+        ],
     },
     "node": {
         "hostNetwork": False,
@@ -65,6 +73,9 @@ FULL_VALUES: Obj = {
         "deviceDir": "/dev/disk/by-id",
         "extraArgs": ["--availability-zone=nova"],
         "podLabels": {"example.test/tier": "storage"},
+        "extraEnv": [{"name": "TZ", "value": "UTC"}],
+        "extraVolumes": [{"name": "host-etc-iscsi", "hostPath": {"path": "/etc/iscsi", "type": "DirectoryOrCreate"}}],
+        "extraVolumeMounts": [{"name": "host-etc-iscsi", "mountPath": "/etc/iscsi", "readOnly": True}],
     },
     "metrics": {
         "enabled": True,

@@ -60,6 +60,12 @@ BAD_VALUES = [
     ({"volumeAttributesClasses": [{"name": "a", "parameters": {"migration-policy": "always"}}]},
      "/volumeAttributesClasses/0/parameters/migration-policy"),
     ({"csiDriver": {"fsGroupPolicy": "Always"}}, "/csiDriver/fsGroupPolicy"),
+    ({"fullnameOverride": "Storage_Driver"}, "/fullnameOverride"),
+    ({"metrics": {"nodePort": 0}}, "/metrics/nodePort"),
+    ({"controller": {"extraVolumeMounts": [{"name": "ca"}]}}, "/controller/extraVolumeMounts/0"),
+    ({"controller": {"topologySpreadConstraints": [{"maxSkew": 1}]}}, "/controller/topologySpreadConstraints/0"),
+    ({"proxy": {"httpsProxy": 3128}}, "/proxy/httpsProxy"),
+    ({"helmTest": {"size": "one gig"}}, "/helmTest/size"),
     ({"controllr": {"replicas": 2}}, "controllr"),
 ]
 

@@ -1,4 +1,4 @@
-"""The Dockerfile, read as Docker reads it (no engine here to build it): stages, context, labels, tools."""
+"""The Dockerfile, read as Docker reads it: stages, context, labels, tools, the lock file (test_image builds it)."""
 
 from __future__ import annotations
 
@@ -91,12 +91,17 @@ def labels(stage: Stage) -> dict[str, str]:
     return found
 
 
-def test_multi_stage_on_a_slim_python_311_base() -> None:
+def test_multi_stage_on_a_slim_python_313_trixie_base() -> None:
     assert len(STAGES) >= 2
     base = arg_defaults(PREAMBLE)["PYTHON_IMAGE"]
-    assert base is not None and re.fullmatch(r"python:3\.11-slim-\w+", base), base
+    assert base == "docker.io/library/python:3.13-slim-trixie", base
     assert all(stage.base == "${PYTHON_IMAGE}" for stage in STAGES)
     assert [stage.name for stage in STAGES] == ["build", "runtime"]
+    script = (ROOT / "scripts" / "build-image").read_text()
+    assert f"python_image=${{PYTHON_IMAGE:-{base}}}" in script
+    # The lock is made for the base's Python; the script's own base is the same Debian release.
+    assert "--python-version 3.13" in (ROOT / "scripts" / "lock-image").read_text()
+    assert "suite=${DEBIAN_SUITE:-trixie}" in script
 
 
 def test_every_variable_a_stage_uses_is_declared_in_it() -> None:
@@ -115,8 +120,27 @@ def test_final_stage_has_no_build_tools_and_copies_only_the_venv() -> None:
         assert not BUILD_TOOLS.search(rest), rest
         assert "pip install" not in rest
     assert FINAL.all("COPY") == ["--from=build /opt/venv /opt/venv"]
-    build_runs = " ".join(STAGES[0].all("RUN"))
-    assert "/opt/venv/bin/pip install ." in build_runs
+    build_runs = " ".join(" ".join(STAGES[0].all("RUN")).split())
+    # pip runs from outside the virtualenv (which never holds pip), dependencies by hash first.
+    assert "python3 -m venv --without-pip /opt/venv" in build_runs
+    install = "python3 -m pip --python /opt/venv/bin/python install"
+    assert f'{install} "$@" --require-hashes --only-binary=:all: --no-deps -r requirements.txt' in build_runs
+    assert f'{install} "$@" --no-deps .' in build_runs
+    assert "python3 -m pip uninstall" in " ".join(FINAL.all("RUN"))
+
+
+def test_no_secret_reaches_a_layer() -> None:
+    """Index settings and CA bundles come in as build secrets or a mounted wheelhouse, never copied."""
+    for stage in STAGES:
+        for rest in stage.all("COPY") + stage.all("ADD"):
+            assert not re.search(r"pip\.conf|\.pem|\.crt|secret|netrc", rest), rest
+        for rest in stage.all("ENV") + stage.all("ARG"):
+            assert not re.search(r"PIP_(CERT|INDEX|EXTRA_INDEX|CONFIG)|TOKEN|PASSWORD", rest), rest
+    installs = [rest for rest in STAGES[0].all("RUN") if "pip --python" in rest]
+    assert len(installs) == 2
+    for rest in installs:
+        assert "--mount=type=secret,id=pip-conf" in rest and "--mount=type=secret,id=pip-ca" in rest
+        assert "--no-index --find-links /wheels" in rest
 
 
 def test_final_stage_installs_the_node_tools_lean() -> None:
@@ -192,7 +216,9 @@ def test_context_holds_what_the_build_copies_and_nothing_else() -> None:
     sources = [word for rest in STAGES[0].all("COPY") for word in rest.split()[:-1]]
     for source in sources:
         assert any(f == source or f.startswith(source.rstrip("/") + "/") for f in files), source
-    assert all(f.split("/")[0] in {"pyproject.toml", "README.md", "csi_xloud"} for f in files), files
+    allowed = {"pyproject.toml", "README.md", "deploy/image/requirements.txt"}
+    assert all(f in allowed or f.startswith("csi_xloud/") for f in files), files
+    assert "deploy/image/requirements.txt" in files
     assert "csi_xloud/__main__.py" in files and "csi_xloud/_proto/csi_pb2.py" in files
 
 

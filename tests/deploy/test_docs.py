@@ -136,7 +136,7 @@ def test_upgrade_guide_names_the_pinned_sidecars() -> None:
 
 
 def test_docs_name_files_that_exist() -> None:
-    named = r"(?<![\w./-])((?:examples|docs|deploy)/[\w./-]+\.(?:md|yaml|py|json|example)|deploy/[\w/-]+/?)"
+    named = r"(?<![\w./-])((?:examples|docs|deploy)/[\w./-]+\.(?:md|yaml|py|json|example|txt|conf)|deploy/[\w/-]+/?)"
     for page in [*DOCS.glob("*.md"), *ROOT.glob("examples/*")]:
         for name in re.findall(named, page.read_text()):
             if name.startswith("deploy/") and "." not in name and name.count("/") < 2:

@@ -4,15 +4,20 @@ block.csi.xloud.tech
 {{- end }}
 
 {{- define "csi-xloud.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* Release-scoped name prefix; short enough for "-controller" and friends to fit in 63. */}}
 {{- define "csi-xloud.fullname" -}}
-{{- if contains .Chart.Name .Release.Name }}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "csi-xloud.name" . }}
+{{- if contains $name .Release.Name }}
 {{- .Release.Name | trunc 45 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 45 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 45 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -70,4 +75,26 @@ allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
+{{- end }}
+
+{{/* HTTP(S)_PROXY and NO_PROXY for the driver's containers, upper and lower case, when set. */}}
+{{- define "csi-xloud.proxyEnv" -}}
+{{- range $name, $value := dict "HTTP_PROXY" .Values.proxy.httpProxy "HTTPS_PROXY" .Values.proxy.httpsProxy "NO_PROXY" .Values.proxy.noProxy }}
+{{- if $value }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+- name: {{ lower $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The driver container's env: proxy variables, then the component's extraEnv. Call with (list $ component). */}}
+{{- define "csi-xloud.driverEnv" -}}
+{{- $root := index . 0 }}
+{{- $component := index . 1 }}
+{{- include "csi-xloud.proxyEnv" $root }}
+{{- with $component.extraEnv }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
