@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from csi_xloud.config import LogFormat
-from csi_xloud.rpc.requestid import REQUEST_ID
+from csi_xloud.requestid import REQUEST_ID
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 # Attributes every LogRecord has; anything else was passed with extra= and goes into the JSON object.

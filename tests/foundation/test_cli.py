@@ -19,8 +19,8 @@ import pytest
 from csi_xloud import __version__
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.config import LogFormat
+from csi_xloud.requestid import REQUEST_ID
 from csi_xloud.rpc.logs import configure_logging
-from csi_xloud.rpc.requestid import REQUEST_ID
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

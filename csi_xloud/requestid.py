@@ -1,4 +1,4 @@
-"""The request id of the RPC being served, shared with the cloud client's headers and logs."""
+"""The id of the call being served: set per RPC, logged on every line, sent to the cloud with its requests."""
 
 from __future__ import annotations
 
