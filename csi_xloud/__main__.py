@@ -11,10 +11,11 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from csi_xloud import __version__
 from csi_xloud._proto import csi_pb2_grpc
+from csi_xloud.clock import SystemClock
 from csi_xloud.config import (
     DEFAULT_DEVICE_DIR,
     DEFAULT_KUBELET_DIR,
@@ -30,12 +31,17 @@ from csi_xloud.config import (
 from csi_xloud.demo import scenario as demo
 from csi_xloud.emulator import cli as emulator_cli
 from csi_xloud.identity import IdentityService, ReadinessCheck
+from csi_xloud.inflight import InFlight
 from csi_xloud.ops import cli as ops_cli
 from csi_xloud.rpc.health import ReadinessMonitor, serve_health
 from csi_xloud.rpc.interceptors import CallInterceptor
 from csi_xloud.rpc.logs import configure_logging
 from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.server import CsiServer, EndpointInUse, Registration
+
+if TYPE_CHECKING:  # each mode imports its own service where it is built
+    from csi_xloud.controller.service import ControllerService
+    from csi_xloud.node.service import NodeService
 
 log = logging.getLogger("csi_xloud")
 
@@ -146,8 +152,6 @@ def build_parts(config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) 
 
 
 def _add_controller(parts: Parts, config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) -> None:
-    from csi_xloud.controller.service import build_controller_service  # only where the controller runs
-
     controller = build_controller_service(config, metrics, env)
     groups = controller.group_service()
     parts.registrations.append(
@@ -161,12 +165,59 @@ def _add_controller(parts: Parts, config: DriverConfig, metrics: Metrics, env: M
 
 
 def _add_node(parts: Parts, config: DriverConfig, metrics: Metrics) -> None:
-    from csi_xloud.node.service import build_node_service  # the node never loads the cloud client
-
     node = build_node_service(config, metrics)
     parts.registrations.append(lambda server: csi_pb2_grpc.add_NodeServicer_to_server(node, server))
     parts.checks.append(node.readiness)
     parts.readiness["node-tools"] = node.readiness
+
+
+def build_controller_service(
+    config: DriverConfig, metrics: Metrics, env: Mapping[str, str]
+) -> ControllerService:
+    """The controller with a cloud client from --cloud/--cloud-config (or OS_* variables)."""
+    from csi_xloud.cloud.client import CloudClient  # only where the controller runs
+    from csi_xloud.cloud.settings import BadSettings, load_cloud_settings
+    from csi_xloud.controller.service import ControllerService
+
+    try:
+        settings = load_cloud_settings(config.cloud, config.cloud_config, env)
+    except BadSettings as exc:
+        raise ConfigError(str(exc)) from exc
+    cloud = CloudClient(settings, metrics)
+    return ControllerService(cloud, InFlight(), max_volumes_per_node=config.max_volumes_per_node,
+                             metrics=metrics)
+
+
+def build_node_service(config: DriverConfig, metrics: Metrics | None = None) -> NodeService:
+    """The node service with real collaborators (no I/O happens until the first call)."""
+    from csi_xloud.node.service import NodeService, command_recorder  # the node never loads the cloud client
+    from csi_xloud.osutil.devices import DeviceFinder
+    from csi_xloud.osutil.filesystem import Filesystems
+    from csi_xloud.osutil.metadata import MetadataReader
+    from csi_xloud.osutil.mounts import Mounter
+    from csi_xloud.osutil.paths import PathGuard
+    from csi_xloud.osutil.runner import Runner
+    from csi_xloud.osutil.stats import Stats
+
+    runner = Runner(observers=[command_recorder(metrics)] if metrics is not None else ())
+    if metrics is not None:
+        metrics.attach_limit.set(config.max_volumes_per_node)  # what NodeGetInfo tells kubelet
+    stats = Stats()
+    mounter = Mounter(runner)
+    filesystems = Filesystems(runner)
+    return NodeService(
+        runner=runner,
+        devices=DeviceFinder(runner, stats, SystemClock(), config.device_dir),
+        filesystems=filesystems,
+        mounter=mounter,
+        stats=stats,
+        paths=PathGuard(config.kubelet_dir),
+        metadata=MetadataReader(filesystems, mounter, config.metadata_url),
+        inflight=InFlight(),
+        node_id=config.node_id,
+        availability_zone=config.availability_zone,
+        max_volumes_per_node=config.max_volumes_per_node,
+    )
 
 
 async def run_driver(config: DriverConfig, env: Mapping[str, str]) -> int:

@@ -1,9 +1,8 @@
-"""The cloud client: built once from the driver's settings, shared by every controller RPC."""
+"""The cloud client: built once from the cloud's settings, shared by every controller RPC."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 
 import httpx
 
@@ -13,10 +12,9 @@ from csi_xloud.cloud.compute import ComputeApi
 from csi_xloud.cloud.errors import CloudError
 from csi_xloud.cloud.groups import GroupsApi
 from csi_xloud.cloud.http import ServiceHttp
-from csi_xloud.cloud.settings import AuthType, CloudSettings, load_cloud_settings
+from csi_xloud.cloud.settings import AuthType, CloudSettings
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.cloud.waiters import Backoff, Waiter
-from csi_xloud.config import DriverConfig
 from csi_xloud.rpc.metrics import Metrics
 
 
@@ -56,11 +54,6 @@ class CloudClient:
         return ServiceHttp(name, self._client, auth, endpoint=endpoint, tuning=self.settings.tuning,
                            metrics=metrics, clock=self._clock, rng=rng,
                            requests_per_second=self.settings.rate_for(name), project_in_path=name == "volume")
-
-    @classmethod
-    def from_config(cls, config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) -> CloudClient:
-        """Build from `--cloud`/`--cloud-config` or OS_* variables; ConfigError names a bad setting."""
-        return cls(load_cloud_settings(config.cloud, config.cloud_config, env), metrics)
 
     async def readiness(self) -> str | None:
         """None when the cloud answers and accepts our credentials, else the reason it does not."""

@@ -13,11 +13,14 @@ from typing import Any
 import yaml
 
 from csi_xloud.cloud.http import HttpTuning
-from csi_xloud.config import ConfigError
 
 STORAGE = "block-storage"
 COMPUTE = "compute"
 INTERFACES = ("public", "internal", "admin")
+
+
+class BadSettings(ValueError):
+    """clouds.yaml or the OS_* variables are missing or wrong; the message names the setting."""
 
 
 class AuthType(StrEnum):
@@ -111,7 +114,7 @@ class _Source:
         if value is None or value == "":
             return None
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{self.name(key)} must be a single value")
+            raise BadSettings(f"{self.name(key)} must be a single value")
         return str(value)
 
     def name(self, key: str) -> str:
@@ -128,12 +131,12 @@ def load_cloud_settings(
     if name is None and path is not None and not _env_has_auth(env):
         clouds = _read_clouds(path)
         if len(clouds) != 1:
-            raise ConfigError(f"--cloud (or OS_CLOUD): {path} holds {len(clouds)} clouds; choose one")
+            raise BadSettings(f"--cloud (or OS_CLOUD): {path} holds {len(clouds)} clouds; choose one")
         name = next(iter(clouds))
     if name is None:
         return _settings(_env_source(env))
     if path is None:
-        raise ConfigError(f"--cloud-config (or OS_CLIENT_CONFIG_FILE): no clouds.yaml holds cloud {name!r}")
+        raise BadSettings(f"--cloud-config (or OS_CLIENT_CONFIG_FILE): no clouds.yaml holds cloud {name!r}")
     return _settings(_yaml_source(name, path))
 
 
@@ -145,7 +148,7 @@ def config_path(
     explicit = cloud_config or (Path(from_env) if from_env else None)
     if explicit is not None:
         if not explicit.is_file():
-            raise ConfigError(f"--cloud-config (or OS_CLIENT_CONFIG_FILE): {explicit} is not a readable file")
+            raise BadSettings(f"--cloud-config (or OS_CLIENT_CONFIG_FILE): {explicit} is not a readable file")
         return explicit
     if search is None:
         home = Path(env["HOME"]) if env.get("HOME") else None
@@ -165,10 +168,10 @@ def _read_clouds(path: Path) -> Mapping[str, Any]:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--cloud-config: cannot read {path}: {type(exc).__name__}") from exc
+        raise BadSettings(f"--cloud-config: cannot read {path}: {type(exc).__name__}") from exc
     clouds = document.get("clouds") if isinstance(document, Mapping) else None
     if not isinstance(clouds, Mapping):
-        raise ConfigError(f"--cloud-config: {path} has no 'clouds' mapping")
+        raise BadSettings(f"--cloud-config: {path} has no 'clouds' mapping")
     return clouds
 
 
@@ -181,9 +184,9 @@ def _refuse_world_readable(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except OSError as exc:
-        raise ConfigError(f"--cloud-config: cannot read {path}: {type(exc).__name__}") from exc
+        raise BadSettings(f"--cloud-config: cannot read {path}: {type(exc).__name__}") from exc
     if mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise ConfigError(
+        raise BadSettings(
             f"--cloud-config: {path} is readable or writable by every user (mode {stat.S_IMODE(mode):04o}); "
             "it holds credentials: chmod it to 0600, or mount the Secret with defaultMode 0400"
         )
@@ -192,10 +195,10 @@ def _refuse_world_readable(path: Path) -> None:
 def _yaml_source(name: str, path: Path) -> _Source:
     entry = _read_clouds(path).get(name)
     if not isinstance(entry, Mapping):
-        raise ConfigError(f"--cloud: cloud {name!r} is not in {path}")
+        raise BadSettings(f"--cloud: cloud {name!r} is not in {path}")
     auth = entry.get("auth") or {}
     if not isinstance(auth, Mapping):
-        raise ConfigError(f"clouds.{name}.auth in {path} must be a mapping")
+        raise BadSettings(f"clouds.{name}.auth in {path} must be a mapping")
     values = {k: v for k, v in entry.items() if k != "auth"}
     values.update({k: auth.get(k) for k, _ in _AUTH_KEYS if k in auth})
     names = {k: f"clouds.{name}.auth.{k}" for k, _ in _AUTH_KEYS}
@@ -242,7 +245,7 @@ def _auth_type(src: _Source) -> AuthType:
         return _AUTH_ALIASES[raw.lower()]
     except KeyError:
         choices = ", ".join(t.value for t in AuthType)
-        raise ConfigError(f"{src.name('auth_type')}: unsupported auth type {raw!r} (use {choices})") from None
+        raise BadSettings(f"{src.name('auth_type')}: unsupported auth type {raw!r} (use {choices})") from None
 
 
 def _default_domains(text: dict[str, str | None]) -> None:
@@ -257,14 +260,14 @@ def _require_auth(auth_type: AuthType, text: Mapping[str, str | None], src: _Sou
     def need(*alternatives: str) -> None:
         if not any(text[a] for a in alternatives):
             names = " or ".join(src.name(a) for a in alternatives)
-            raise ConfigError(f"{names} is required for auth type {auth_type.value} ({src.where})")
+            raise BadSettings(f"{names} is required for auth type {auth_type.value} ({src.where})")
 
     if auth_type is AuthType.NONE:
         return
     need("auth_url")
     url = text["auth_url"] or ""
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{src.name('auth_url')} must be an http(s) URL")
+        raise BadSettings(f"{src.name('auth_url')} must be an http(s) URL")
     if auth_type is AuthType.PASSWORD:
         need("username", "user_id")
         need("password")
@@ -281,7 +284,7 @@ def _require_auth(auth_type: AuthType, text: Mapping[str, str | None], src: _Sou
 def _interface(src: _Source) -> str:
     value = (src.get("interface") or "public").lower().removesuffix("url")
     if value not in INTERFACES:
-        raise ConfigError(f"{src.name('interface')}: expected one of {', '.join(INTERFACES)}, got {value!r}")
+        raise BadSettings(f"{src.name('interface')}: expected one of {', '.join(INTERFACES)}, got {value!r}")
     return value
 
 
@@ -294,7 +297,7 @@ def _flag(src: _Source, key: str) -> bool | None:
         return True
     if lowered in ("false", "0", "no", "off"):
         return False
-    raise ConfigError(f"{src.name(key)}: expected true or false, got {raw!r}")
+    raise BadSettings(f"{src.name(key)}: expected true or false, got {raw!r}")
 
 
 def _verify(src: _Source) -> bool:
@@ -310,11 +313,11 @@ def _cacert(src: _Source) -> Path | None:
         return None
     path = Path(raw)
     if not path.is_file():
-        raise ConfigError(f"{src.name('cacert')}: {raw} is not a readable file")
+        raise BadSettings(f"{src.name('cacert')}: {raw} is not a readable file")
     try:
         ssl.create_default_context(cafile=str(path))
     except (ssl.SSLError, OSError):
-        raise ConfigError(f"{src.name('cacert')}: {raw} holds no usable CA certificate") from None
+        raise BadSettings(f"{src.name('cacert')}: {raw} holds no usable CA certificate") from None
     return path
 
 
@@ -326,12 +329,12 @@ def _overrides(auth_type: AuthType, src: _Source) -> dict[str, str]:
     for service, url in found.items():
         if url is not None and not url.startswith(("http://", "https://")):
             key = "block_storage_endpoint_override" if service == STORAGE else "compute_endpoint_override"
-            raise ConfigError(f"{src.name(key)} must be an http(s) URL")
+            raise BadSettings(f"{src.name(key)} must be an http(s) URL")
     if auth_type is AuthType.NONE:
         required = ((STORAGE, "block_storage_endpoint_override"), (COMPUTE, "compute_endpoint_override"))
         for service, key in required:
             if found[service] is None:
-                raise ConfigError(f"{src.name(key)} is required for auth type none (there is no catalog)")
+                raise BadSettings(f"{src.name(key)} is required for auth type none (there is no catalog)")
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -342,9 +345,9 @@ def _number(src: _Source, key: str, *, minimum: float) -> float | None:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{src.name(key)}: expected a number, got {raw!r}") from None
+        raise BadSettings(f"{src.name(key)}: expected a number, got {raw!r}") from None
     if value < minimum or value != value:
-        raise ConfigError(f"{src.name(key)}: must be at least {minimum:g}, got {raw!r}")
+        raise BadSettings(f"{src.name(key)}: must be at least {minimum:g}, got {raw!r}")
     return value
 
 
@@ -361,7 +364,7 @@ def _service_rates(src: _Source) -> dict[str, float]:
     for key, value in raw.items():
         service = _RATE_SERVICES.get(str(key))
         if service is None:
-            raise ConfigError(f"{src.name('rate_limit')}.{key}: unknown service (use block-storage, compute "
+            raise BadSettings(f"{src.name('rate_limit')}.{key}: unknown service (use block-storage, compute "
                               "or identity)")
         number = _number(_Source({"v": value}, {"v": f"{src.name('rate_limit')}.{key}"}, src.where), "v",
                          minimum=0.001)

@@ -9,7 +9,7 @@ answers and accepts our credentials (CloudClient.readiness).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from google.protobuf.wrappers_pb2 import Int64Value
@@ -18,7 +18,7 @@ from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.clock import SystemClock
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import Volume
-from csi_xloud.config import DEFAULT_MAX_VOLUMES_PER_NODE, DriverConfig
+from csi_xloud.config import DEFAULT_MAX_VOLUMES_PER_NODE
 from csi_xloud.controller.attach import Attacher
 from csi_xloud.controller.capacity import CapacityReader
 from csi_xloud.controller.changes import VolumeChanges
@@ -337,12 +337,3 @@ def _content_source(request: csi_pb2.CreateVolumeRequest) -> ContentSource | Non
             raise NotFound(f"volume_content_source: snapshot {snapshot_id!r} does not exist")
         return ContentSource(SourceKind.BACKUP if ref.backup else SourceKind.SNAPSHOT, ref.storage_id)
     raise InvalidArgument("volume_content_source: only snapshot and volume sources are supported")
-
-
-def build_controller_service(
-    config: DriverConfig, metrics: Metrics, env: Mapping[str, str]
-) -> ControllerService:
-    """The controller with a cloud client from --cloud/--cloud-config (or OS_* variables)."""
-    cloud = CloudClient.from_config(config, metrics, env)
-    return ControllerService(cloud, InFlight(), max_volumes_per_node=config.max_volumes_per_node,
-                             metrics=metrics)

@@ -17,8 +17,6 @@ from pathlib import Path
 
 from csi_xloud import TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
-from csi_xloud.clock import SystemClock
-from csi_xloud.config import DriverConfig
 from csi_xloud.inflight import InFlight
 from csi_xloud.osutil.devices import DeviceFinder
 from csi_xloud.osutil.errors import DeviceHasData, MountConflict
@@ -373,29 +371,6 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         if min_bytes:
             await self._devices.wait_for_size(device, min_bytes, self._timeouts.stage_size_seconds)
         return device
-
-
-def build_node_service(config: DriverConfig, metrics: Metrics | None = None) -> NodeService:
-    """The node service with real collaborators (no I/O happens until the first call)."""
-    runner = Runner(observers=[command_recorder(metrics)] if metrics is not None else ())
-    if metrics is not None:
-        metrics.attach_limit.set(config.max_volumes_per_node)  # what NodeGetInfo tells kubelet
-    stats = Stats()
-    mounter = Mounter(runner)
-    filesystems = Filesystems(runner)
-    return NodeService(
-        runner=runner,
-        devices=DeviceFinder(runner, stats, SystemClock(), config.device_dir),
-        filesystems=filesystems,
-        mounter=mounter,
-        stats=stats,
-        paths=PathGuard(config.kubelet_dir),
-        metadata=MetadataReader(filesystems, mounter, config.metadata_url),
-        inflight=InFlight(),
-        node_id=config.node_id,
-        availability_zone=config.availability_zone,
-        max_volumes_per_node=config.max_volumes_per_node,
-    )
 
 
 def command_recorder(metrics: Metrics) -> CommandObserver:

@@ -125,12 +125,15 @@ async def _classes(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     from csi_xloud.cloud.auth import identity_url
     from csi_xloud.cloud.client import CloudClient
     from csi_xloud.cloud.errors import Unauthorized
-    from csi_xloud.cloud.settings import load_cloud_settings
+    from csi_xloud.cloud.settings import BadSettings, load_cloud_settings
     from csi_xloud.ops.classes import ClassOptions, ClassWriter, read_offer
     from csi_xloud.ops.cloudchecks import describe_identity
     from csi_xloud.rpc.metrics import Metrics
 
-    settings = load_cloud_settings(args.cloud, args.cloud_config, env)
+    try:
+        settings = load_cloud_settings(args.cloud, args.cloud_config, env)
+    except BadSettings as exc:
+        raise ConfigError(str(exc)) from exc
     options = ClassOptions(
         prefix=args.prefix,
         snapshot_prefix=args.snapshot_prefix if args.snapshot_prefix is not None else args.prefix,

@@ -14,10 +14,9 @@ from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.compute import ATTACH
 from csi_xloud.cloud.errors import CloudError, Unauthorized, Unavailable
 from csi_xloud.cloud.models import QuotaItem, QuotaUsage, VersionRange, VolumeType
-from csi_xloud.cloud.settings import AuthType, CloudSettings, config_path, load_cloud_settings
+from csi_xloud.cloud.settings import AuthType, BadSettings, CloudSettings, config_path, load_cloud_settings
 from csi_xloud.cloud.storage import BACKUP_METADATA, CREATE_FROM_BACKUP, ONLINE_EXTEND, VOLUME_SHOW
 from csi_xloud.cloud.versions import Feature
-from csi_xloud.config import ConfigError
 from csi_xloud.ops.checks import Finding, Outcome, fail, ok, warn
 from csi_xloud.rpc.metrics import Metrics
 
@@ -96,7 +95,7 @@ class CloudDoctor:
         target = self._target
         try:
             path = config_path(target.cloud_config, self._env, None)
-        except ConfigError as exc:
+        except BadSettings as exc:
             findings.append(fail("clouds.yaml", str(exc), "pass --cloud-config with a readable file"))
             return None
         if path is not None:
@@ -105,7 +104,7 @@ class CloudDoctor:
                 return None
         try:
             settings = load_cloud_settings(target.cloud, target.cloud_config, self._env)
-        except ConfigError as exc:
+        except BadSettings as exc:
             findings.append(fail("cloud settings", str(exc), "correct that key in clouds.yaml"))
             return None
         findings.append(ok("cloud settings", f"{settings.source}: {settings.auth_type.value} auth as "

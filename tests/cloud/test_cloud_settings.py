@@ -8,8 +8,14 @@ from typing import Any
 import pytest
 import yaml
 
-from csi_xloud.cloud.settings import COMPUTE, STORAGE, AuthType, CloudSettings, load_cloud_settings
-from csi_xloud.config import ConfigError
+from csi_xloud.cloud.settings import (
+    COMPUTE,
+    STORAGE,
+    AuthType,
+    BadSettings,
+    CloudSettings,
+    load_cloud_settings,
+)
 
 PASSWORD_ENV = {
     "OS_AUTH_URL": "https://keystone.example:5000/v3",
@@ -145,7 +151,7 @@ def test_none_auth_with_overrides() -> None:
 def test_tls_settings(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("not a certificate\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"OS_CACERT: .* holds no usable CA certificate"):
+    with pytest.raises(BadSettings, match=r"OS_CACERT: .* holds no usable CA certificate"):
         load_env({**PASSWORD_ENV, "OS_CACERT": str(bundle)})
     assert load_env({**PASSWORD_ENV, "OS_INSECURE": "true"}).tls_verify() is False
     assert load_env({**PASSWORD_ENV, "OS_INSECURE": "false"}).verify is True
@@ -221,7 +227,7 @@ def drop(env: dict[str, str], *keys: str) -> dict[str, str]:
     ],
 )
 def test_bad_environment_names_the_key(env: dict[str, str], named: str) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(BadSettings) as caught:
         load_env(env)
     message = str(caught.value)
     assert named in message
@@ -256,7 +262,7 @@ def test_bad_environment_names_the_key(env: dict[str, str], named: str) -> None:
 )
 def test_bad_clouds_yaml_names_the_key(tmp_path: Path, cloud: dict[str, Any], named: str) -> None:
     path = write_clouds(tmp_path / "clouds.yaml", {"c": cloud})
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(BadSettings) as caught:
         load_cloud_settings("c", path, {}, search_paths=[])
     assert named in str(caught.value)
     assert "\n" not in str(caught.value)
@@ -264,21 +270,21 @@ def test_bad_clouds_yaml_names_the_key(tmp_path: Path, cloud: dict[str, Any], na
 
 def test_unknown_cloud_name(tmp_path: Path) -> None:
     path = write_clouds(tmp_path / "clouds.yaml", {"a": password_cloud()})
-    with pytest.raises(ConfigError, match="--cloud: cloud 'b' is not in"):
+    with pytest.raises(BadSettings, match="--cloud: cloud 'b' is not in"):
         load_cloud_settings("b", path, {}, search_paths=[])
 
 
 def test_missing_cloud_config_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--cloud-config"):
+    with pytest.raises(BadSettings, match="--cloud-config"):
         load_cloud_settings("a", tmp_path / "nope.yaml", {}, search_paths=[])
-    with pytest.raises(ConfigError, match="OS_CLIENT_CONFIG_FILE"):
+    with pytest.raises(BadSettings, match="OS_CLIENT_CONFIG_FILE"):
         load_cloud_settings(
             None, None, {"OS_CLIENT_CONFIG_FILE": str(tmp_path / "nope.yaml")}, search_paths=[]
         )
 
 
 def test_cloud_named_but_no_clouds_yaml_anywhere() -> None:
-    with pytest.raises(ConfigError, match=r"no clouds\.yaml holds cloud 'x'"):
+    with pytest.raises(BadSettings, match=r"no clouds\.yaml holds cloud 'x'"):
         load_cloud_settings("x", None, {}, search_paths=[])
 
 
@@ -286,16 +292,16 @@ def test_malformed_yaml(tmp_path: Path) -> None:
     path = tmp_path / "clouds.yaml"
     path.write_text("clouds: [unclosed", encoding="utf-8")
     path.chmod(0o600)
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(BadSettings, match="cannot read"):
         load_cloud_settings("a", path, {}, search_paths=[])
     path.write_text("other: 1\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="no 'clouds' mapping"):
+    with pytest.raises(BadSettings, match="no 'clouds' mapping"):
         load_cloud_settings("a", path, {}, search_paths=[])
 
 
 def test_several_clouds_and_no_choice(tmp_path: Path) -> None:
     path = write_clouds(tmp_path / "clouds.yaml", {"a": password_cloud(), "b": password_cloud()})
-    with pytest.raises(ConfigError, match="holds 2 clouds; choose one"):
+    with pytest.raises(BadSettings, match="holds 2 clouds; choose one"):
         load_cloud_settings(None, path, {}, search_paths=[])
 
 
@@ -314,7 +320,7 @@ def test_rate_limit_per_service(tmp_path: Path) -> None:
 )
 def test_bad_rate_limit_per_service(tmp_path: Path, rates: dict[str, Any], named: str) -> None:
     path = write_clouds(tmp_path / "clouds.yaml", {"c": password_cloud(rate_limit=rates)})
-    with pytest.raises(ConfigError, match=named):
+    with pytest.raises(BadSettings, match=named):
         load_cloud_settings("c", path, {}, search_paths=[])
 
 
@@ -322,7 +328,7 @@ def test_bad_rate_limit_per_service(tmp_path: Path, rates: dict[str, Any], named
 def test_a_clouds_yaml_every_user_can_read_or_write_is_refused(tmp_path: Path, mode: int) -> None:
     path = write_clouds(tmp_path / "clouds.yaml", {"c": password_cloud()})
     path.chmod(mode)
-    with pytest.raises(ConfigError, match=f"every user \\(mode {mode:04o}\\).*chmod it to 0600"):
+    with pytest.raises(BadSettings, match=f"every user \\(mode {mode:04o}\\).*chmod it to 0600"):
         load_cloud_settings("c", path, {}, search_paths=[])
 
 

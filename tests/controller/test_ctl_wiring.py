@@ -11,9 +11,9 @@ from pathlib import Path
 
 import grpc
 
+from csi_xloud.__main__ import build_controller_service
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.config import DriverConfig, Endpoint, Mode
-from csi_xloud.controller.service import build_controller_service
 from csi_xloud.emulator.process import EmulatorProcess
 from csi_xloud.rpc.metrics import Metrics
 from tests.controller.harness import gib_range, mount_cap, unique

@@ -14,9 +14,10 @@ import pytest
 from nodekit import NODE_ID, ZONE, Host, Node, build_service, mounted_at, rpc_error, serve, sh
 
 from csi_xloud import TOPOLOGY_KEY
+from csi_xloud.__main__ import build_node_service
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.config import DriverConfig, Endpoint, Mode
-from csi_xloud.node.service import NodeService, build_node_service
+from csi_xloud.node.service import NodeService
 from csi_xloud.osutil.runner import CommandResult, Runner
 
 SERVER_ID = "4b0c2a8e-0f38-4d36-9a43-2d1c0d3c9f10"
