@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from csi_xloud import __version__
 from csi_xloud._proto import csi_pb2_grpc
@@ -28,8 +29,6 @@ from csi_xloud.config import (
     Mode,
     parse_hostport,
 )
-from csi_xloud.demo import scenario as demo
-from csi_xloud.emulator import cli as emulator_cli
 from csi_xloud.identity import IdentityService, ReadinessCheck
 from csi_xloud.inflight import InFlight
 from csi_xloud.ops import cli as ops_cli
@@ -46,13 +45,40 @@ if TYPE_CHECKING:  # each mode imports its own service where it is built
 log = logging.getLogger("csi_xloud")
 
 EXIT_USAGE = 2
+# What the `emulator` extra installs; the emulator and the demo need it, the driver does not.
+EMULATOR_EXTRA_MODULES = ("starlette", "uvicorn")
+
+AddFlags = Callable[[argparse.ArgumentParser], None]
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad or missing flag in one line and exits 2, never a traceback."""
+    """argparse that reports a bad or missing flag in one line and exits 2, never a traceback.
+
+    A command built with `later_flags` gets its flags only when it is chosen or its help is shown,
+    so `csi-xloud driver` never imports the emulator or the demo.
+    """
+
+    def __init__(self, *args: Any, later_flags: AddFlags | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._later_flags = later_flags
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._add_later_flags()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._add_later_flags()
+        return super().format_help()
+
+    def _add_later_flags(self) -> None:
+        if self._later_flags is not None:
+            add, self._later_flags = self._later_flags, None
+            add(self)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,11 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"csi-xloud {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_driver_arguments(commands.add_parser("driver", help="serve the CSI driver"))
-    emulator_cli.add_arguments(commands.add_parser("emulator", help="run a local Xloud cloud"))
-    demo.add_arguments(commands.add_parser("demo", help="walk volumes through their life on a local Xloud"))
+    commands.add_parser("emulator", help="run a local Xloud cloud", later_flags=_add_emulator_arguments)
+    commands.add_parser(
+        "demo", help="walk volumes through their life on a local Xloud", later_flags=_add_demo_arguments
+    )
     ops_cli.add_doctor_arguments(commands.add_parser("doctor", help="check the cloud or this node"))
     ops_cli.add_classes_arguments(commands.add_parser("classes", help="print classes for the cloud's types"))
     return parser
+
+
+def _add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
+    from csi_xloud.emulator import cli as emulator_cli  # its web stack loads only in run()
+
+    emulator_cli.add_arguments(parser)
+
+
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from csi_xloud.demo import scenario as demo
+
+    demo.add_arguments(parser)
 
 
 def _add_driver_arguments(driver: argparse.ArgumentParser) -> None:
@@ -257,6 +297,34 @@ def _driver(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return asyncio.run(run_driver(config, env))
 
 
+class MissingExtra(Exception):
+    """A command needs packages of an extra that is not installed."""
+
+
+def _require_emulator_extra(command: str) -> None:
+    missing = [name for name in EMULATOR_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtra(
+            f"`csi-xloud {command}` needs the emulator extra ({', '.join(missing)} not installed): "
+            "pip install 'csi-xloud[emulator]'"
+        )
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    _require_emulator_extra("emulator")
+    from csi_xloud.emulator import cli as emulator_cli
+
+    return emulator_cli.run(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _require_emulator_extra("demo")
+    from csi_xloud.demo import scenario as demo
+
+    configure_logging(LogFormat.TEXT, "WARNING")
+    return demo.run(args, sys.stdout)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `csi-xloud` console script."""
     parser = build_parser()
@@ -266,20 +334,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "driver":
             return _driver(args, env)
         if args.command == "emulator":
-            return emulator_cli.run(args)
+            return _emulator(args)
         if args.command in ("doctor", "classes"):
             configure_logging(LogFormat.TEXT, "ERROR")
             if args.command == "doctor":
                 return ops_cli.run_doctor(args, env, sys.stdout)
             return ops_cli.run_classes(args, env, sys.stdout, sys.stderr)
         if args.command == "demo":
-            configure_logging(LogFormat.TEXT, "WARNING")
-            return demo.run(args, sys.stdout)
+            return _demo(args)
         parser.error(f"unknown command {args.command!r}")
     except ConfigError as exc:
         sys.stderr.write(f"csi-xloud: error: {exc}\n")
         return EXIT_USAGE
-    except EndpointInUse as exc:
+    except (EndpointInUse, MissingExtra) as exc:
         sys.stderr.write(f"csi-xloud: error: {exc}\n")
         return 1
     except KeyboardInterrupt:

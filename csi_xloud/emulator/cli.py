@@ -9,8 +9,8 @@ import signal
 from pathlib import Path
 from types import FrameType
 
-# The web stack is imported in run() only: the driver's CLI defines these flags too, and a node
-# plugin should not load Starlette and uvicorn to start.
+# The web stack is imported in run() only, so the flags and --help answer without it (the
+# `emulator` extra installs it; `csi-xloud emulator` says so when it is missing).
 
 
 def _listen(value: str) -> tuple[str, int]:
