@@ -22,7 +22,6 @@ import yaml
 from csi_xloud.emulator.process import EmulatorProcess
 
 T = TypeVar("T")
-GIB = 1 << 30
 
 
 # --- the command line ----------------------------------------------------------------------------

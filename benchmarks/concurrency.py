@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from functools import partial
 
 from benchmarks.common import (
-    GIB,
     CallCounter,
     RssSampler,
     Table,
@@ -33,6 +32,7 @@ from benchmarks.common import (
     seconds,
     verdict,
 )
+from csi_xloud import GIB
 from csi_xloud.demo.cluster import Cluster
 from csi_xloud.demo.orchestrator import Orchestrator, RetryPolicy, mount_capability
 

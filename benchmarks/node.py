@@ -20,7 +20,6 @@ from pathlib import Path
 import grpc
 
 from benchmarks.common import (
-    GIB,
     RssSampler,
     Table,
     data_root,
@@ -34,6 +33,7 @@ from benchmarks.common import (
     seconds,
     verdict,
 )
+from csi_xloud import GIB
 from csi_xloud._proto import csi_pb2
 from csi_xloud.demo.cluster import Cluster
 from csi_xloud.demo.orchestrator import Orchestrator, PersistentVolume, RetryPolicy, mount_capability

@@ -22,7 +22,6 @@ from functools import partial
 from typing import cast
 
 from benchmarks.common import (
-    GIB,
     CallCounter,
     CloudApi,
     Table,
@@ -36,6 +35,7 @@ from benchmarks.common import (
     verdict,
 )
 from benchmarks.reference import ReferenceModel
+from csi_xloud import GIB
 from csi_xloud.demo.cluster import Cluster
 from csi_xloud.demo.orchestrator import Orchestrator, PersistentVolume, RetryPolicy, mount_capability
 

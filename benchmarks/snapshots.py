@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from benchmarks.common import GIB, Table, machine, run_all, run_script
+from benchmarks.common import Table, machine, run_all, run_script
 from benchmarks.overhead import COLUMNS, Sample, measure, model_and_driver, reference
+from csi_xloud import GIB
 from csi_xloud.demo.orchestrator import mount_capability
 
 # csi-snapshotter's defaults: --retry-interval-start 1s, --retry-interval-max 5m, doubling.

@@ -10,11 +10,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from csi_xloud import TOPOLOGY_KEY
+from csi_xloud import GIB, TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2
 from csi_xloud.rpc.errors import InvalidArgument, OutOfRange
 
-GIB = 1 << 30
 MIN_VOLUME_GIB = 1
 # Spec "Size Limits": strings 128 bytes and maps 4 KiB unless a field says otherwise.
 MAX_STRING_BYTES = 128

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 
+from csi_xloud import DEVICE_PATH_KEY, SIZE_GIB_KEY
 from csi_xloud.clock import Clock, SystemClock
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.compute import ComputeApi
@@ -25,9 +26,6 @@ from csi_xloud.validation import CapabilityNeeds, multi_node_refusal
 
 log = logging.getLogger(__name__)
 
-# publish_context keys the node plugin reads.
-DEVICE_PATH_KEY = "device_path"
-SIZE_GIB_KEY = "size_gib"
 # Compute names a server's boot disk first (vda, sda, hda, xvda); volumes it attaches later get the
 # following letters, also on servers that boot from an image onto a local disk.
 ROOT_DEVICE = re.compile(r"^/dev/(?:[vsh]|xv)da$")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from csi_xloud import GIB
 from csi_xloud.cloud.models import Limits, QuotaItem, QuotaUsage
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller.volumes import resolve_type
-from csi_xloud.validation import GIB
 
 UNLIMITED_BYTES = (1 << 63) - 1
 

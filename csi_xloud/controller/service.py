@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.wrappers_pb2 import Int64Value
 
+from csi_xloud import GIB
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.clock import SystemClock
 from csi_xloud.cloud.client import CloudClient
@@ -36,7 +37,6 @@ from csi_xloud.rpc.errors import InvalidArgument, NotFound
 from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.types import Context
 from csi_xloud.validation import (
-    GIB,
     MIN_VOLUME_GIB,
     check_capabilities,
     multi_node_refusal,

@@ -8,11 +8,10 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from csi_xloud import TOPOLOGY_KEY
+from csi_xloud import GIB, TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2
 from csi_xloud.cloud.models import Backup, BackupStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus
 from csi_xloud.controller.ids import SOURCE_METADATA_KEY, ContentSource, SourceKind, backup_snapshot_id
-from csi_xloud.validation import GIB
 
 # Statuses a volume passes through on its way somewhere; staying in one too long is abnormal.
 TRANSITIONAL_STATUSES = frozenset(

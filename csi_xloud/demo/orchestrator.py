@@ -25,7 +25,6 @@ from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-GIB = 1 << 30
 RETRYABLE = frozenset(
     {grpc.StatusCode.ABORTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from csi_xloud import GIB
 from csi_xloud._proto import csi_pb2
 from csi_xloud.demo.orchestrator import (
     Orchestrator,
@@ -34,7 +35,6 @@ from csi_xloud.osutil.filesystem import can_grow_mounted_ext4
 if TYPE_CHECKING:  # the CLI loads this module for its flags; the cluster machinery only when run
     from csi_xloud.demo.cluster import Cluster
 
-GIB = 1 << 30
 MIB = 1 << 20
 # The emulator's group type for group snapshots (a real cloud names its own).
 GROUP_SNAPSHOT_PARAMETERS = {"group-type": "consistent"}

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-GIB = 1024**3
+from csi_xloud import GIB
 
 
 class CommandError(RuntimeError):

@@ -13,9 +13,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from csi_xloud import GIB
 from csi_xloud.emulator.backups import ChunkStore
 from csi_xloud.emulator.chaos import FORCED_OUTCOME, STUCK_RELEASE
-from csi_xloud.emulator.data import GIB, DataPlane
+from csi_xloud.emulator.data import DataPlane
 from csi_xloud.emulator.models import (
     Attachment,
     AttachStatus,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from csi_xloud import TOPOLOGY_KEY
+from csi_xloud import DEVICE_PATH_KEY, GIB, SIZE_GIB_KEY, TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.inflight import InFlight
 from csi_xloud.osutil.devices import DeviceFinder
@@ -29,7 +29,7 @@ from csi_xloud.osutil.stats import Stats, block_rdev
 from csi_xloud.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.types import Context
-from csi_xloud.validation import GIB, READ_ONLY_MODES, check_capabilities, check_fs_type, require
+from csi_xloud.validation import READ_ONLY_MODES, check_capabilities, check_fs_type, require
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ _Usage = csi_pb2.VolumeUsage
 REQUIRED_TOOLS = tuple(
     dict.fromkeys(["blkid", "mount", "umount", *(tool for fs in FILESYSTEMS.values() for tool in fs.tools)])
 )
-DEVICE_PATH_KEY = "device_path"
-SIZE_GIB_KEY = "size_gib"
 
 
 @dataclass(frozen=True, slots=True)

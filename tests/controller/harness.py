@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import grpc
 import httpx
 
-from csi_xloud import TOPOLOGY_KEY
+from csi_xloud import GIB, TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.cloud import errors as cloud_errors
 from csi_xloud.cloud.client import CloudClient
@@ -34,7 +34,6 @@ from csi_xloud.rpc.interceptors import CallInterceptor
 from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.server import CsiServer
 
-GIB = 1 << 30
 OP_SECONDS = 0.05
 SERVERS = "node-a,node-b,node-c@zone-b"
 TEST_TIMEOUTS = Timeouts(

@@ -20,11 +20,11 @@ import pytest
 import yaml
 from deploy_support import Obj, container, flatten, one
 
+from csi_xloud import GIB
 from csi_xloud.demo.cluster import Cluster, mounts_below
 from csi_xloud.demo.orchestrator import Orchestrator, RetryPolicy, mount_capability
 from csi_xloud.emulator.process import free_port, loop_devices_under
 from csi_xloud.osutil.filesystem import can_grow_mounted_ext4
-from csi_xloud.validation import GIB
 
 PROMETHEUS_DIR = Path(__file__).resolve().parent / "prometheus"
 METRIC = re.compile(r"\bcsi_xloud_[a-z0-9_]+\b")

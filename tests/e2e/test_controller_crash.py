@@ -7,11 +7,11 @@ import os
 
 import pytest
 
+from csi_xloud import GIB
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.demo.cluster import Cluster
 from csi_xloud.demo.orchestrator import Orchestrator, mount_capability
-from csi_xloud.demo.scenario import GIB
 from csi_xloud.rpc.metrics import Metrics
 
 pytestmark = pytest.mark.skipif(

@@ -18,11 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from csi_xloud import GIB
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.demo.cluster import Cluster, mounts_below
 from csi_xloud.demo.orchestrator import Orchestrator, PersistentVolume, RetryPolicy, mount_capability
-from csi_xloud.demo.scenario import GIB, verify_files, write_files
+from csi_xloud.demo.scenario import verify_files, write_files
 from csi_xloud.emulator.process import loop_devices_under
 from csi_xloud.rpc.metrics import Metrics
 

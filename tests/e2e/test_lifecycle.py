@@ -11,9 +11,10 @@ import uuid
 import grpc
 import pytest
 
+from csi_xloud import GIB
 from csi_xloud.demo.cluster import Cluster
 from csi_xloud.demo.orchestrator import Orchestrator, block_capability, mount_capability
-from csi_xloud.demo.scenario import GIB, Report, Walk, verify_files, write_files
+from csi_xloud.demo.scenario import Report, Walk, verify_files, write_files
 from csi_xloud.osutil.filesystem import can_grow_mounted_ext4
 
 pytestmark = pytest.mark.skipif(

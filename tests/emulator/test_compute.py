@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from csi_xloud.emulator.data import GIB
+from csi_xloud import GIB
 from csi_xloud.emulator.process import loop_devices_under
 from tests.emulator.helpers import Api
 

@@ -9,9 +9,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from csi_xloud import GIB
 from csi_xloud.demo.orchestrator import Orchestrator, PersistentVolume, mount_capability
-
-GIB = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,6 @@ from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.server import CsiServer
 
 T = TypeVar("T")
-GIB = 1 << 30
 MEMBER_CLOUD = "xloud-emulator"
 ADMIN_CLOUD = "xloud-emulator-admin"
 # Every request the emulator counts that changes something (stats keys are "METHOD /template").

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nodekit import Node, mounted_at, new_volume_id
 
+from csi_xloud import GIB
 from csi_xloud.demo.orchestrator import (
     KubeletPaths,
     NodeHandle,
@@ -12,8 +13,6 @@ from csi_xloud.demo.orchestrator import (
     block_capability,
     mount_capability,
 )
-
-GIB = 1 << 30
 
 
 async def test_a_volume_life_in_the_kubelet_call_order_and_paths(node: Node) -> None:

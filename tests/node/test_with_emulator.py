@@ -13,13 +13,11 @@ import grpc
 import pytest
 from nodekit import Host, build_service, mount_capability, publish_request, serve, stage_request
 
-from csi_xloud import TOPOLOGY_KEY
+from csi_xloud import GIB, TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.emulator.process import EmulatorProcess
 from csi_xloud.osutil.runner import CommandResult
 from tests.emulator.helpers import Api
-
-GIB = 1 << 30
 
 
 @pytest.fixture

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from csi_xloud import TOPOLOGY_KEY
+from csi_xloud import GIB, TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2
 from csi_xloud.rpc.errors import InvalidArgument, OutOfRange
 from csi_xloud.validation import (
-    GIB,
     FsType,
     MigrationPolicy,
     SnapshotKind,
