@@ -2,7 +2,7 @@
 
 ListVolumes' token is the Storage marker itself (the last volume id of the page before).
 ListSnapshots walks snapshots, then backups; its token says which and from which marker
-(controller_ids.SnapshotToken). A token the cloud does not know (its marker was deleted,
+(ids.SnapshotToken). A token the cloud does not know (its marker was deleted,
 or it was never ours) is answered ABORTED, and the CO lists again from the start.
 
 Snapshots and backups still `creating` are listed with ready_to_use=false: the Storage API

@@ -1,4 +1,4 @@
-"""The CSI Controller service: thin RPCs that validate, guard, call the controller_* helpers and respond.
+"""The CSI Controller service: thin RPCs that validate, guard, call the workers beside it and respond.
 
 Capabilities: everything the Storage and Compute APIs let us do for real. PUBLISH_READONLY is
 not advertised: Compute attaches volumes read-write, so a read-only ControllerPublishVolume is
@@ -322,7 +322,7 @@ def _new_volume(request: csi_pb2.CreateVolumeRequest) -> NewVolume:
 
 
 def _content_source(request: csi_pb2.CreateVolumeRequest) -> ContentSource | None:
-    """The requested source; a CSI snapshot id names a Storage snapshot or backup (see controller_ids)."""
+    """The requested source; a CSI snapshot id names a Storage snapshot or backup (see controller/ids.py)."""
     if not request.HasField("volume_content_source"):
         return None
     source = request.volume_content_source

@@ -1,7 +1,7 @@
 """CreateSnapshot, DeleteSnapshot and GetSnapshot's work on Storage snapshots and backups.
 
 Creation does not wait: the CO calls CreateSnapshot again until ready_to_use turns true, so
-an hour-long backup holds no call open. See controller_ids for how a CSI snapshot id names
+an hour-long backup holds no call open. See ids.py for how a CSI snapshot id names
 a snapshot or a backup.
 """
 

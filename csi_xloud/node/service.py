@@ -1,7 +1,7 @@
 """The CSI Node service: find the disk, format only a blank one, mount, publish, expand, report health.
 
 RPCs validate, take the per-volume guard, call the OS layer and answer. The OS layer's named
-errors pass through; the interceptor maps them to gRPC codes with errors.status_for.
+errors pass through; the interceptor maps them to gRPC codes with rpc/errors.py (status_for).
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""gRPC plumbing: the server, interceptors, the one error table, request ids, logs and metrics."""
+"""gRPC plumbing: the server, interceptors (request ids, logs, metrics), the one error table, log set-up."""
