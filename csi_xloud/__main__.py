@@ -231,6 +231,7 @@ def build_controller_service(
 def build_node_service(config: DriverConfig, metrics: Metrics | None = None) -> NodeService:
     """The node service with real collaborators (no I/O happens until the first call)."""
     from csi_xloud.node.service import NodeService, command_recorder  # the node never loads the cloud client
+    from csi_xloud.osutil.blocking import BlockingCalls
     from csi_xloud.osutil.devices import DeviceFinder
     from csi_xloud.osutil.filesystem import Filesystems
     from csi_xloud.osutil.metadata import MetadataReader
@@ -242,21 +243,23 @@ def build_node_service(config: DriverConfig, metrics: Metrics | None = None) -> 
     runner = Runner(observers=[command_recorder(metrics)] if metrics is not None else ())
     if metrics is not None:
         metrics.attach_limit.set(config.max_volumes_per_node)  # what NodeGetInfo tells kubelet
-    stats = Stats()
-    mounter = Mounter(runner)
+    blocking = BlockingCalls()  # one deadline and one record of stuck paths for every system call
+    stats = Stats(blocking=blocking)
+    mounter = Mounter(runner, blocking=blocking)
     filesystems = Filesystems(runner)
     return NodeService(
         runner=runner,
-        devices=DeviceFinder(runner, stats, SystemClock(), config.device_dir),
+        devices=DeviceFinder(runner, stats, SystemClock(), config.device_dir, blocking=blocking),
         filesystems=filesystems,
         mounter=mounter,
         stats=stats,
-        paths=PathGuard(config.kubelet_dir),
-        metadata=MetadataReader(filesystems, mounter, config.metadata_url),
+        paths=PathGuard(config.kubelet_dir, blocking),
+        metadata=MetadataReader(filesystems, mounter, config.metadata_url, blocking=blocking),
         inflight=InFlight(),
         node_id=config.node_id,
         availability_zone=config.availability_zone,
         max_volumes_per_node=config.max_volumes_per_node,
+        blocking=blocking,
     )
 
 

@@ -2,6 +2,8 @@
 
 RPCs validate, take the per-volume guard, call the OS layer and answer. The OS layer's named
 errors pass through; the interceptor maps them to gRPC codes with rpc/errors.py (status_for).
+Nothing here blocks the event loop: every system call that can hang on a sick disk or mount
+(stat, statvfs, the size ioctl, mountinfo, mkdir) runs in a thread with a deadline (BlockingCalls).
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from pathlib import Path
 from csi_xloud import DEVICE_PATH_KEY, GIB, SIZE_GIB_KEY, TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.inflight import InFlight
+from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.devices import DeviceFinder
-from csi_xloud.osutil.errors import DeviceHasData, MountConflict
+from csi_xloud.osutil.errors import DeviceHasData, MountConflict, NotResponding
 from csi_xloud.osutil.filesystem import FILESYSTEMS, Filesystems, FsKind, fs_kind
 from csi_xloud.osutil.metadata import InstanceMetadata, MetadataReader
 from csi_xloud.osutil.mounts import BROKEN_MOUNT_ERRNOS, MountEntry, Mounter, check_mount_options
 from csi_xloud.osutil.paths import PathGuard
 from csi_xloud.osutil.runner import CommandObserver, CommandResult, Runner
-from csi_xloud.osutil.stats import Stats, block_rdev
+from csi_xloud.osutil.stats import Stats
 from csi_xloud.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.types import Context
@@ -83,6 +86,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         availability_zone: str | None,
         max_volumes_per_node: int,
         timeouts: NodeTimeouts = NodeTimeouts(),
+        blocking: BlockingCalls | None = None,
     ) -> None:
         self._runner = runner
         self._devices = devices
@@ -97,6 +101,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self._max_volumes = max_volumes_per_node
         self._timeouts = timeouts
         self._instance: InstanceMetadata | None = None
+        self._blocking = blocking or BlockingCalls()
 
     async def readiness(self) -> str | None:
         """None when every tool the node runs is installed, else which are missing."""
@@ -109,7 +114,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeStageVolumeRequest, context: Context
     ) -> csi_pb2.NodeStageVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
-        staging = self._path(request.staging_target_path, "staging_target_path")
+        staging = await self._path(request.staging_target_path, "staging_target_path")
         access = _access(request, "volume_capability")
         min_bytes = _attached_size_bytes(request.publish_context)
         with self._inflight.guard(("volume", volume_id)):
@@ -124,15 +129,15 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     async def _stage_filesystem(
         self, device: Path, staging: Path, fs: FsKind, flags: tuple[str, ...]
     ) -> None:
-        staged = self._mounter.find(staging)
+        staged = await self._mounter.find(staging)
         if staged is not None:
             # Spec: staged already with the same arguments -> 0 OK; incompatible -> ALREADY_EXISTS.
             # Growing a staged volume is NodeExpandVolume's work, so a repeat never fails on it.
-            _check_staged(staged, device, fs, staging)
+            _check_staged(staged, await self._stats.rdev(device), device, fs, staging)
             return
-        _make_target(staging, file=False)
+        await self._blocking.call(staging, _make_target, staging, False)
         formatted = await self._ensure_filesystem(device, fs)
-        writable = not self._stats.device_read_only(device)
+        writable = not await self._stats.device_read_only(device)
         if not formatted and writable and fs.grow_unmounted:
             await self._grow_unmounted_if_smaller(fs, device)
         options = [*fs.mount_options, *flags, *([] if writable else ["ro"])]
@@ -144,7 +149,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         """Format a blank device (True); accept the asked filesystem (False); refuse anything else."""
         signature = await self._fs.probe(device)
         if signature.blank:
-            if self._stats.device_read_only(device):
+            if await self._stats.device_read_only(device):
                 raise FailedPrecondition(
                     f"{device} is blank but attached read-only, so it cannot be formatted"
                 )
@@ -159,8 +164,8 @@ class NodeService(csi_pb2_grpc.NodeServicer):
 
     async def _grow_if_smaller(self, fs: FsKind, device: Path, mount: Path) -> int:
         """Grow the mounted filesystem when its device is larger (expanded, or restored from a snapshot)."""
-        device_bytes = self._stats.device_size_bytes(device)
-        if self._stats.device_read_only(device):
+        device_bytes = await self._stats.device_size_bytes(device)
+        if await self._stats.device_read_only(device):
             return device_bytes
         if await self._fs.size_bytes(fs, device, mount) < device_bytes:
             await self._fs.grow(fs, device, mount)
@@ -168,14 +173,14 @@ class NodeService(csi_pb2_grpc.NodeServicer):
 
     async def _grow_unmounted_if_smaller(self, fs: FsKind, device: Path) -> None:
         """Before the first mount, grow a filesystem restored from a smaller snapshot (needs no privilege)."""
-        if await self._fs.size_bytes(fs, device, None) < self._stats.device_size_bytes(device):
+        if await self._fs.size_bytes(fs, device, None) < await self._stats.device_size_bytes(device):
             await self._fs.grow_unmounted(fs, device)
 
     async def NodeUnstageVolume(
         self, request: csi_pb2.NodeUnstageVolumeRequest, context: Context
     ) -> csi_pb2.NodeUnstageVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
-        staging = self._path(request.staging_target_path, "staging_target_path")
+        staging = await self._path(request.staging_target_path, "staging_target_path")
         with self._inflight.guard(("volume", volume_id)):
             # Spec: not staged (or its device already gone) -> 0 OK; unmount needs no device.
             await self._mounter.unmount(staging)
@@ -187,32 +192,32 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodePublishVolumeRequest, context: Context
     ) -> csi_pb2.NodePublishVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
-        staging = self._path(request.staging_target_path, "staging_target_path")
-        target = self._path(request.target_path, "target_path")
+        staging = await self._path(request.staging_target_path, "staging_target_path")
+        target = await self._path(request.target_path, "target_path")
         access = _access(request, "volume_capability")
         read_only = request.readonly or access.read_only
         with self._inflight.guard(("volume", volume_id)):
             if access.block:
                 source = await self._device(volume_id, request.publish_context, 0)
-            elif self._mounter.find(staging) is None:
+            elif await self._mounter.find(staging) is None:
                 raise FailedPrecondition(
                     f"staging_target_path {staging} is not staged; NodeStageVolume must come first"
                 )
             else:
                 source = staging
-            published = self._mounter.find(target)
+            published = await self._mounter.find(target)
             if published is not None:
                 # Spec: published already and compatible -> 0 OK; incompatible -> ALREADY_EXISTS.
-                self._check_published(published, source, read_only, target)
+                await self._check_published(published, source, read_only, target)
                 return csi_pb2.NodePublishVolumeResponse()
-            _make_target(target, file=access.block)
+            await self._blocking.call(target, _make_target, target, access.block)
             # A read-only bind of a device node stops nothing but path writes: the kernel checks the
             # mount only for files. The kubelet grants the container read-only device access ("r").
             await self._mounter.bind(source, target, read_only)
         return csi_pb2.NodePublishVolumeResponse()
 
-    def _check_published(self, entry: MountEntry, source: Path, read_only: bool, target: Path) -> None:
-        if (entry.device_number, entry.root) != self._mounter.bind_identity(source):
+    async def _check_published(self, entry: MountEntry, source: Path, read_only: bool, target: Path) -> None:
+        if (entry.device_number, entry.root) != await self._mounter.bind_identity(source):
             raise MountConflict(
                 f"target_path {target} already has {entry.source}{entry.root} mounted, not {source}"
             )
@@ -226,11 +231,11 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeUnpublishVolumeRequest, context: Context
     ) -> csi_pb2.NodeUnpublishVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
-        target = self._path(request.target_path, "target_path")
+        target = await self._path(request.target_path, "target_path")
         with self._inflight.guard(("volume", volume_id)):
             await self._mounter.unmount(target)
             # Spec: the SP removes what it created at target_path; absent -> 0 OK.
-            _remove_target(target)
+            await self._blocking.call(target, _remove_target, target)
         return csi_pb2.NodeUnpublishVolumeResponse()
 
     # --- NodeGetVolumeStats -----------------------------------------------------------------
@@ -239,32 +244,41 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeGetVolumeStatsRequest, context: Context
     ) -> csi_pb2.NodeGetVolumeStatsResponse:
         require(request.volume_id, "volume_id")
-        path = self._path(request.volume_path, "volume_path")
+        try:
+            return await self._volume_stats(request)
+        except NotResponding as exc:
+            # A mount or disk that hangs is the volume's condition to report, not a failed call.
+            return _stats_response([], str(exc))
+
+    async def _volume_stats(
+        self, request: csi_pb2.NodeGetVolumeStatsRequest
+    ) -> csi_pb2.NodeGetVolumeStatsResponse:
+        path = await self._path(request.volume_path, "volume_path")
         if request.staging_target_path:
-            self._path(request.staging_target_path, "staging_target_path")
-        _require_existing(path, "volume_path")
-        entry = self._mounter.find(path)
+            await self._path(request.staging_target_path, "staging_target_path")
+        await self._blocking.call(path, _require_existing, path, "volume_path")
+        entry = await self._mounter.find(path)
         if entry is None:
             return _stats_response([], f"volume_path {path} is not mounted")
         try:
-            mode = os.stat(path).st_mode
+            mode = (await self._blocking.call(path, os.stat, path)).st_mode
         except OSError as exc:
             if exc.errno not in BROKEN_MOUNT_ERRNOS:
                 raise
             return _stats_response([], f"volume_path {path} is a broken mount: {os.strerror(exc.errno)}")
         if stat.S_ISBLK(mode):
-            return self._block_stats(path)
-        return self._fs_stats(path, entry)
+            return await self._block_stats(path)
+        return await self._fs_stats(path, entry)
 
-    def _block_stats(self, path: Path) -> csi_pb2.NodeGetVolumeStatsResponse:
-        if self._stats.block_dir(path) is None:
+    async def _block_stats(self, path: Path) -> csi_pb2.NodeGetVolumeStatsResponse:
+        if await self._stats.block_dir(path) is None:
             return _stats_response([], f"the device bound at {path} is gone")
-        usage = [_Usage(unit=_Usage.BYTES, total=self._stats.device_size_bytes(path))]
+        usage = [_Usage(unit=_Usage.BYTES, total=await self._stats.device_size_bytes(path))]
         return _stats_response(usage, None)
 
-    def _fs_stats(self, path: Path, entry: MountEntry) -> csi_pb2.NodeGetVolumeStatsResponse:
+    async def _fs_stats(self, path: Path, entry: MountEntry) -> csi_pb2.NodeGetVolumeStatsResponse:
         try:
-            fs = self._stats.fs_usage(path)
+            fs = await self._stats.fs_usage(path)
         except OSError as exc:
             return _stats_response([], f"cannot read filesystem usage at {path}: {exc.strerror}")
         usage = [
@@ -273,16 +287,16 @@ class NodeService(csi_pb2_grpc.NodeServicer):
                 unit=_Usage.INODES, total=fs.total_inodes, used=fs.used_inodes, available=fs.available_inodes
             ),
         ]
-        return _stats_response(usage, self._fs_problem(entry))
+        return _stats_response(usage, await self._fs_problem(entry))
 
-    def _fs_problem(self, entry: MountEntry) -> str | None:
+    async def _fs_problem(self, entry: MountEntry) -> str | None:
         """What is wrong with a mounted filesystem: its device gone, or it turned read-only on its own."""
         device = Path(entry.source)
         if not device.is_absolute():
             return None
-        if not device.exists():
+        if not await self._blocking.call(device, device.exists):
             return f"device {device} of the filesystem is gone"
-        if entry.super_read_only and not self._stats.device_read_only(device):
+        if entry.super_read_only and not await self._stats.device_read_only(device):
             # Our read-only publishes are read-only binds; a read-only superblock on a writable
             # device means the kernel stopped writes (errors=remount-ro) or someone remounted it.
             return f"filesystem on {device} is read-only although its device is writable"
@@ -294,13 +308,15 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeExpandVolumeRequest, context: Context
     ) -> csi_pb2.NodeExpandVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
-        path = self._path(request.volume_path, "volume_path")
+        path = await self._path(request.volume_path, "volume_path")
         if request.staging_target_path:
-            self._path(request.staging_target_path, "staging_target_path")
+            await self._path(request.staging_target_path, "staging_target_path")
         required = _required_bytes(request.capacity_range)
         with self._inflight.guard(("volume", volume_id)):
-            _require_existing(path, "volume_path")
-            if request.volume_capability.HasField("block") or _is_block_device(path):
+            await self._blocking.call(path, _require_existing, path, "volume_path")
+            if request.volume_capability.HasField("block") or await self._blocking.call(
+                path, _is_block_device, path
+            ):
                 # A raw block volume has nothing to grow on the node: report the device's size.
                 size = await self._devices.wait_for_size(path, required, self._timeouts.expand_size_seconds)
                 return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=size)
@@ -308,14 +324,14 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=size)
 
     async def _expand_filesystem(self, volume_id: str, path: Path, required: int) -> int:
-        entry = self._mounter.find(path)
+        entry = await self._mounter.find(path)
         if entry is None:
             raise NotFound(f"volume_path {path} is not a mounted volume")
         if entry.fs_type not in FILESYSTEMS:
             raise FailedPrecondition(f"volume_path {path} holds {entry.fs_type}, which cannot be grown here")
         # The volume is mounted, so its disk is here: by its by-id name, else as the mount's source.
-        device = self._devices.lookup(volume_id) or Path(entry.source)
-        if block_rdev(device) != entry.device_number:
+        device = await self._devices.lookup(volume_id) or Path(entry.source)
+        if await self._stats.rdev(device) != entry.device_number:
             raise FailedPrecondition(
                 f"volume_path {path} is not mounted from {device}, the disk of volume {volume_id}"
             )
@@ -355,13 +371,13 @@ class NodeService(csi_pb2_grpc.NodeServicer):
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _path(self, raw: str, field: str) -> Path:
-        return self._paths.check(require_path(raw, field), field)
+    async def _path(self, raw: str, field: str) -> Path:
+        return await self._paths.check(require_path(raw, field), field)
 
     async def _device(self, volume_id: str, publish_context: Mapping[str, str], min_bytes: int) -> Path:
         """The volume's block device, found by id first; Nova's device_path guess only as a last resort."""
         hint = publish_context.get(DEVICE_PATH_KEY)
-        if hint and not os.path.isabs(hint):
+        if hint and not hint.startswith("/"):
             raise InvalidArgument(
                 f"publish_context[{DEVICE_PATH_KEY}] must be an absolute path, got {hint!r}"
             )
@@ -418,8 +434,8 @@ def _required_bytes(capacity: csi_pb2.CapacityRange) -> int:
     return capacity.required_bytes
 
 
-def _check_staged(entry: MountEntry, device: Path, fs: FsKind, staging: Path) -> None:
-    if entry.device_number != block_rdev(device):
+def _check_staged(entry: MountEntry, device_number: int, device: Path, fs: FsKind, staging: Path) -> None:
+    if entry.device_number != device_number:
         raise MountConflict(f"staging_target_path {staging} already has {entry.source} mounted, not {device}")
     if entry.fs_type != fs.name:
         raise MountConflict(
@@ -428,7 +444,7 @@ def _check_staged(entry: MountEntry, device: Path, fs: FsKind, staging: Path) ->
         )
 
 
-def _make_target(target: Path, *, file: bool) -> None:
+def _make_target(target: Path, file: bool) -> None:
     """A folder for a filesystem, an empty file for a block device; the kubelet made the parent."""
     if file:
         if target.is_dir():

@@ -60,7 +60,7 @@ class NodeDoctor:
         findings.append(self._disk_driver())
         findings.append(await self._instance())
         findings.append(self._device_dir())
-        findings.append(self._kubelet_dir())
+        findings.append(await self._kubelet_dir())
         findings.append(self._volume_limit())
         return findings
 
@@ -149,7 +149,7 @@ class NodeDoctor:
         disks = self._virtio_disks()
         return ok("device dir", f"{folder} ({len(disks)} virtio disks)")
 
-    def _kubelet_dir(self) -> Finding:
+    async def _kubelet_dir(self) -> Finding:
         folder = self._target.kubelet_dir
         if not folder.is_dir():
             return fail("kubelet dir", f"{folder} does not exist", "set --kubelet-dir (chart value "
@@ -157,7 +157,7 @@ class NodeDoctor:
         if not os.access(folder, os.W_OK):
             return fail("kubelet dir", f"{folder} is not writable", "run the node plugin as root")
         try:
-            holder = self._mounter.containing(folder)
+            holder = await self._mounter.containing(folder)
         except (OsUtilError, OSError) as exc:
             return warn("kubelet dir", f"cannot read the mount table: {exc}", "run it in the node plugin")
         if not holder.shared:

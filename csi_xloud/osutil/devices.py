@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csi_xloud.clock import Clock
+from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.errors import DeviceNotFound, DeviceTooSmall, PathNotAllowed
 from csi_xloud.osutil.runner import Runner
 from csi_xloud.osutil.stats import Stats, block_rdev
@@ -61,6 +62,7 @@ class DeviceFinder:
         wait: WaitPolicy = WaitPolicy(),
         sysfs_root: Path = Path("/sys"),
         udev_control: Path = Path("/run/udev/control"),
+        blocking: BlockingCalls | None = None,
     ) -> None:
         self._runner = runner
         self._stats = stats
@@ -69,9 +71,13 @@ class DeviceFinder:
         self._wait = wait
         self._sysfs = sysfs_root
         self._udev_control = udev_control
+        self._blocking = blocking or BlockingCalls()
 
-    def lookup(self, volume_id: str) -> Path | None:
+    async def lookup(self, volume_id: str) -> Path | None:
         """One look: the resolved block device behind the first by-id name that exists, else None."""
+        return await self._blocking.call(self._device_dir, self._lookup_now, volume_id)
+
+    def _lookup_now(self, volume_id: str) -> Path | None:
         for name in candidate_names(volume_id):
             link = self._device_dir / name
             if not os.path.lexists(link):
@@ -90,19 +96,21 @@ class DeviceFinder:
         delay = self._wait.first_delay_seconds
         deadline = self._clock.monotonic() + self._wait.timeout_seconds
         while True:
-            device = self.lookup(volume_id)
+            device = await self.lookup(volume_id)
             if device is not None:
                 return device
-            if hint is not None and self._hint_serial_matches(volume_id, hint):
-                return _resolved(hint)
+            if hint is not None and await self._blocking.call(
+                hint, self._hint_serial_matches, volume_id, hint
+            ):
+                return await self._blocking.call(hint, _resolved, hint)
             if self._clock.monotonic() >= deadline:
                 break
             await self.rescan()
             await self._clock.sleep(delay)
             delay = min(delay * self._wait.factor, self._wait.max_delay_seconds)
-        if hint is not None and self._hint_usable(volume_id, hint):
+        if hint is not None and await self._blocking.call(hint, self._hint_usable, volume_id, hint):
             log.warning("no by-id name for volume %s appeared; using the attach hint %s", volume_id, hint)
-            return _resolved(hint)
+            return await self._blocking.call(hint, _resolved, hint)
         raise DeviceNotFound(
             f"no device for volume {volume_id} in {self._device_dir} after {self._wait.timeout_seconds:g}s "
             f"(looked for {', '.join(candidate_names(volume_id))})"
@@ -110,9 +118,7 @@ class DeviceFinder:
 
     async def rescan(self) -> None:
         """Ask SCSI hosts to rescan and, where udevd runs, replay block events and let them settle."""
-        for scan in sorted((self._sysfs / "class" / "scsi_host").glob("host*/scan")):
-            with contextlib.suppress(OSError):
-                scan.write_text("- - -")
+        await self._blocking.call(self._sysfs, self._scan_scsi_hosts)
         if self._runner.which("udevadm") is None or not self._udev_control.exists():
             return
         await self._runner.run(
@@ -124,12 +130,17 @@ class DeviceFinder:
             ok_codes=(0, 1),
         )
 
+    def _scan_scsi_hosts(self) -> None:
+        for scan in sorted((self._sysfs / "class" / "scsi_host").glob("host*/scan")):
+            with contextlib.suppress(OSError):
+                scan.write_text("- - -")
+
     async def wait_for_size(self, device: Path, min_bytes: int, timeout_seconds: float) -> int:
         """Wait (asking the device to rescan its capacity) until it holds min_bytes; returns its size."""
         delay = self._wait.first_delay_seconds
         deadline = self._clock.monotonic() + timeout_seconds
         while True:
-            size = self._stats.device_size_bytes(device)
+            size = await self._stats.device_size_bytes(device)
             if size >= min_bytes:
                 return size
             if self._clock.monotonic() >= deadline:
@@ -137,13 +148,13 @@ class DeviceFinder:
                     f"{device} holds {size} bytes, fewer than the {min_bytes} bytes expected "
                     f"(waited {timeout_seconds:g}s for it to grow)"
                 )
-            self._rescan_capacity(device)
+            await self._blocking.call(device, self._rescan_capacity, device)
             await self._clock.sleep(delay)
             delay = min(delay * self._wait.factor, self._wait.max_delay_seconds)
 
     def _rescan_capacity(self, device: Path) -> None:
         """SCSI disks learn a new capacity only when asked; virtio and loop devices update by themselves."""
-        folder = self._stats.block_dir(device)
+        folder = self._stats.block_dir_now(device)
         if folder is not None:
             with contextlib.suppress(OSError):
                 (folder / "device" / "rescan").write_text("1")
@@ -179,7 +190,7 @@ class DeviceFinder:
             return []
 
     def _serial(self, device: Path) -> str | None:
-        folder = self._stats.block_dir(device)
+        folder = self._stats.block_dir_now(device)
         if folder is None:
             return None
         try:

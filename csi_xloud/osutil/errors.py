@@ -21,6 +21,10 @@ class CommandTimeout(OsUtilError):
     """A command did not finish in time and was killed."""
 
 
+class NotResponding(OsUtilError):
+    """A system call on a path did not return in time: a hung disk, or a dead NFS server or FUSE daemon."""
+
+
 class DeviceNotFound(OsUtilError):
     """No block device for the volume appeared in time."""
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.errors import MetadataUnavailable, OsUtilError
 from csi_xloud.osutil.filesystem import Filesystems
 from csi_xloud.osutil.mounts import Mounter
@@ -50,6 +51,7 @@ class MetadataReader:
         label: str = CONFIG_DRIVE_LABEL,
         http_timeout_seconds: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        blocking: BlockingCalls | None = None,
     ) -> None:
         self._filesystems = filesystems
         self._mounter = mounter
@@ -57,6 +59,7 @@ class MetadataReader:
         self._label = label
         self._timeout = http_timeout_seconds
         self._transport = transport
+        self._blocking = blocking or BlockingCalls()
 
     async def read(self) -> InstanceMetadata:
         """The config drive's answer when there is a readable one, else the metadata service's."""
@@ -80,7 +83,7 @@ class MetadataReader:
         try:
             await self._mounter.mount(device, folder, signature.type, ["ro"])
             try:
-                text = (folder / META_DATA_PATH).read_text()
+                text = await self._blocking.call(device, (folder / META_DATA_PATH).read_text)
             finally:
                 await self._mounter.unmount(folder)
         finally:

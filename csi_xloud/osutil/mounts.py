@@ -8,8 +8,9 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.errors import BadMountOption, CommandFailed, OsUtilError
 from csi_xloud.osutil.runner import Runner
 
@@ -125,28 +126,35 @@ def is_broken(path: Path) -> bool:
 class Mounter:
     """Mounts and unmounts with mount(8)/umount(8); reads the table from mountinfo, never from mount(8)."""
 
-    def __init__(self, runner: Runner, mountinfo: Path = Path("/proc/self/mountinfo")) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        mountinfo: Path = Path("/proc/self/mountinfo"),
+        blocking: BlockingCalls | None = None,
+    ) -> None:
         self._runner = runner
         self._mountinfo = mountinfo
+        self._blocking = blocking or BlockingCalls()
 
-    def entries(self) -> list[MountEntry]:
-        return parse_mountinfo(self._mountinfo.read_text())
+    async def entries(self) -> list[MountEntry]:
+        """The mount table; read in a thread, as a long table (or a busy kernel) takes its time."""
+        return parse_mountinfo(await self._blocking.call(self._mountinfo, self._mountinfo.read_text))
 
-    def find(self, path: Path) -> MountEntry | None:
+    async def find(self, path: Path) -> MountEntry | None:
         """The top mount at exactly this path (the last one mounted over it), or None."""
         found = None
-        for entry in self.entries():
+        for entry in await self.entries():
             if entry.mount_point == path:
                 found = entry
         return found
 
-    def is_mounted(self, path: Path) -> bool:
-        return self.find(path) is not None
+    async def is_mounted(self, path: Path) -> bool:
+        return await self.find(path) is not None
 
-    def containing(self, path: Path) -> MountEntry:
+    async def containing(self, path: Path) -> MountEntry:
         """The mount whose filesystem holds the path (the longest mount point above it)."""
         best: MountEntry | None = None
-        for entry in self.entries():
+        for entry in await self.entries():
             if path.is_relative_to(entry.mount_point) and (
                 best is None or len(entry.mount_point.parts) >= len(best.mount_point.parts)
             ):
@@ -155,12 +163,11 @@ class Mounter:
             raise OsUtilError(f"no mount holds {path}")
         return best
 
-    def bind_identity(self, path: Path) -> tuple[int, str]:
+    async def bind_identity(self, path: Path) -> tuple[int, str]:
         """(device number, folder within that filesystem) that a bind mount of the path shows in mountinfo."""
-        holder = self.containing(path)
+        holder = await self.containing(path)
         inside = path.relative_to(holder.mount_point)
-        root = os.path.normpath(os.path.join(holder.root, inside))
-        return holder.device_number, root
+        return holder.device_number, str(PurePosixPath(holder.root, inside))
 
     async def mount(self, source: Path, target: Path, fs_type: str, options: Sequence[str] = ()) -> None:
         log.info("mounting %s (%s) at %s with %s", source, fs_type, target, ",".join(options) or "defaults")
@@ -186,7 +193,7 @@ class Mounter:
         """Unmount every mount stacked on target; broken mounts are detached lazily. False: none was there."""
         unmounted = False
         for _ in range(_MAX_STACKED_UNMOUNTS):
-            if self.find(target) is None:
+            if await self.find(target) is None:
                 return unmounted
             await self._unmount_once(target)
             unmounted = True
@@ -197,7 +204,7 @@ class Mounter:
         try:
             await self._runner.run(["umount", "--", str(target)])
         except CommandFailed:
-            if not is_broken(target):
+            if not await self._blocking.call(target, is_broken, target):
                 raise
             log.warning("%s is a broken mount; detaching it lazily", target)
             await self._runner.run(["umount", "--lazy", "--force", "--", str(target)])

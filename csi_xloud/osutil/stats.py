@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.errors import DeviceNotFound
 
 SECTOR_BYTES = 512  # /sys/class/block/*/size counts 512-byte sectors whatever the device's block size
@@ -29,28 +30,39 @@ class FsUsage:
 
 
 class Stats:
-    """Reads usage and sizes; sysfs_root is injectable for tests of odd devices."""
+    """Reads usage and sizes in threads, so a stuck disk hangs its own call only; sysfs_root is for tests."""
 
-    def __init__(self, sysfs_root: Path = Path("/sys")) -> None:
+    def __init__(self, sysfs_root: Path = Path("/sys"), blocking: BlockingCalls | None = None) -> None:
         self._sysfs = sysfs_root
+        self._blocking = blocking or BlockingCalls()
 
-    def fs_usage(self, path: Path) -> FsUsage:
+    async def fs_usage(self, path: Path) -> FsUsage:
         """statvfs of a mounted path; raises OSError as the kernel answers (ENOENT, ENOTCONN, EIO...)."""
-        vfs = os.statvfs(path)
-        total = vfs.f_blocks * vfs.f_frsize
-        free = vfs.f_bfree * vfs.f_frsize
-        return FsUsage(
-            total_bytes=total,
-            used_bytes=total - free,
-            available_bytes=vfs.f_bavail * vfs.f_frsize,
-            total_inodes=vfs.f_files,
-            used_inodes=vfs.f_files - vfs.f_ffree,
-            available_inodes=vfs.f_favail,
-            read_only=bool(vfs.f_flag & os.ST_RDONLY),
-        )
+        return await self._blocking.call(path, _fs_usage, path)
 
-    def device_size_bytes(self, device: Path) -> int:
+    async def device_size_bytes(self, device: Path) -> int:
         """The size of a block device, from sysfs when it knows the device, else BLKGETSIZE64."""
+        return await self._blocking.call(device, self._device_size_bytes, device)
+
+    async def device_read_only(self, device: Path) -> bool:
+        """Whether the kernel marks the block device read-only (a read-only attachment)."""
+        return await self._blocking.call(device, self._sysfs_attribute, device, "ro") == "1"
+
+    async def block_dir(self, device: Path) -> Path | None:
+        """/sys/dev/block/MAJ:MIN for a block device node, or None when sysfs does not list it."""
+        return await self._blocking.call(device, self.block_dir_now, device)
+
+    async def rdev(self, device: Path) -> int:
+        """The device number of a block device node (see block_rdev)."""
+        return await self._blocking.call(device, block_rdev, device)
+
+    def block_dir_now(self, device: Path) -> Path | None:
+        """block_dir for code already running off the loop."""
+        rdev = block_rdev(device)
+        path = self._sysfs / "dev" / "block" / f"{os.major(rdev)}:{os.minor(rdev)}"
+        return path if path.exists() else None
+
+    def _device_size_bytes(self, device: Path) -> int:
         sectors = self._sysfs_attribute(device, "size")
         if sectors is not None:
             return int(sectors) * SECTOR_BYTES
@@ -62,24 +74,29 @@ class Stats:
         size: int = struct.unpack("Q", raw)[0]
         return size
 
-    def device_read_only(self, device: Path) -> bool:
-        """Whether the kernel marks the block device read-only (a read-only attachment)."""
-        return self._sysfs_attribute(device, "ro") == "1"
-
-    def block_dir(self, device: Path) -> Path | None:
-        """/sys/dev/block/MAJ:MIN for a block device node, or None when sysfs does not list it."""
-        rdev = block_rdev(device)
-        path = self._sysfs / "dev" / "block" / f"{os.major(rdev)}:{os.minor(rdev)}"
-        return path if path.exists() else None
-
     def _sysfs_attribute(self, device: Path, name: str) -> str | None:
-        folder = self.block_dir(device)
+        folder = self.block_dir_now(device)
         if folder is None:
             return None
         try:
             return (folder / name).read_text().strip()
         except FileNotFoundError:
             return None
+
+
+def _fs_usage(path: Path) -> FsUsage:
+    vfs = os.statvfs(path)
+    total = vfs.f_blocks * vfs.f_frsize
+    free = vfs.f_bfree * vfs.f_frsize
+    return FsUsage(
+        total_bytes=total,
+        used_bytes=total - free,
+        available_bytes=vfs.f_bavail * vfs.f_frsize,
+        total_inodes=vfs.f_files,
+        used_inodes=vfs.f_files - vfs.f_ffree,
+        available_inodes=vfs.f_favail,
+        read_only=bool(vfs.f_flag & os.ST_RDONLY),
+    )
 
 
 def block_rdev(device: Path) -> int:

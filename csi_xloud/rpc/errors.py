@@ -84,6 +84,7 @@ ERROR_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (osu.DeviceNotFound, grpc.StatusCode.NOT_FOUND),
     (osu.DeviceTooSmall, grpc.StatusCode.FAILED_PRECONDITION),
     (osu.CommandTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (osu.NotResponding, grpc.StatusCode.DEADLINE_EXCEEDED),
     (osu.MetadataUnavailable, grpc.StatusCode.UNAVAILABLE),
     (osu.OsUtilError, grpc.StatusCode.INTERNAL),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),

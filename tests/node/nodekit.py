@@ -19,6 +19,7 @@ from csi_xloud.clock import SystemClock
 from csi_xloud.config import Endpoint
 from csi_xloud.inflight import InFlight
 from csi_xloud.node.service import NodeService, NodeTimeouts
+from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.devices import DeviceFinder, WaitPolicy
 from csi_xloud.osutil.filesystem import Filesystems
 from csi_xloud.osutil.metadata import MetadataReader
@@ -172,25 +173,30 @@ def build_service(
     device_wait_seconds: float = 1.0,
     runner: Runner | None = None,
     device_dir: Path | None = None,
+    blocking: BlockingCalls | None = None,
 ) -> NodeService:
     runner = runner or Runner(observers=[commands.append])
-    stats = Stats()
-    mounter = Mounter(runner)
+    blocking = blocking or BlockingCalls()
+    stats = Stats(blocking=blocking)
+    mounter = Mounter(runner, blocking=blocking)
     filesystems = Filesystems(runner)
     wait = WaitPolicy(timeout_seconds=device_wait_seconds, first_delay_seconds=0.05, max_delay_seconds=0.2)
     return NodeService(
         runner=runner,
-        devices=DeviceFinder(runner, stats, SystemClock(), device_dir or host.device_dir, wait=wait),
+        devices=DeviceFinder(
+            runner, stats, SystemClock(), device_dir or host.device_dir, wait=wait, blocking=blocking
+        ),
         filesystems=filesystems,
         mounter=mounter,
         stats=stats,
-        paths=PathGuard(host.kubelet),
-        metadata=MetadataReader(filesystems, mounter, metadata_url, label=config_drive_label),
+        paths=PathGuard(host.kubelet, blocking),
+        metadata=MetadataReader(filesystems, mounter, metadata_url, label=config_drive_label, blocking=blocking),
         inflight=InFlight(),
         node_id=node_id,
         availability_zone=zone,
         max_volumes_per_node=25,
         timeouts=NodeTimeouts(stage_size_seconds=0.3, expand_size_seconds=1.0),
+        blocking=blocking,
     )
 
 

@@ -231,17 +231,17 @@ def test_kubelets_selinux_context_option_is_accepted_whole() -> None:
             check_mount_options([bad])
 
 
-def test_path_guard_resolves_symlinks_before_judging(tmp_path: Path) -> None:
+async def test_path_guard_resolves_symlinks_before_judging(tmp_path: Path) -> None:
     root = tmp_path / "kubelet"
     (root / "pods").mkdir(parents=True)
     (root / "out").symlink_to(tmp_path)
     (root / "in").symlink_to(root / "pods")
     guard = PathGuard(root)
-    assert guard.check(str(root / "pods/a/mount"), "target_path") == root / "pods/a/mount"
-    assert guard.check(str(root / "in/b"), "target_path") == root / "pods/b"
+    assert await guard.check(str(root / "pods/a/mount"), "target_path") == root / "pods/a/mount"
+    assert await guard.check(str(root / "in/b"), "target_path") == root / "pods/b"
     for bad in (str(root / "out/x"), str(root / "../x"), "pods/x", str(root), "/etc", f"{root}/a\x00b"):
         with pytest.raises(PathNotAllowed) as refused:
-            guard.check(bad, "target_path")
+            await guard.check(bad, "target_path")
         assert "target_path" in str(refused.value)
 
 
