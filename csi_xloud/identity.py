@@ -28,6 +28,7 @@ class IdentityService(csi_pb2_grpc.IdentityServicer):
     def __init__(self, *, controller: bool, checks: Sequence[ReadinessCheck] = ()) -> None:
         self._controller = controller
         self._checks = tuple(checks)
+        self._last_reasons: str | None = ""  # "" before the first Probe; None while ready
 
     async def GetPluginInfo(
         self, request: csi_pb2.GetPluginInfoRequest, context: Context
@@ -55,10 +56,19 @@ class IdentityService(csi_pb2_grpc.IdentityServicer):
             # Spec: a plugin still getting ready answers OK with ready=false. The response has no
             # field for why, so the reasons go to the log and to trailing metadata.
             text = "; ".join(reasons)
-            log.warning("probe: not ready: %s", text)
+            self._log_readiness(text)
             context.set_trailing_metadata(((NOT_READY_METADATA_KEY, text[:1024]),))
             return csi_pb2.ProbeResponse(ready=BoolValue(value=False))
+        self._log_readiness(None)
         return csi_pb2.ProbeResponse(ready=BoolValue(value=True))
+
+    def _log_readiness(self, reasons: str | None) -> None:
+        """A change of readiness at WARNING (not ready) or INFO (ready); the same answer again at DEBUG."""
+        changed, self._last_reasons = reasons != self._last_reasons, reasons
+        if reasons is None:
+            log.log(logging.INFO if changed else logging.DEBUG, "probe: ready")
+        else:
+            log.log(logging.WARNING if changed else logging.DEBUG, "probe: not ready: %s", reasons)
 
     async def not_ready_reasons(self) -> list[str]:
         """Run every check at once; a check that raises or hangs counts as not ready."""

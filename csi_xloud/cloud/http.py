@@ -241,7 +241,7 @@ class ServiceHttp:
         self._metrics.cloud_requests.labels(self.service, method, status).inc()
         self._metrics.cloud_seconds.labels(self.service, method).observe(elapsed)
         self._metrics.cloud_operation_seconds.labels(self.service, operation, status).observe(elapsed)
-        log.info("cloud %s %s %s -> %s in %.0f ms (cloud request %s)", self.service, method,
+        log.debug("cloud %s %s %s -> %s in %.0f ms (cloud request %s)", self.service, method,
                  httpx.URL(url).path, status, elapsed * 1000, cloud_id or "-")
 
     async def _wait_retry_after(self, answer: Answer) -> None:

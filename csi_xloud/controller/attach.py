@@ -135,7 +135,7 @@ class Attacher:
             if state is NodeState.GONE:
                 volume = await self._stale.remove(volume, other)
             elif state is NodeState.STOPPED:
-                log.info("volume %s is attached to stopped node %s; detaching it first", volume.id, other)
+                log.warning("volume %s is attached to stopped node %s; detaching it first", volume.id, other)
                 if await self._detach(volume, other):
                     await self._wait_detached(volume.id, frozenset([other]))
                 volume = await fetch_volume(self._storage, volume.id)
@@ -165,7 +165,7 @@ class Attacher:
                 )
         await self._compute.attach_volume(server.id, volume.id)
         self._count(server.id, len(attached) + 1)
-        log.info("attaching volume %s to node %s", volume.id, server.id)
+        log.debug("attaching volume %s to node %s", volume.id, server.id)
         return True
 
     def _count(self, node_id: str, attached: int) -> None:
@@ -219,7 +219,7 @@ class Attacher:
         except cloud.Conflict as exc:
             waiting = await self._detach_refused(volume.id, node_id, exc)
         else:
-            log.info("detaching volume %s from node %s", volume.id, node_id)
+            log.debug("detaching volume %s from node %s", volume.id, node_id)
             self._detaching_since.pop((volume.id, node_id), None)  # a new detach: its bound starts now
             return True
         if not waiting:

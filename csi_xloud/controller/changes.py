@@ -52,7 +52,7 @@ class VolumeChanges:
             )
         except cloud.NotFound:
             return
-        log.info("deleted volume %s", volume_id)
+        log.debug("deleted volume %s", volume_id)
 
     async def _start_delete(self, volume: Volume) -> None:
         """Ask for deletion; a volume a failed deletion left behind is retried, and its failure explained."""
@@ -92,7 +92,7 @@ class VolumeChanges:
                 )
             online = volume.status is VolumeStatus.IN_USE
             await self._storage.extend_volume(volume_id, new_size_gib, online=online)
-            log.info(
+            log.debug(
                 "extending volume %s to %d GiB (%s)",
                 volume_id,
                 new_size_gib,
@@ -122,7 +122,7 @@ class VolumeChanges:
             await self._storage.retype_volume(
                 volume_id, volume_type.name, migration_policy=change.migration_policy
             )
-            log.info("retyping volume %s to %s (%s)", volume_id, volume_type.name, change.migration_policy)
+            log.debug("retyping volume %s to %s (%s)", volume_id, volume_type.name, change.migration_policy)
         settled = await self._storage.wait_for_volume(
             volume_id,
             *SETTLED,

@@ -81,7 +81,7 @@ class StaleAttachments:
                 await self._storage.delete_attachment(attachment.attachment_id)
             except cloud.NotFound:
                 continue
-            log.info(
+            log.warning(
                 "removed attachment %s of volume %s to server %s, which no longer exists",
                 attachment.attachment_id,
                 volume.id,

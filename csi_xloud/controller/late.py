@@ -57,7 +57,7 @@ class LateRequests:
                 await sweep()
                 return
             except (Unavailable, cloud.CloudError) as exc:
-                log.info("late-duplicate check will retry: %s", exc)
+                log.debug("late-duplicate check will retry: %s", exc)
                 await self._clock.sleep(_SWEEP_PAUSE_SECONDS)
         log.warning("gave up checking for a late duplicate after %d tries", _SWEEP_TRIES)
 

@@ -99,7 +99,7 @@ class Snapshotter:
         snapshot = await self._storage.create_snapshot(
             volume.id, request.name, force=params.force, metadata=dict(params.metadata)
         )
-        log.info("snapshotting volume %s as %s", volume.id, snapshot.id)
+        log.debug("snapshotting volume %s as %s", volume.id, snapshot.id)
         return snapshot
 
     async def _start_backup(self, request: NewSnapshot, volume: Volume) -> Backup:
@@ -117,7 +117,7 @@ class Snapshotter:
             force=params.force,
             metadata=dict(params.metadata) or None,
         )
-        log.info(
+        log.debug(
             "backing up volume %s as %s (%s)", volume.id, backup.id, "incremental" if incremental else "full"
         )
         return backup
@@ -178,7 +178,7 @@ class Snapshotter:
                 await self._delete_snapshot(item)
         except cloud.NotFound:
             return
-        log.info("deleted snapshot %s", snapshot_id)
+        log.debug("deleted snapshot %s", snapshot_id)
 
     async def _delete_snapshot(self, snapshot: Snapshot) -> None:
         if snapshot.status is not SnapshotStatus.DELETING:

@@ -115,7 +115,7 @@ class VolumeCreator:
             if exc.may_still_land:
                 self._late.note(key)
             raise
-        log.info(
+        log.debug(
             "creating volume %s (%s, %d GiB) for %s", volume.id, zone or "default zone", size, request.name
         )
         self._late.after_create(lambda: self._find(request.name))

@@ -159,7 +159,7 @@ class Filesystems:
             raise DeviceHasData(
                 f"{device} holds {signature.describe()}; refusing to format it as {kind.name}"
             )
-        log.info("formatting %s as %s", device, kind.name)
+        log.debug("formatting %s as %s", device, kind.name)
         await self._runner.run(
             _argv(kind.mkfs, device=device), timeout_seconds=_MKFS_TIMEOUT_SECONDS, cancellable=False
         )
@@ -171,7 +171,7 @@ class Filesystems:
 
     async def grow(self, kind: FsKind, device: Path, mount: Path) -> None:
         """Grow the mounted filesystem online to fill its device."""
-        log.info("growing %s filesystem on %s (mounted at %s)", kind.name, device, mount)
+        log.debug("growing %s filesystem on %s (mounted at %s)", kind.name, device, mount)
         argv = _argv(kind.grow, device=device, mount=mount)
         try:
             await self._runner.run(argv, timeout_seconds=_MKFS_TIMEOUT_SECONDS, cancellable=False)
@@ -185,7 +185,7 @@ class Filesystems:
 
     async def grow_unmounted(self, kind: FsKind, device: Path) -> None:
         """Grow a filesystem that nothing has mounted (only for kinds with grow_unmounted steps)."""
-        log.info("growing unmounted %s filesystem on %s", kind.name, device)
+        log.debug("growing unmounted %s filesystem on %s", kind.name, device)
         for template in kind.grow_unmounted:
             # e2fsck -p: 1 means it corrected something harmless; 2 and up need a human.
             codes = (0, 1) if template[0] == "e2fsck" else (0,)

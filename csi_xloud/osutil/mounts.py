@@ -170,7 +170,7 @@ class Mounter:
         return holder.device_number, str(PurePosixPath(holder.root, inside))
 
     async def mount(self, source: Path, target: Path, fs_type: str, options: Sequence[str] = ()) -> None:
-        log.info("mounting %s (%s) at %s with %s", source, fs_type, target, ",".join(options) or "defaults")
+        log.debug("mounting %s (%s) at %s with %s", source, fs_type, target, ",".join(options) or "defaults")
         argv = ["mount", "-t", fs_type]
         if options:
             argv += ["-o", ",".join(options)]
@@ -178,7 +178,7 @@ class Mounter:
 
     async def bind(self, source: Path, target: Path, read_only: bool) -> None:
         """Bind mount source onto target; a read-only bind needs a second, remounting step."""
-        log.info("bind mounting %s at %s%s", source, target, " read-only" if read_only else "")
+        log.debug("bind mounting %s at %s%s", source, target, " read-only" if read_only else "")
         await self._runner.run(["mount", "--bind", "--", str(source), str(target)])
         if not read_only:
             return
@@ -200,7 +200,7 @@ class Mounter:
         raise OsUtilError(f"{target} is still mounted after {_MAX_STACKED_UNMOUNTS} unmounts")
 
     async def _unmount_once(self, target: Path) -> None:
-        log.info("unmounting %s", target)
+        log.debug("unmounting %s", target)
         try:
             await self._runner.run(["umount", "--", str(target)])
         except CommandFailed:

@@ -271,7 +271,7 @@ async def _outcome(child: _Child, args: list[str], limit_seconds: float, *, canc
     except asyncio.CancelledError:
         if cancellable:
             await _kill(child)
-            log.info("command cancelled: %s", " ".join(args))
+            log.debug("command cancelled: %s", " ".join(args))
         else:
             log.warning("call cancelled while %s runs; letting it finish first", args[0])
             with contextlib.suppress(Exception):

@@ -1,4 +1,9 @@
-"""Per-call plumbing: request id, one log line per call, secret-free debug bodies, errors -> status."""
+"""Per-call plumbing: request id, one log line per call, secret-free debug bodies, errors -> status.
+
+The log line of a call that changes something (create, delete, attach, stage, publish, expand...)
+is INFO and names what it touched; every other call (Probe, capabilities, volume stats, lists,
+gets), which sidecars and the kubelet repeat all day, logs at DEBUG. Failures add a WARNING.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,13 @@ else:
     _InterceptorBase = grpc.aio.ServerInterceptor
 
 REDACTED = "<redacted>"
+STATE_CHANGING_METHODS = frozenset({
+    "CreateVolume", "DeleteVolume", "ControllerPublishVolume", "ControllerUnpublishVolume",
+    "ControllerExpandVolume", "ControllerModifyVolume", "CreateSnapshot", "DeleteSnapshot",
+    "NodeStageVolume", "NodeUnstageVolume", "NodePublishVolume", "NodeUnpublishVolume", "NodeExpandVolume",
+})  # fmt: skip
+# Request fields that say what a call is about (none is a secret), in the order the line shows them.
+_SUBJECT_FIELDS = ("name", "volume_id", "source_volume_id", "snapshot_id", "node_id")
 UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
 
 
@@ -54,6 +66,7 @@ class CallInterceptor(_InterceptorBase):
 
     def _wrap(self, full_method: str, behavior: UnaryBehavior) -> UnaryBehavior:
         method = full_method.rsplit("/", 1)[-1]
+        level = logging.INFO if method in STATE_CHANGING_METHODS else logging.DEBUG
 
         async def call(request: Any, context: Context) -> Any:
             request_id = new_request_id()
@@ -62,6 +75,7 @@ class CallInterceptor(_InterceptorBase):
             code = grpc.StatusCode.OK
             in_flight = self._metrics.rpc_in_flight.labels(method)
             in_flight.inc()
+            response = None
             try:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s request: %s", method, describe(request))
@@ -86,10 +100,23 @@ class CallInterceptor(_InterceptorBase):
                 in_flight.dec()
                 self._metrics.rpc_calls.labels(method, code.name).inc()
                 self._metrics.rpc_seconds.labels(method, code.name).observe(elapsed)
-                log.info("%s %s %.1fms", method, code.name, elapsed * 1000.0)
+                if log.isEnabledFor(level):
+                    about = subject(request, response)
+                    log.log(level, "%s %s %.1fms%s", method, code.name, elapsed * 1000.0, about)
                 REQUEST_ID.reset(token)
 
         return call
+
+
+def subject(request: Message, response: Message | None) -> str:
+    """ ' name=pvc-1 volume_id=...': the ids a call names, and the id a create made."""
+    parts = [f"{key}={getattr(request, key)}" for key in _SUBJECT_FIELDS if getattr(request, key, "")]
+    made = getattr(response, "volume", None) or getattr(response, "snapshot", None)
+    for key in ("volume_id", "snapshot_id"):
+        value = getattr(made, key, "")
+        if value and f"{key}={value}" not in parts:
+            parts.append(f"-> {key}={value}")
+    return "".join(f" {part}" for part in parts)
 
 
 def _code_of_abort(context: Context) -> grpc.StatusCode | None:

@@ -298,7 +298,7 @@ async def test_request_id_sent_and_logged_without_secrets(
     h = make(password(), script)
     token = REQUEST_ID.set("req-11111111-2222-3333-4444-555555555555")
     try:
-        with caplog.at_level(logging.INFO, logger="csi_xloud.cloud"):
+        with caplog.at_level(logging.DEBUG, logger="csi_xloud.cloud"):
             await h.client.storage.get_volume("v1")
     finally:
         REQUEST_ID.reset(token)

@@ -17,8 +17,9 @@ API_TIMEOUT_SECONDS = 1.0
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[FaultCluster]:
+    # DEBUG: the node-safety tests count the node's "formatting" lines, which are debug details.
     with installation(
-        "csx-faults-", op_seconds=0.05, cloud_extra={"api_timeout": API_TIMEOUT_SECONDS}
+        "csx-faults-", op_seconds=0.05, log_level="DEBUG", cloud_extra={"api_timeout": API_TIMEOUT_SECONDS}
     ) as made:
         yield made
 

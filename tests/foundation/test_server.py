@@ -166,6 +166,50 @@ async def test_errors_map_to_codes_from_one_table(
         assert tracebacks and "unexpected crash" in str(tracebacks[0].exc_info[1])  # type: ignore[index]
 
 
+async def test_info_logs_one_line_per_state_change_and_nothing_for_probes(
+    served: tuple[Path, Metrics], caplog: pytest.LogCaptureFixture
+) -> None:
+    path, _ = served
+    caplog.set_level(logging.INFO)
+    async with grpc.aio.insecure_channel(f"unix://{path}") as channel:
+        identity = csi_pb2_grpc.IdentityStub(channel)
+        for _ in range(3):
+            await identity.Probe(csi_pb2.ProbeRequest())
+        await identity.GetPluginCapabilities(csi_pb2.GetPluginCapabilitiesRequest())
+        await csi_pb2_grpc.ControllerStub(channel).CreateVolume(csi_pb2.CreateVolumeRequest(name="pvc-1"))
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("csi_xloud")]
+    calls = [message for level, message in lines if level == "INFO" and "ms" in message]
+    assert len(calls) == 1 and calls[0].startswith("CreateVolume OK "), lines
+    assert calls[0].endswith("ms name=pvc-1 -> volume_id=vol-1"), calls
+    assert [message for _, message in lines if "probe" in message.lower()] == ["probe: ready"]  # once, not per Probe
+
+
+async def test_probe_warns_when_readiness_changes_not_at_every_probe(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reason: list[str | None] = ["cloud: authentication failed"]
+
+    async def cloud() -> str | None:
+        return reason[0]
+
+    server = await started(short_tmp / "p.sock", identity_registration(IdentityService(controller=True, checks=[cloud])))
+    caplog.set_level(logging.INFO)
+    try:
+        async with grpc.aio.insecure_channel(f"unix://{short_tmp / 'p.sock'}") as channel:
+            identity = csi_pb2_grpc.IdentityStub(channel)
+            for answer in ("cloud: authentication failed", "cloud: authentication failed", None, None, "cloud: down"):
+                reason[0] = answer
+                await identity.Probe(csi_pb2.ProbeRequest())
+    finally:
+        await server.stop(0)
+    probes = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("probe:")]
+    assert probes == [
+        ("WARNING", "probe: not ready: cloud: authentication failed"),
+        ("INFO", "probe: ready"),
+        ("WARNING", "probe: not ready: cloud: down"),
+    ]
+
+
 async def test_debug_logs_carry_no_secret(
     served: tuple[Path, Metrics], caplog: pytest.LogCaptureFixture
 ) -> None:
