@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,3 +142,15 @@ async def test_the_driver_process_never_imports_the_emulator_or_the_demo(short_t
     assert not refers_to(imported, NOT_FOR_THE_DRIVER)
     assert process.returncode == 0, stderr[-2000:]
     assert os.path.exists(socket) is False
+
+
+def test_the_architecture_page_names_modules_that_exist() -> None:
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"(?<![\w/.])((?:[a-z_]+/)*[a-z_]+\.py)\b", page))
+    assert len(named) > 30
+    missing = {
+        name
+        for name in named
+        if not any((folder / name).exists() for folder in (PACKAGE, PACKAGE.parent, *PACKAGE.glob("*/")))
+    }
+    assert not missing, sorted(missing)
