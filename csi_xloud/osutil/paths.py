@@ -23,8 +23,11 @@ class PathGuard:
         if not raw.startswith("/"):
             raise PathNotAllowed(f"{field} must be an absolute path, got {raw!r}")
         # Not strict: a missing tail or a broken mount must not hide where the path leads.
-        resolved = Path(await self._blocking.call(raw, os.path.realpath, raw))
-        root = Path(await self._blocking.call(self._root, os.path.realpath, self._root))
+        resolved, root = await self._blocking.call(raw, _resolve, raw, self._root)
         if resolved == root or not resolved.is_relative_to(root):
             raise PathNotAllowed(f"{field} {raw!r} resolves to {resolved}, outside {root}")
         return resolved
+
+
+def _resolve(raw: str, root: Path) -> tuple[Path, Path]:
+    return Path(os.path.realpath(raw)), Path(os.path.realpath(root))
