@@ -2,9 +2,9 @@
 
 A stat on a dead NFS server or FUSE daemon, or an ioctl on a stuck disk, can sleep in the kernel for
 ever. Run on the event loop it would stall every other call of the node plugin; run here it stalls only
-the call that touched the path. Each call gets a daemon thread of its own, so a thread that never
-returns holds up neither a pool nor the process's exit; while one stays stuck, further calls on the
-same path are refused at once instead of piling up more threads behind it.
+the call that touched the path. The threads are daemons that a new one joins whenever none is idle,
+so a thread that never returns holds up neither the other calls nor the process's exit; while one
+stays stuck, further calls on the same path are refused at once instead of piling up behind it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -23,14 +24,42 @@ from csi_xloud.osutil.errors import NotResponding
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+_MAX_IDLE_THREADS = 4
+
+
+class _Threads:
+    """Daemon threads taking jobs from one queue; a new one starts for a job whenever none is idle."""
+
+    def __init__(self, max_idle: int = _MAX_IDLE_THREADS) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a job that no submitted job has claimed yet
+        self._max_idle = max_idle
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # an idle thread will take it
+                return
+        threading.Thread(target=self._work, name="csi-xloud blocking call", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._lock:
+                if self._idle >= self._max_idle:
+                    return
+                self._idle += 1
 
 
 class BlockingCalls:
-    """Runs a blocking callable in its own thread and waits for it at most timeout_seconds."""
+    """Runs a blocking callable in a worker thread and waits for it at most timeout_seconds."""
 
     def __init__(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self._timeout = timeout_seconds
         self._stuck: dict[str, float] = {}  # path -> monotonic time its stuck call started
+        self._threads = _Threads()
 
     async def call(self, path: Path | str, function: Callable[..., T], *args: Any) -> T:
         """function(*args), which touches path; NotResponding when it takes longer than the deadline."""
@@ -44,10 +73,7 @@ class BlockingCalls:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
         started = time.monotonic()
-        worker = threading.Thread(
-            target=self._run, args=(loop, done, key, function, args), name=f"blocking {key}", daemon=True
-        )
-        worker.start()
+        self._threads.submit(functools.partial(self._run, loop, done, key, function, args))
         try:
             return await asyncio.wait_for(asyncio.shield(done), self._timeout)
         except TimeoutError:
