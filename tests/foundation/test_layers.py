@@ -127,7 +127,8 @@ async def test_the_driver_process_never_imports_the_emulator_or_the_demo(short_t
             assert process.poll() is None and time.monotonic() < deadline, "the driver did not start"
             time.sleep(0.05)
         async with grpc.aio.insecure_channel(f"unix://{socket}") as channel:
-            await csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest())
+            # The socket file can appear a moment before the server listens on it.
+            await csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10, wait_for_ready=True)
             controller = csi_pb2_grpc.ControllerStub(channel)
             await controller.ControllerGetCapabilities(csi_pb2.ControllerGetCapabilitiesRequest())
             node = csi_pb2_grpc.NodeStub(channel)
