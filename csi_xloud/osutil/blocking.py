@@ -82,6 +82,9 @@ class BlockingCalls:
                 f"{key} did not answer within {self._timeout:g}s "
                 "(a hung device, or a dead NFS server or FUSE daemon?)"
             ) from None
+        finally:
+            if not done.done():  # given up on (deadline or cancellation): its outcome will find no reader
+                done.add_done_callback(_discard_outcome)
 
     def _run(
         self, loop: asyncio.AbstractEventLoop, done: asyncio.Future[T], key: str,
@@ -102,3 +105,9 @@ class BlockingCalls:
         self._stuck.pop(key, None)
         if not done.done():
             outcome()
+
+
+def _discard_outcome(future: asyncio.Future[Any]) -> None:
+    """Retrieve an outcome nobody waits for, so asyncio does not report it as never retrieved."""
+    if not future.cancelled():
+        future.exception()

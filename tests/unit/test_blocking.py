@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import gc
 import threading
 import time
 
@@ -73,3 +75,24 @@ async def test_a_cancelled_caller_leaves_no_stuck_record() -> None:
     release.set()
     await asyncio.sleep(0.05)
     assert await calls.call("/slow", lambda: "ok") == "ok"
+
+
+async def test_an_error_arriving_after_the_deadline_is_not_reported_as_lost(caplog: pytest.LogCaptureFixture) -> None:
+    calls = BlockingCalls(timeout_seconds=0.1)
+    release = threading.Event()
+
+    def hang_then_fail() -> None:
+        release.wait()
+        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+
+    with pytest.raises(NotResponding):
+        await calls.call("/gone", hang_then_fail)
+    release.set()
+    for _ in range(100):  # the path is usable again once the late outcome has arrived
+        with contextlib.suppress(NotResponding):
+            await calls.call("/gone", lambda: None)
+            break
+        await asyncio.sleep(0.01)
+    gc.collect()
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
