@@ -136,7 +136,9 @@ async def test_a_snapshot_that_goes_to_error_is_replaced_by_the_retry(
 
 @pytest.mark.skipif(not is_root(), reason="attaches loop devices: run as root")
 async def test_tokens_expiring_mid_run_are_renewed_without_the_sidecar_noticing() -> None:
-    with installation("csx-token-", servers="node-a,node-b", op_seconds=0.05, token_ttl=2.0) as cluster:
+    # DEBUG: the refused requests are read from the controller's cloud request lines, which are debug details.
+    options = {"servers": "node-a,node-b", "op_seconds": 0.05, "token_ttl": 2.0, "log_level": "DEBUG"}
+    with installation("csx-token-", **options) as cluster:
         assert cluster.emulator is not None
         node_a, node_b = cluster.server_ids()
         policy = RetryPolicy(max_attempts=30)
