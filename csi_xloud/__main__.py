@@ -31,11 +31,11 @@ from csi_xloud.config import (
 )
 from csi_xloud.identity import IdentityService, ReadinessCheck
 from csi_xloud.inflight import InFlight
+from csi_xloud.metrics import Metrics
 from csi_xloud.ops import cli as ops_cli
 from csi_xloud.rpc.health import ReadinessMonitor, serve_health
 from csi_xloud.rpc.interceptors import CallInterceptor
 from csi_xloud.rpc.logs import configure_logging
-from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.server import CsiServer, EndpointInUse, Registration
 
 if TYPE_CHECKING:  # each mode imports its own service where it is built

@@ -15,7 +15,7 @@ from csi_xloud.cloud.http import ServiceHttp
 from csi_xloud.cloud.settings import AuthType, CloudSettings
 from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.cloud.waiters import Backoff, Waiter
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 
 
 class CloudClient:

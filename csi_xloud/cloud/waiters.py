@@ -37,7 +37,7 @@ from typing import Generic, Protocol, TypeVar
 
 from csi_xloud.clock import Clock
 from csi_xloud.cloud.errors import CloudError, NotFound, WaitTimeout
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)

@@ -20,8 +20,8 @@ from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller.deadnodes import NodeState, NodeStates, StaleAttachments
 from csi_xloud.controller.ids import is_storage_id
 from csi_xloud.controller.volumes import Timeouts, fetch_volume
+from csi_xloud.metrics import Metrics
 from csi_xloud.rpc.errors import Aborted, FailedPrecondition, NotFound, ResourceExhausted
-from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.validation import CapabilityNeeds, multi_node_refusal
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from csi_xloud.controller.snapshots import NewSnapshot, Snapshotter
 from csi_xloud.controller.views import ConditionJudge, snapshot_message, volume_message
 from csi_xloud.controller.volumes import NewVolume, Timeouts, VolumeCreator, fetch_volume
 from csi_xloud.inflight import InFlight
+from csi_xloud.metrics import Metrics
 from csi_xloud.rpc.errors import InvalidArgument, NotFound
-from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.types import Context
 from csi_xloud.validation import (
     MIN_VOLUME_GIB,

@@ -20,6 +20,7 @@ from pathlib import Path
 from csi_xloud import DEVICE_PATH_KEY, GIB, SIZE_GIB_KEY, TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.inflight import InFlight
+from csi_xloud.metrics import Metrics
 from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.devices import DeviceFinder
 from csi_xloud.osutil.errors import DeviceHasData, MountConflict, NotResponding
@@ -30,7 +31,6 @@ from csi_xloud.osutil.paths import PathGuard
 from csi_xloud.osutil.runner import CommandObserver, CommandResult, Runner
 from csi_xloud.osutil.stats import Stats
 from csi_xloud.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
-from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.types import Context
 from csi_xloud.validation import READ_ONLY_MODES, check_capabilities, check_fs_type, require
 

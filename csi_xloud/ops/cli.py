@@ -126,9 +126,9 @@ async def _classes(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     from csi_xloud.cloud.client import CloudClient
     from csi_xloud.cloud.errors import Unauthorized
     from csi_xloud.cloud.settings import BadSettings, load_cloud_settings
+    from csi_xloud.metrics import Metrics
     from csi_xloud.ops.classes import ClassOptions, ClassWriter, read_offer
     from csi_xloud.ops.cloudchecks import describe_identity
-    from csi_xloud.rpc.metrics import Metrics
 
     try:
         settings = load_cloud_settings(args.cloud, args.cloud_config, env)

@@ -17,8 +17,8 @@ from csi_xloud.cloud.models import QuotaItem, QuotaUsage, VersionRange, VolumeTy
 from csi_xloud.cloud.settings import AuthType, BadSettings, CloudSettings, config_path, load_cloud_settings
 from csi_xloud.cloud.storage import BACKUP_METADATA, CREATE_FROM_BACKUP, ONLINE_EXTEND, VOLUME_SHOW
 from csi_xloud.cloud.versions import Feature
+from csi_xloud.metrics import Metrics
 from csi_xloud.ops.checks import Finding, Outcome, fail, ok, warn
-from csi_xloud.rpc.metrics import Metrics
 
 # The most requests one CSI operation costs once the waiter has learned (ControllerPublishVolume:
 # look-up, attach, one shared poll, the final view; BENCHMARKS.md).

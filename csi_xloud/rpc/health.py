@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, MetricsHandler
 
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from csi_xloud.cloud.http import HttpTuning
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import CloudSettings, load_cloud_settings
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 
 MakeClient = Callable[..., CloudClient]
 

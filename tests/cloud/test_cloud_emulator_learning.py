@@ -9,7 +9,7 @@ from pathlib import Path
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 from tests.cloud.conftest import emulator_settings
 
 POLL = "GET /volume/v3/{id}/volumes/{id}"

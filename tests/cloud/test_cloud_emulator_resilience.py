@@ -18,7 +18,7 @@ from csi_xloud.cloud.errors import Unauthorized, Unavailable, WaitTimeout
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import STORAGE, AuthType, CloudSettings
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 from tests.cloud.conftest import MakeClient, emulator_settings, purge
 
 

@@ -16,7 +16,7 @@ import pytest
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.errors import Unavailable
 from csi_xloud.cloud.settings import COMPUTE, STORAGE, load_cloud_settings
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 
 VERSIONS = {"versions": [{"id": "v3.0", "status": "CURRENT", "version": "3.71", "min_version": "3.0"}]}
 

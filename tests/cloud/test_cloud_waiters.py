@@ -263,7 +263,7 @@ def test_bad_learning_settings_are_refused() -> None:
 
 async def test_every_wait_is_measured_by_transition_and_outcome() -> None:
     """What the dashboard's wait panels and the stuck-transition alert read."""
-    from csi_xloud.rpc.metrics import Metrics
+    from csi_xloud.metrics import Metrics
 
     clock, metrics = FakeClock(), Metrics()
     waiter = Waiter(clock, rng=random.Random(1), metrics=metrics)

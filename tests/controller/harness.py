@@ -30,8 +30,8 @@ from csi_xloud.controller.service import ControllerService
 from csi_xloud.controller.volumes import Timeouts
 from csi_xloud.emulator.process import EmulatorProcess
 from csi_xloud.inflight import InFlight
+from csi_xloud.metrics import Metrics
 from csi_xloud.rpc.interceptors import CallInterceptor
-from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.server import CsiServer
 
 OP_SECONDS = 0.05

@@ -14,7 +14,7 @@ from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.controller.service import ControllerService
 from csi_xloud.emulator.process import EmulatorProcess, free_port
 from csi_xloud.inflight import InFlight
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 from tests.controller.harness import (
     GIB,
     AccessMode,

@@ -15,7 +15,7 @@ from csi_xloud.__main__ import build_controller_service
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.config import DriverConfig, Endpoint, Mode
 from csi_xloud.emulator.process import EmulatorProcess
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 from tests.controller.harness import gib_range, mount_cap, unique
 
 

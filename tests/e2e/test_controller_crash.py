@@ -12,7 +12,7 @@ from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.demo.cluster import Cluster
 from csi_xloud.demo.orchestrator import Orchestrator, mount_capability
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="end-to-end tests attach loop devices and mount: run as root"

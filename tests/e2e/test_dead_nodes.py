@@ -25,7 +25,7 @@ from csi_xloud.demo.cluster import Cluster, mounts_below
 from csi_xloud.demo.orchestrator import Orchestrator, PersistentVolume, RetryPolicy, mount_capability
 from csi_xloud.demo.scenario import verify_files, write_files
 from csi_xloud.emulator.process import loop_devices_under
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="end-to-end tests attach loop devices and mount: run as root"

@@ -35,8 +35,8 @@ from csi_xloud.demo.cluster import Cluster, mounts_below
 from csi_xloud.demo.orchestrator import NodeHandle, Orchestrator, RetryPolicy
 from csi_xloud.emulator.process import EmulatorProcess, free_port, loop_devices_under
 from csi_xloud.inflight import InFlight
+from csi_xloud.metrics import Metrics
 from csi_xloud.rpc.interceptors import CallInterceptor
-from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.server import CsiServer
 
 T = TypeVar("T")

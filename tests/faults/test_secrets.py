@@ -27,7 +27,7 @@ from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.demo.orchestrator import RetryPolicy, mount_capability
 from csi_xloud.emulator.process import EmulatorProcess, free_port
-from csi_xloud.rpc.metrics import Metrics
+from csi_xloud.metrics import Metrics
 from tests.faults.lifecycle import GIB, read_payload, write_payload
 from tests.faults.support import MEMBER_CLOUD, FaultCluster, Sidecars, installation, is_root, settled_census
 

@@ -98,7 +98,7 @@ SLOW_SERVER = textwrap.dedent(
     from csi_xloud.rpc.interceptors import CallInterceptor
     from csi_xloud.config import LogFormat
     from csi_xloud.rpc.logs import configure_logging
-    from csi_xloud.rpc.metrics import Metrics
+    from csi_xloud.metrics import Metrics
     from csi_xloud.rpc.server import CsiServer
 
     async def slow() -> None:

@@ -16,9 +16,9 @@ from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.cloud import errors as cloud_errors
 from csi_xloud.config import Endpoint
 from csi_xloud.identity import NOT_READY_METADATA_KEY, IdentityService
+from csi_xloud.metrics import Metrics
 from csi_xloud.rpc.errors import InvalidArgument
 from csi_xloud.rpc.interceptors import CallInterceptor
-from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.server import CsiServer, EndpointInUse, Registration
 from csi_xloud.rpc.types import Context
 

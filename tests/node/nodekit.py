@@ -18,6 +18,7 @@ from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.clock import SystemClock
 from csi_xloud.config import Endpoint
 from csi_xloud.inflight import InFlight
+from csi_xloud.metrics import Metrics
 from csi_xloud.node.service import NodeService, NodeTimeouts
 from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.devices import DeviceFinder, WaitPolicy
@@ -28,7 +29,6 @@ from csi_xloud.osutil.paths import PathGuard
 from csi_xloud.osutil.runner import CommandResult, Runner
 from csi_xloud.osutil.stats import Stats
 from csi_xloud.rpc.interceptors import CallInterceptor
-from csi_xloud.rpc.metrics import Metrics
 from csi_xloud.rpc.server import CsiServer
 
 MIB = 1 << 20

@@ -18,8 +18,8 @@ from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.settings import load_cloud_settings
 from csi_xloud.emulator.process import EmulatorProcess, free_port
+from csi_xloud.metrics import Metrics
 from csi_xloud.rpc.health import ReadinessMonitor
-from csi_xloud.rpc.metrics import Metrics
 from tests.ops.conftest import ROOT
 
 

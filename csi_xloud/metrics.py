@@ -1,4 +1,7 @@
-"""Prometheus metrics, held by one object built in main and handed to whoever records."""
+"""Prometheus metrics of one process, held by one object built in main and handed to each layer that records.
+
+Pure collectors, no gRPC: the cloud client counts its requests and waits here as the RPC layer counts calls.
+"""
 
 from __future__ import annotations
 
