@@ -120,7 +120,7 @@ class GroupSnapshotter:
                 # Spec: no group snapshot was cut, so nothing may be left: the volumes go back.
                 await self._undo(group)
             raise
-        log.info(
+        log.debug(
             "snapshotting volumes %s together as group snapshot %s",
             ", ".join(v.id for v in volumes),
             gsnap.id,
@@ -283,7 +283,7 @@ class GroupSnapshotter:
             if exc.may_still_land:
                 self._late.note(key)
             raise
-        log.info("made group %s (group type %s) for group snapshot %r", group.id, group_type.name, name)
+        log.debug("made group %s (group type %s) for group snapshot %r", group.id, group_type.name, name)
         self._late.after_create(lambda: self._find_group(name))
         return group
 
@@ -333,7 +333,7 @@ class GroupSnapshotter:
                 f"volume {volume.id} is in group {other.id} ({other.name!r}), which this driver did not "
                 "make; a volume can be in one group only"
             )
-        log.info("taking volume %s out of group %s, left there by an earlier try", volume.id, other.id)
+        log.warning("taking volume %s out of group %s, left there by an earlier try", volume.id, other.id)
         try:
             await self._change(other.id, (), (volume.id,))
         except FailedPrecondition as exc:
@@ -403,7 +403,7 @@ class GroupSnapshotter:
         await self._groups.wait_for_group_snapshot_deleted(
             gsnap.id, timeout_seconds=self._timeouts.delete_seconds
         )
-        log.info("deleted group snapshot %s", gsnap.id)
+        log.debug("deleted group snapshot %s", gsnap.id)
         if group is not None:
             await self._drop(group.id, wait=True)
 
@@ -426,7 +426,7 @@ class GroupSnapshotter:
         except cloud.NotFound:
             return
         except cloud.BadRequest as exc:
-            log.info("group %s stays for now: %s", group_id, exc)
+            log.debug("group %s stays for now: %s", group_id, exc)
 
     async def _sweep(self) -> None:
         """Delete released groups an interrupted DeleteVolumeGroupSnapshot left behind (best effort)."""

@@ -37,9 +37,10 @@ STATE_CHANGING_METHODS = frozenset({
     "CreateVolume", "DeleteVolume", "ControllerPublishVolume", "ControllerUnpublishVolume",
     "ControllerExpandVolume", "ControllerModifyVolume", "CreateSnapshot", "DeleteSnapshot",
     "NodeStageVolume", "NodeUnstageVolume", "NodePublishVolume", "NodeUnpublishVolume", "NodeExpandVolume",
+    "CreateVolumeGroupSnapshot", "DeleteVolumeGroupSnapshot",
 })  # fmt: skip
 # Request fields that say what a call is about (none is a secret), in the order the line shows them.
-_SUBJECT_FIELDS = ("name", "volume_id", "source_volume_id", "snapshot_id", "node_id")
+_SUBJECT_FIELDS = ("name", "volume_id", "source_volume_id", "snapshot_id", "group_snapshot_id", "node_id")
 UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
 
 
@@ -111,8 +112,9 @@ class CallInterceptor(_InterceptorBase):
 def subject(request: Message, response: Message | None) -> str:
     """ ' name=pvc-1 volume_id=...': the ids a call names, and the id a create made."""
     parts = [f"{key}={getattr(request, key)}" for key in _SUBJECT_FIELDS if getattr(request, key, "")]
-    made = getattr(response, "volume", None) or getattr(response, "snapshot", None)
-    for key in ("volume_id", "snapshot_id"):
+    made = next((getattr(response, kind) for kind in ("volume", "snapshot", "group_snapshot")
+                 if hasattr(response, kind)), None)
+    for key in ("volume_id", "snapshot_id", "group_snapshot_id"):
         value = getattr(made, key, "")
         if value and f"{key}={value}" not in parts:
             parts.append(f"-> {key}={value}")
