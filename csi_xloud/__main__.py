@@ -46,7 +46,8 @@ log = logging.getLogger("csi_xloud")
 
 EXIT_USAGE = 2
 # What the `emulator` extra installs; the emulator and the demo need it, the driver does not.
-EMULATOR_EXTRA_MODULES = ("starlette", "uvicorn")
+# The emulator's web stack, and the emulator and demo themselves (the image leaves both out).
+EMULATOR_EXTRA_MODULES = ("starlette", "uvicorn", "csi_xloud.emulator", "csi_xloud.demo")
 
 AddFlags = Callable[[argparse.ArgumentParser], None]
 
@@ -96,12 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
+    _require_emulator_extra("emulator")
     from csi_xloud.emulator import cli as emulator_cli  # its web stack loads only in run()
 
     emulator_cli.add_arguments(parser)
 
 
 def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    _require_emulator_extra("demo")
     from csi_xloud.demo import scenario as demo
 
     demo.add_arguments(parser)
@@ -331,7 +334,11 @@ def _demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `csi-xloud` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except MissingExtra as exc:
+        sys.stderr.write(f"csi-xloud: error: {exc}\n")
+        return 1
     env = dict(os.environ)
     try:
         if args.command == "driver":

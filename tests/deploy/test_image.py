@@ -86,7 +86,8 @@ def test_the_image_holds_the_driver_and_its_tools_only(image: str) -> None:
     assert size <= SIZE_GOAL_BYTES, f"the image is {size / 1e6:.0f} MB"
     probe = (
         "import importlib.util, json, shutil;"
-        "mods = ['pip', 'setuptools', 'starlette', 'uvicorn', 'grpc', 'httpx', 'csi_xloud.node.service'];"
+        "mods = ['pip', 'setuptools', 'starlette', 'uvicorn', 'grpc', 'httpx', 'csi_xloud.node.service',"
+        " 'csi_xloud.emulator', 'csi_xloud.demo'];"
         "tools = ['mkfs.ext4', 'mkfs.xfs', 'xfs_growfs', 'resize2fs', 'e2fsck', 'blkid', 'mount', 'umount',"
         " 'findmnt', 'wipefs', 'udevadm'];"
         "print(json.dumps({'modules': {m: importlib.util.find_spec(m) is not None for m in mods},"
@@ -96,7 +97,11 @@ def test_the_image_holds_the_driver_and_its_tools_only(image: str) -> None:
     assert found["modules"] == {
         "pip": False, "setuptools": False, "starlette": False, "uvicorn": False,
         "grpc": True, "httpx": True, "csi_xloud.node.service": True,
+        "csi_xloud.emulator": False, "csi_xloud.demo": False,
     }
+    refused = podman("run", "--rm", "--network=none", image, "demo", check=False)
+    assert refused.returncode == 1
+    assert "needs the emulator extra" in refused.stderr and "Traceback" not in refused.stderr
     assert all(found["tools"].values()), found["tools"]
     labels = json.loads(podman("image", "inspect", "--format", "{{json .Labels}}", image).stdout)
     assert labels["org.opencontainers.image.version"] == __version__
