@@ -172,6 +172,7 @@ def build_service(
     device_wait_seconds: float = 1.0,
     runner: Runner | None = None,
     device_dir: Path | None = None,
+    by_label_dir: Path | None = None,
 ) -> NodeService:
     runner = runner or Runner(observers=[commands.append])
     stats = Stats()
@@ -185,7 +186,10 @@ def build_service(
         mounter=mounter,
         stats=stats,
         paths=PathGuard(host.kubelet),
-        metadata=MetadataReader(filesystems, mounter, metadata_url, label=config_drive_label),
+        metadata=MetadataReader(
+            filesystems, mounter, metadata_url, label=config_drive_label,
+            by_label_dir=by_label_dir or host.root / "by-label",
+        ),
         inflight=InFlight(),
         node_id=node_id,
         availability_zone=zone,
