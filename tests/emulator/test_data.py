@@ -178,7 +178,7 @@ def test_restore_detects_corrupt_chunk(
         chunk.write_bytes(b"rotten" + chunk.read_bytes()[6:])
         resp = api.volume("POST", f"/backups/{backup['id']}/restore", json={"restore": {}})
         new_id = run.track(resp.json()["restore"]["volume_id"])
-        api.wait_volume(new_id, "error")
+        api.wait_volume(new_id, "error_restoring")  # as Cinder leaves a failed restore
         api.volume("DELETE", f"/backups/{backup['id']}")
     finally:
         run.cleanup()
