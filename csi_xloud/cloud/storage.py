@@ -28,7 +28,7 @@ from csi_xloud.cloud.models import (
 )
 from csi_xloud.cloud.sharedpolls import SharedVolumePolls
 from csi_xloud.cloud.versions import Feature, MicroversionPicker
-from csi_xloud.cloud.waiters import StatusCheck, Waiter
+from csi_xloud.cloud.waiters import Rollback, StatusCheck, Waiter
 
 T = TypeVar("T")
 
@@ -43,7 +43,8 @@ SNAPSHOT_FORCED = Feature("snapshot an in-use volume", V3_0, ApiVersion(3, 66))
 SNAPSHOT_UNFORCED = Feature("snapshot an available volume only", V3_0, ApiVersion(3, 65))
 BACKUP_METADATA = Feature("store metadata on a backup", ApiVersion(3, 43))
 BACKUP_SHOW = Feature("show backups", V3_0, ApiVersion(3, 45))
-MESSAGES = Feature("read user messages", ApiVersion(3, 3))
+# Below 3.34 the cloud ignores the resource_uuid filter and answers the whole project's messages.
+MESSAGES = Feature("read user messages", ApiVersion(3, 3), ApiVersion(3, 34))
 DEFAULT_TYPE = Feature("show the default volume type", ApiVersion(3, 62))
 ATTACHMENTS = Feature("manage volume attachments", ApiVersion(3, 27))
 SNAPSHOT_SHOW = Feature("show snapshots", V3_0, ApiVersion(3, 14))  # 3.14 adds group_snapshot_id
@@ -166,10 +167,13 @@ class StorageApi:
             )
         except NotFound:
             return None
-        messages = answer.body.get("messages") or []
+        messages = [
+            m for m in answer.body.get("messages") or () if str(m.get("resource_uuid") or "") == volume_id
+        ]
         if not messages:
             return None
-        return str(messages[0].get("user_message") or "") or None
+        newest = max(messages, key=lambda m: str(m.get("created_at") or ""))
+        return str(newest.get("user_message") or "") or None
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -325,15 +329,18 @@ class StorageApi:
     async def wait_for_volume(
         self, volume_id: str, *wanted: VolumeStatus, timeout_seconds: float,
         done: Callable[[Volume], bool] | None = None, expect: str | None = None,
+        rollback: Rollback[Volume] | None = None,
     ) -> Volume:
         """Poll a volume until a wanted status (and `done`); CloudError with the reason on error.
 
         `expect` is the status the caller's own request has just left the volume in; polls of many
-        volumes in the same status share one list request.
+        volumes in the same status share one list request. `rollback` tells when the cloud undid the
+        change (RolledBack at once, not at the deadline).
         """
         check: StatusCheck[Volume] = StatusCheck(
             status_of=lambda v: v.raw_status, wanted={str(s) for s in wanted},
             failed=_volume_failed(wanted), reason_of=lambda v: self.volume_error_reason(v.id), done=done,
+            rollback=rollback,
         )
         return await self._waiter.wait_for_status(
             self.shared_polls.of(volume_id), check, timeout_seconds=timeout_seconds,

@@ -240,19 +240,18 @@ class VolumeCreator:
                 )
             except (cloud.WaitTimeout, cloud.Unavailable, cloud.NotFound):
                 raise
-            except cloud.CloudError:
-                log.warning("volume %s failed while being created", volume.id)
-        raise await self._discard(volume.id)
+            except cloud.CloudError as exc:
+                log.warning("volume %s failed while being created: %s", volume.id, exc)
+                raise await self._discard(volume.id, str(exc)) from None
+        failure = f"volume {volume.id} went to status {volume.raw_status}"
+        reason = await self._storage.volume_error_reason(volume.id)
+        raise await self._discard(volume.id, f"{failure}: {reason}" if reason else failure)
 
-    async def _discard(self, volume_id: str) -> Internal:
+    async def _discard(self, volume_id: str, failure: str) -> Internal:
         """Delete a failed volume (so the CO's retry starts afresh) and say why it failed."""
-        reason = await self._storage.volume_error_reason(volume_id)
         with contextlib.suppress(cloud.NotFound):
             await self._storage.delete_volume(volume_id)
-        detail = f": {reason}" if reason else ""
-        return Internal(
-            f"volume {volume_id} went to status error{detail}; it was deleted, a retry creates a new one"
-        )
+        return Internal(f"{failure}; it was deleted, a retry creates a new one")
 
 
 def _source_id(source: ContentSource | None, kind: SourceKind) -> str | None:
