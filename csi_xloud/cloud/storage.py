@@ -256,6 +256,18 @@ class StorageApi:
         answer = await self._get("backups/detail", BACKUP_SHOW, params)
         return _page(answer, "backups", Backup.from_api)
 
+    async def list_all_backups(self, volume_id: str | None = None) -> list[Backup]:
+        """Every backup of the project (all pages), optionally of one volume."""
+        return await self._all_pages(lambda m: self.list_backups(limit=1000, marker=m, volume_id=volume_id))
+
+    async def set_backup_metadata(self, backup_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
+        """Replace a backup's metadata (3.43); returns what the backup holds afterwards."""
+        answer = await self._http.request(
+            "PUT", f"backups/{backup_id}", json={"backup": {"metadata": dict(metadata)}},
+            microversion=await self._pick(BACKUP_METADATA), idempotent=True,
+        )
+        return {str(k): str(v) for k, v in (answer.field("backup").get("metadata") or {}).items()}
+
     async def delete_backup(self, backup_id: str) -> None:
         """Start deleting a backup; NotFound when gone, Conflict while incremental backups depend on it."""
         await self._http.request("DELETE", f"backups/{backup_id}", microversion=await self._pick(PLAIN))

@@ -10,7 +10,13 @@ from csi_xloud._proto import csi_pb2
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Volume, VolumeStatus, VolumeType
 from csi_xloud.cloud.storage import StorageApi
-from csi_xloud.controller.ids import SOURCE_METADATA_KEY, ContentSource, SourceKind, is_storage_id
+from csi_xloud.controller.ids import (
+    DELETED_METADATA_KEY,
+    SOURCE_METADATA_KEY,
+    ContentSource,
+    SourceKind,
+    is_storage_id,
+)
 from csi_xloud.controller.late import LateRequests, keep_the_first
 from csi_xloud.controller.views import content_source_of
 from csi_xloud.rpc.errors import AlreadyExists, Internal, InvalidArgument, NotFound
@@ -205,6 +211,8 @@ class VolumeCreator:
             snapshot = await self._storage.get_snapshot(source.id)
             return SourceFacts(snapshot.size_gib, await self._zone_of(snapshot.volume_id))
         backup = await self._storage.get_backup(source.id)
+        if DELETED_METADATA_KEY in backup.metadata:
+            raise cloud.NotFound(f"backup {source.id} was deleted")  # its cloud copy waits for its dependents
         return SourceFacts(backup.size_gib, None)
 
     async def _zone_of(self, volume_id: str) -> str | None:
