@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -366,6 +367,9 @@ class StorageApi:
         check: StatusCheck[Volume] = StatusCheck(
             status_of=lambda v: v.raw_status, wanted=(), failed=lambda s: s == VolumeStatus.ERROR_DELETING,
             reason_of=lambda v: self.volume_error_reason(v.id),
+            # A volume the backend finds busy goes back to available.
+            rollback=Rollback("the deletion", _settled_in(VolumeStatus.AVAILABLE, VolumeStatus.IN_USE),
+                              lambda v: self.volume_error_reason(v.id)),
         )
         await self._waiter.wait_for_deletion(
             self.shared_polls.of(volume_id), check, timeout_seconds=timeout_seconds,
@@ -387,6 +391,10 @@ class StorageApi:
         """Poll until the snapshot is gone; CloudError when it goes to error_deleting."""
         check: StatusCheck[Snapshot] = StatusCheck(
             status_of=lambda s: s.raw_status, wanted=(), failed=lambda s: s == SnapshotStatus.ERROR_DELETING,
+            reason_of=lambda s: self.volume_error_reason(s.id),
+            # A snapshot the backend finds busy goes back to available.
+            rollback=Rollback("the deletion", _settled_in(SnapshotStatus.AVAILABLE),
+                              lambda s: self.volume_error_reason(s.id)),
         )
         await self._waiter.wait_for_deletion(
             lambda: self.get_snapshot(snapshot_id), check, timeout_seconds=timeout_seconds,
@@ -394,10 +402,14 @@ class StorageApi:
         )
 
     async def wait_for_backup_deleted(self, backup_id: str, *, timeout_seconds: float) -> None:
-        """Poll until the backup is gone; CloudError with its fail_reason when it goes to error_deleting."""
+        """Poll until the backup is gone; CloudError with its fail_reason when its deletion fails.
+
+        The backup service leaves a backup it failed to delete in `error` (error_deleting is
+        never set, though the status exists).
+        """
         check: StatusCheck[Backup] = StatusCheck(
-            status_of=lambda b: b.raw_status, wanted=(), failed=lambda s: s == BackupStatus.ERROR_DELETING,
-            reason_of=_backup_reason,
+            status_of=lambda b: b.raw_status, wanted=(),
+            failed=lambda s: s in (BackupStatus.ERROR, BackupStatus.ERROR_DELETING), reason_of=_backup_reason,
         )
         await self._waiter.wait_for_deletion(
             lambda: self.get_backup(backup_id), check, timeout_seconds=timeout_seconds,
@@ -452,6 +464,16 @@ class StorageApi:
 
 async def _backup_reason(backup: Backup) -> str | None:
     return backup.fail_reason
+
+
+def _settled_in(*statuses: StrEnum) -> Callable[[Volume | Snapshot], Awaitable[bool]]:
+    """Seen when the resource is in one of these statuses."""
+    values = {str(s) for s in statuses}
+
+    async def seen(resource: Volume | Snapshot) -> bool:
+        return resource.raw_status in values
+
+    return seen
 
 
 def _volume_failed(wanted: tuple[VolumeStatus, ...]) -> Callable[[str], bool]:

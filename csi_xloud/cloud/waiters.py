@@ -184,7 +184,8 @@ class Waiter:
         what: str,
         expect: str | None = None,
     ) -> None:
-        """Return once fetch raises NotFound; CloudError if the resource reaches a failed status."""
+        """Return once fetch raises NotFound; CloudError if the resource reaches a failed status,
+        RolledBack if the cloud undid the deletion."""
         wait = self._Wait(self, fetch, timeout_seconds, what, expect, "->gone")
         with wait.measured():
             while True:
@@ -196,6 +197,8 @@ class Waiter:
                 status = check.status_of(resource)
                 if check.failed(status):
                     raise await self._failure(resource, status, check, what)
+                if check.rollback is not None and await check.rollback.seen(resource):
+                    raise await self._rolled_back(resource, status, check.rollback, what)
                 wait.saw(status)
 
     class _Wait(Generic[R]):

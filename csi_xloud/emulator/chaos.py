@@ -20,8 +20,9 @@ _ID_SEGMENT = re.compile(
 
 # What a matching request's asynchronous work does instead of finishing: "error" ends it as the
 # backend failing does (error, error_extending, error_deleting, a rolled-back attach...), "refused"
-# as the scheduler refusing it does (an extend or retype settles back where it was, a create in
-# error, each with a user message), "stuck" never ends it. Set for the request by FaultMiddleware;
+# as the scheduler (or a busy backend) refusing it does (an extend, retype or delete settles back
+# where it was, a create ends in error, with a user message where the real service leaves one),
+# "stuck" never ends it. Set for the request by FaultMiddleware;
 # the operation tasks the request starts inherit it.
 FORCED_OUTCOME: ContextVar[str | None] = ContextVar("emulator_forced_outcome", default=None)
 OUTCOMES = ("error", "refused", "stuck")

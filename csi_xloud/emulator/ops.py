@@ -229,11 +229,12 @@ class Operations:
         """Where a failed volume operation leaves the volume, and what it tells the project.
 
         A refused extend and any failed retype go back to the status before (size and type unchanged),
-        as the scheduler and the volume manager roll them back; other failures end in an error status.
+        as the scheduler and the volume manager roll them back, and so does a refused delete (the
+        backend found the volume busy); other failures end in an error status.
         """
         assert vol.pending is not None
         previous = vol.pending.get("prev", VolumeStatus.AVAILABLE)
-        if op == "retype" or (op == "extend" and refused):
+        if op == "retype" or (op in ("extend", "delete") and refused):
             self._update_volume(vol.id, status=previous, pending=None, migration_status=None)
         else:
             failed = {"delete": VolumeStatus.ERROR_DELETING, "extend": VolumeStatus.ERROR_EXTENDING}
@@ -463,6 +464,8 @@ class Operations:
         except Exception as exc:
             log.warning("snapshot %s %s failed: %s", snap_id, op, exc)
             status = SnapshotStatus.ERROR if op == "create" else SnapshotStatus.ERROR_DELETING
+            if op == "delete" and isinstance(exc, Refused):
+                status = SnapshotStatus.AVAILABLE  # the backend found it busy: it stays
             self._update_snapshot(snap_id, status=status, pending=None)
 
     # -- backups ----------------------------------------------------------------------------------

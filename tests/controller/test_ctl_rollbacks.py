@@ -18,7 +18,7 @@ import pytest
 from csi_xloud._proto import csi_pb2
 from csi_xloud.controller.volumes import Timeouts
 from csi_xloud.emulator.process import EmulatorProcess
-from tests.controller.harness import Harness, expect_code, gib_range, running_controller
+from tests.controller.harness import Harness, expect_code, gib_range, running_controller, wait_gone
 
 FAST_SECONDS = 5.0
 INJECTED = "the backend failed (injected by a fault rule)"
@@ -166,3 +166,50 @@ async def test_a_restore_ending_in_error_restoring_fails_at_once_and_leaves_no_v
 async def _no_volume_named(ctl: Harness, name: str) -> None:
     left = [v for v in await ctl.cloud.storage.find_volume_by_name(name) if v.raw_status != "deleting"]
     assert left == [], left
+
+
+async def test_a_volume_deletion_the_backend_refuses_fails_at_once_and_the_retry_deletes(
+    patient: Harness,
+) -> None:
+    volume = await patient.create_volume()
+    patient.emulator.set_faults([{"method": "DELETE", "path": r"/volumes/", "outcome": "refused"}])
+    request = csi_pb2.DeleteVolumeRequest(volume_id=volume.volume_id)
+
+    await fails_fast(
+        patient.stub.DeleteVolume(request), grpc.StatusCode.INTERNAL, "is available again: the cloud undid the deletion"
+    )
+
+    assert (await patient.cloud.storage.get_volume(volume.volume_id)).raw_status == "available"
+    patient.emulator.clear_faults()
+    await patient.stub.DeleteVolume(request)
+    await wait_gone(lambda: patient.cloud.storage.get_volume(volume.volume_id))
+
+
+async def test_a_snapshot_deletion_the_backend_refuses_fails_at_once(patient: Harness) -> None:
+    volume = await patient.create_volume()
+    snapshot = await patient.ready_snapshot(volume.volume_id)
+    patient.emulator.set_faults([{"method": "DELETE", "path": r"/snapshots/", "outcome": "refused"}])
+    request = csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot.snapshot_id)
+
+    await fails_fast(
+        patient.stub.DeleteSnapshot(request), grpc.StatusCode.INTERNAL, "the cloud undid the deletion"
+    )
+
+    patient.emulator.clear_faults()
+    await patient.stub.DeleteSnapshot(request)
+    await wait_gone(lambda: patient.cloud.storage.get_snapshot(snapshot.snapshot_id))
+
+
+async def test_a_backup_deletion_the_backup_service_fails_ends_at_once_with_its_reason(patient: Harness) -> None:
+    volume = await patient.create_volume()
+    backup = await patient.ready_snapshot(volume.volume_id, type="backup")
+    patient.emulator.set_faults([{"method": "DELETE", "path": r"/backups/", "outcome": "error"}])
+    request = csi_pb2.DeleteSnapshotRequest(snapshot_id=backup.snapshot_id)
+
+    await fails_fast(
+        patient.stub.DeleteSnapshot(request), grpc.StatusCode.INTERNAL, "went to status error", INJECTED
+    )
+
+    patient.emulator.clear_faults()
+    await patient.stub.DeleteSnapshot(request)
+    await wait_gone(lambda: patient.cloud.storage.get_backup(backup.snapshot_id.removeprefix("backup:")))
