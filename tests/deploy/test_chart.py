@@ -208,6 +208,9 @@ def test_the_evaluation_install_runs_the_emulator_and_wires_the_driver_to_it(
         "http://127.0.0.1:8900/_emulator/metadata/<NODE_NAME>"
     )
     assert controller["spec"]["replicas"] == 1
+    (term,) = pod_spec(controller)["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"].items() <= emulator["spec"]["template"]["metadata"]["labels"].items()
     driver = container(controller, "csi-xloud")
     assert driver["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert driver["securityContext"]["readOnlyRootFilesystem"] is True
