@@ -233,9 +233,10 @@ class Snapshotter:
         """Remove the backups marked deleted that nothing depends on any more (of one volume, or all).
 
         Removing one can free the next link of its chain, so this goes on until no marked backup is
-        free; each is tried once. Returns how many it tried to remove.
+        free; each is tried once. Returns how many were removed.
         """
         tried: set[str] = set()
+        removed = 0
         while True:
             marked = [b for b in await self._storage.list_all_backups(volume_id) if is_marked_deleted(b)]
             free = [
@@ -244,12 +245,13 @@ class Snapshotter:
                 and b.status in (BackupStatus.AVAILABLE, BackupStatus.ERROR, BackupStatus.DELETING)
             ]
             if not free:
-                return len(tried)
+                return removed
             for backup in free:
                 tried.add(backup.id)
-                await self._remove_marked(backup)
+                removed += await self._remove_marked(backup)
 
-    async def _remove_marked(self, backup: Backup) -> None:
+    async def _remove_marked(self, backup: Backup) -> bool:
+        """Delete one marked backup and wait; False when it stays (a failure is logged, not raised)."""
         try:
             if backup.status is not BackupStatus.DELETING:
                 await self._storage.delete_backup(backup.id)
@@ -257,8 +259,9 @@ class Snapshotter:
                 backup.id, timeout_seconds=self._timeouts.delete_seconds
             )
         except cloud.NotFound:
-            return
+            return True
         except cloud.CloudError as exc:
             log.warning("backup %s marked deleted stays for now: %s", backup.id, exc)
-            return
+            return False
         log.info("removed backup %s, marked deleted, now that nothing depends on it", backup.id)
+        return True
