@@ -9,6 +9,7 @@ dependents are deleted or when a controller starts. Nothing is ever left behind.
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 
 import grpc
@@ -17,8 +18,17 @@ import pytest
 from csi_xloud._proto import csi_pb2
 from csi_xloud.cloud.errors import Conflict
 from csi_xloud.controller.ids import DELETED_METADATA_KEY
+from csi_xloud.demo.cluster import DriverProcess
 from csi_xloud.emulator.process import EmulatorProcess
-from tests.controller.harness import Harness, expect_code, gib_range, mount_cap, running_controller, unique
+from tests.controller.harness import (
+    Harness,
+    expect_code,
+    gib_range,
+    mount_cap,
+    running_controller,
+    unique,
+    wait_gone,
+)
 
 ORDERS = list(itertools.permutations(range(3)))
 
@@ -108,3 +118,31 @@ async def test_a_controller_start_removes_marked_backups_whose_dependents_went_a
         async with running_controller(emulator, short_tmp / "second") as second:
             await second.service.sweep_deleted_backups()
             assert await second.cloud.storage.list_all_backups(volume.volume_id) == []
+
+
+async def test_the_driver_process_sweeps_at_start(emulator: EmulatorProcess, short_tmp: Path) -> None:
+    """`csi-xloud driver --mode controller` starts the sweep itself once it serves."""
+    async with running_controller(emulator, short_tmp) as ctl:
+        volume = await ctl.create_volume()
+        full, middle, last = await _chain(ctl, volume.volume_id)
+        await ctl.stub.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=middle))  # marked: last needs it
+        storage = ctl.cloud.storage
+        await storage.delete_backup(_storage_id(last))  # behind the driver's back: nothing reaps the middle
+        await storage.wait_for_backup_deleted(_storage_id(last), timeout_seconds=20)
+        assert {b.id for b in await storage.list_all_backups(volume.volume_id)} == {
+            _storage_id(full), _storage_id(middle)
+        }
+
+        socket = short_tmp / "driver" / "csi.sock"
+        argv = [
+            sys.executable, "-m", "csi_xloud", "driver", "--mode", "controller", "--endpoint", f"unix://{socket}",
+            "--cloud", "xloud-emulator", "--cloud-config", str(emulator.clouds_yaml),
+        ]
+        driver = DriverProcess("controller", socket, argv, short_tmp / "driver.log")
+        driver.start()
+        try:
+            driver.wait_for_socket()
+            await wait_gone(lambda: storage.get_backup(_storage_id(middle)), seconds=20)
+        finally:
+            driver.stop()
+        assert [b.id for b in await storage.list_all_backups(volume.volume_id)] == [_storage_id(full)]
