@@ -249,6 +249,7 @@ class Attacher:
         try:
             request_id = await self._compute.detach_volume(node_id, volume.id)
         except cloud.NotFound:
+            self._detach_requests.pop((volume.id, node_id), None)  # Compute has nothing left to roll back
             waiting = await self._not_attached(volume, node_id)
         except cloud.Conflict as exc:
             waiting = await self._detach_refused(volume.id, node_id, exc)
