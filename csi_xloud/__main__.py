@@ -178,6 +178,8 @@ class Parts:
     checks: list[ReadinessCheck] = field(default_factory=list)
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Called once the server is up, for background work of the parts.
+    starters: list[Callable[[], None]] = field(default_factory=list)
 
 
 def build_parts(config: DriverConfig, metrics: Metrics, env: Mapping[str, str]) -> Parts:
@@ -205,6 +207,7 @@ def _add_controller(parts: Parts, config: DriverConfig, metrics: Metrics, env: M
     )
     parts.readiness["cloud"] = controller.readiness
     parts.closers.append(controller.aclose)
+    parts.starters.append(controller.start)
 
 
 def _add_node(parts: Parts, config: DriverConfig, metrics: Metrics) -> None:
@@ -282,6 +285,8 @@ async def run_driver(config: DriverConfig, env: Mapping[str, str]) -> int:
     watching = asyncio.create_task(monitor.run_forever())
     try:
         await server.start()
+        for start in parts.starters:
+            start()
         await server.serve_until_signalled()
     finally:
         watching.cancel()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from csi_xloud.cloud.errors import NotFound
 from csi_xloud.cloud.http import ServiceHttp
 from csi_xloud.cloud.models import ApiVersion, Attachment, Server, VersionRange
 from csi_xloud.cloud.versions import Feature, MicroversionPicker
@@ -14,6 +16,8 @@ V2_1 = ApiVersion(2, 1)
 ATTACHMENTS = Feature("list volume attachments", V2_1, ApiVersion(2, 89))
 ATTACH = Feature("attach a volume", V2_1, ApiVersion(2, 89))
 SERVERS = Feature("show servers", V2_1)
+# 2.84 adds each event's `details`: why it failed, in words a project member may read.
+ACTIONS = Feature("show instance actions", V2_1, ApiVersion(2, 84))
 
 
 class ComputeApi:
@@ -57,7 +61,8 @@ class ComputeApi:
             "POST", f"servers/{server_id}/os-volume_attachments", json={"volumeAttachment": body},
             microversion=await self._pick(ATTACH), idempotent=False,
         )
-        return Attachment.from_api(answer.field("volumeAttachment"))
+        attachment = Attachment.from_api(answer.field("volumeAttachment"))
+        return dataclasses.replace(attachment, request_id=answer.request_id)
 
     async def list_attachments(self, server_id: str) -> list[Attachment]:
         """Every volume attached to a server; NotFound when the server does not exist."""
@@ -74,12 +79,32 @@ class ComputeApi:
         )
         return Attachment.from_api(answer.field("volumeAttachment"))
 
-    async def detach_volume(self, server_id: str, volume_id: str) -> None:
-        """Start detaching a volume from a server; NotFound when it is not attached there."""
-        await self._http.request(
+    async def detach_volume(self, server_id: str, volume_id: str) -> str | None:
+        """Start detaching a volume from a server (the request id, naming its instance action);
+        NotFound when it is not attached there."""
+        answer = await self._http.request(
             "DELETE", f"servers/{server_id}/os-volume_attachments/{volume_id}",
             microversion=await self._pick(ATTACHMENTS),
         )
+        return answer.request_id
+
+    async def action_failure(self, server_id: str, request_id: str) -> str | None:
+        """Why the instance action a request started failed, in the cloud's words; None if it says nothing."""
+        try:
+            answer = await self._http.request(
+                "GET", f"servers/{server_id}/os-instance-actions/{request_id}",
+                microversion=await self._pick(ACTIONS),
+            )
+        except NotFound:
+            return None
+        action = answer.field("instanceAction")
+        failed = [e for e in action.get("events") or () if str(e.get("result") or "").lower() == "error"]
+        for event in failed:
+            if event.get("details"):
+                return f"{event.get('event')}: {event['details']}"
+        if failed:
+            return f"{failed[0].get('event')} failed"
+        return str(action.get("message") or "") or None
 
     async def _pick(self, feature: Feature) -> ApiVersion:
         return await self._versions.pick(feature)

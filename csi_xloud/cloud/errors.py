@@ -55,6 +55,10 @@ class Unavailable(CloudError):
     """The cloud could not be reached or kept failing (5xx, connection errors, timeouts, throttling)."""
 
 
+class RolledBack(CloudError):
+    """The cloud accepted a change, then undid it: a failed attach or detach, a refused extend."""
+
+
 class WaitTimeout(CloudError):
     """A resource did not reach the wanted status before the deadline."""
 

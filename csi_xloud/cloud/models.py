@@ -451,6 +451,8 @@ class Attachment:
     attachment_id: str | None = None
     tag: str | None = None
     delete_on_termination: bool = False
+    # The Compute request that started it: the id of its instance action (set by attach_volume).
+    request_id: str | None = None
 
     @classmethod
     def from_api(cls, body: Json) -> Attachment:

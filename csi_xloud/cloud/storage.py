@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,7 +29,7 @@ from csi_xloud.cloud.models import (
 )
 from csi_xloud.cloud.sharedpolls import SharedVolumePolls
 from csi_xloud.cloud.versions import Feature, MicroversionPicker
-from csi_xloud.cloud.waiters import StatusCheck, Waiter
+from csi_xloud.cloud.waiters import Rollback, StatusCheck, Waiter
 
 T = TypeVar("T")
 
@@ -43,7 +44,8 @@ SNAPSHOT_FORCED = Feature("snapshot an in-use volume", V3_0, ApiVersion(3, 66))
 SNAPSHOT_UNFORCED = Feature("snapshot an available volume only", V3_0, ApiVersion(3, 65))
 BACKUP_METADATA = Feature("store metadata on a backup", ApiVersion(3, 43))
 BACKUP_SHOW = Feature("show backups", V3_0, ApiVersion(3, 45))
-MESSAGES = Feature("read user messages", ApiVersion(3, 3))
+# Below 3.34 the cloud ignores the resource_uuid filter and answers the whole project's messages.
+MESSAGES = Feature("read user messages", ApiVersion(3, 3), ApiVersion(3, 34))
 DEFAULT_TYPE = Feature("show the default volume type", ApiVersion(3, 62))
 ATTACHMENTS = Feature("manage volume attachments", ApiVersion(3, 27))
 SNAPSHOT_SHOW = Feature("show snapshots", V3_0, ApiVersion(3, 14))  # 3.14 adds group_snapshot_id
@@ -166,10 +168,13 @@ class StorageApi:
             )
         except NotFound:
             return None
-        messages = answer.body.get("messages") or []
+        messages = [
+            m for m in answer.body.get("messages") or () if str(m.get("resource_uuid") or "") == volume_id
+        ]
         if not messages:
             return None
-        return str(messages[0].get("user_message") or "") or None
+        newest = max(messages, key=lambda m: str(m.get("created_at") or ""))
+        return str(newest.get("user_message") or "") or None
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -252,6 +257,18 @@ class StorageApi:
         answer = await self._get("backups/detail", BACKUP_SHOW, params)
         return _page(answer, "backups", Backup.from_api)
 
+    async def list_all_backups(self, volume_id: str | None = None) -> list[Backup]:
+        """Every backup of the project (all pages), optionally of one volume."""
+        return await self._all_pages(lambda m: self.list_backups(limit=1000, marker=m, volume_id=volume_id))
+
+    async def set_backup_metadata(self, backup_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
+        """Replace a backup's metadata (3.43); returns what the backup holds afterwards."""
+        answer = await self._http.request(
+            "PUT", f"backups/{backup_id}", json={"backup": {"metadata": dict(metadata)}},
+            microversion=await self._pick(BACKUP_METADATA), idempotent=True,
+        )
+        return {str(k): str(v) for k, v in (answer.field("backup").get("metadata") or {}).items()}
+
     async def delete_backup(self, backup_id: str) -> None:
         """Start deleting a backup; NotFound when gone, Conflict while incremental backups depend on it."""
         await self._http.request("DELETE", f"backups/{backup_id}", microversion=await self._pick(PLAIN))
@@ -325,15 +342,18 @@ class StorageApi:
     async def wait_for_volume(
         self, volume_id: str, *wanted: VolumeStatus, timeout_seconds: float,
         done: Callable[[Volume], bool] | None = None, expect: str | None = None,
+        rollback: Rollback[Volume] | None = None,
     ) -> Volume:
         """Poll a volume until a wanted status (and `done`); CloudError with the reason on error.
 
         `expect` is the status the caller's own request has just left the volume in; polls of many
-        volumes in the same status share one list request.
+        volumes in the same status share one list request. `rollback` tells when the cloud undid the
+        change (RolledBack at once, not at the deadline).
         """
         check: StatusCheck[Volume] = StatusCheck(
             status_of=lambda v: v.raw_status, wanted={str(s) for s in wanted},
             failed=_volume_failed(wanted), reason_of=lambda v: self.volume_error_reason(v.id), done=done,
+            rollback=rollback,
         )
         return await self._waiter.wait_for_status(
             self.shared_polls.of(volume_id), check, timeout_seconds=timeout_seconds,
@@ -347,6 +367,9 @@ class StorageApi:
         check: StatusCheck[Volume] = StatusCheck(
             status_of=lambda v: v.raw_status, wanted=(), failed=lambda s: s == VolumeStatus.ERROR_DELETING,
             reason_of=lambda v: self.volume_error_reason(v.id),
+            # A volume the backend finds busy goes back to available.
+            rollback=Rollback("the deletion", _settled_in(VolumeStatus.AVAILABLE, VolumeStatus.IN_USE),
+                              lambda v: self.volume_error_reason(v.id)),
         )
         await self._waiter.wait_for_deletion(
             self.shared_polls.of(volume_id), check, timeout_seconds=timeout_seconds,
@@ -368,6 +391,10 @@ class StorageApi:
         """Poll until the snapshot is gone; CloudError when it goes to error_deleting."""
         check: StatusCheck[Snapshot] = StatusCheck(
             status_of=lambda s: s.raw_status, wanted=(), failed=lambda s: s == SnapshotStatus.ERROR_DELETING,
+            reason_of=lambda s: self.volume_error_reason(s.id),
+            # A snapshot the backend finds busy goes back to available.
+            rollback=Rollback("the deletion", _settled_in(SnapshotStatus.AVAILABLE),
+                              lambda s: self.volume_error_reason(s.id)),
         )
         await self._waiter.wait_for_deletion(
             lambda: self.get_snapshot(snapshot_id), check, timeout_seconds=timeout_seconds,
@@ -375,10 +402,14 @@ class StorageApi:
         )
 
     async def wait_for_backup_deleted(self, backup_id: str, *, timeout_seconds: float) -> None:
-        """Poll until the backup is gone; CloudError with its fail_reason when it goes to error_deleting."""
+        """Poll until the backup is gone; CloudError with its fail_reason when its deletion fails.
+
+        The backup service leaves a backup it failed to delete in `error` (error_deleting is
+        never set, though the status exists).
+        """
         check: StatusCheck[Backup] = StatusCheck(
-            status_of=lambda b: b.raw_status, wanted=(), failed=lambda s: s == BackupStatus.ERROR_DELETING,
-            reason_of=_backup_reason,
+            status_of=lambda b: b.raw_status, wanted=(),
+            failed=lambda s: s in (BackupStatus.ERROR, BackupStatus.ERROR_DELETING), reason_of=_backup_reason,
         )
         await self._waiter.wait_for_deletion(
             lambda: self.get_backup(backup_id), check, timeout_seconds=timeout_seconds,
@@ -433,6 +464,16 @@ class StorageApi:
 
 async def _backup_reason(backup: Backup) -> str | None:
     return backup.fail_reason
+
+
+def _settled_in(*statuses: StrEnum) -> Callable[[Volume | Snapshot], Awaitable[bool]]:
+    """Seen when the resource is in one of these statuses."""
+    values = {str(s) for s in statuses}
+
+    async def seen(resource: Volume | Snapshot) -> bool:
+        return resource.raw_status in values
+
+    return seen
 
 
 def _volume_failed(wanted: tuple[VolumeStatus, ...]) -> Callable[[str], bool]:

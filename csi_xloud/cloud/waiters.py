@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from csi_xloud.clock import Clock
-from csi_xloud.cloud.errors import CloudError, NotFound, WaitTimeout
+from csi_xloud.cloud.errors import CloudError, NotFound, RolledBack, WaitTimeout
 from csi_xloud.metrics import Metrics
 
 R = TypeVar("R")
@@ -75,6 +75,21 @@ class Backoff:
 
 
 @dataclass(frozen=True, slots=True)
+class Rollback(Generic[R]):
+    """How a wait tells that the cloud undid the change it waits for, and why the cloud did.
+
+    An attach Compute rolls back leaves the volume available again, an extend the scheduler refuses
+    leaves it at its old size: the status is a settled one, so without this the wait would go on
+    until its deadline.
+    """
+
+    change: str  # what was undone, for the error: "the attach to server X"
+    # The resource is back where it was before the change (may confirm with a request of its own).
+    seen: Callable[[R], Awaitable[bool]]
+    reason: Callable[[R], Awaitable[str | None]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StatusCheck(Generic[R]):
     """How to read a resource: its status, the statuses to wait for and those that end the wait as failed."""
 
@@ -85,6 +100,7 @@ class StatusCheck(Generic[R]):
     reason_of: Callable[[R], Awaitable[str | None]] | None = None
     # Extra condition on the resource besides its status (e.g. "no attachment to server X left").
     done: Callable[[R], bool] | None = None
+    rollback: Rollback[R] | None = None
 
 
 class Views(Protocol[R_co]):
@@ -139,7 +155,8 @@ class Waiter:
         what: str,
         expect: str | None = None,
     ) -> R:
-        """The resource once its status is wanted; CloudError if it fails, WaitTimeout at the deadline.
+        """The resource once its status is wanted; CloudError if it fails, RolledBack if the cloud undid
+        the change, WaitTimeout at the deadline.
 
         `expect` is the transitional status the request that started the wait has just left the
         resource in: the first look then waits like any later one instead of coming at once.
@@ -154,6 +171,8 @@ class Waiter:
                     return resource
                 if check.failed(status):
                     raise await self._failure(resource, status, check, what)
+                if check.rollback is not None and await check.rollback.seen(resource):
+                    raise await self._rolled_back(resource, status, check.rollback, what)
                 wait.saw(status)
 
     async def wait_for_deletion(
@@ -165,7 +184,8 @@ class Waiter:
         what: str,
         expect: str | None = None,
     ) -> None:
-        """Return once fetch raises NotFound; CloudError if the resource reaches a failed status."""
+        """Return once fetch raises NotFound; CloudError if the resource reaches a failed status,
+        RolledBack if the cloud undid the deletion."""
         wait = self._Wait(self, fetch, timeout_seconds, what, expect, "->gone")
         with wait.measured():
             while True:
@@ -177,6 +197,8 @@ class Waiter:
                 status = check.status_of(resource)
                 if check.failed(status):
                     raise await self._failure(resource, status, check, what)
+                if check.rollback is not None and await check.rollback.seen(resource):
+                    raise await self._rolled_back(resource, status, check.rollback, what)
                 wait.saw(status)
 
     class _Wait(Generic[R]):
@@ -270,12 +292,23 @@ class Waiter:
         return min(delay, remaining)
 
     @staticmethod
+    async def _rolled_back(resource: R, status: str, rollback: Rollback[R], what: str) -> RolledBack:
+        reason = await _reason(rollback.reason, resource)
+        detail = f": {reason}" if reason else ""
+        return RolledBack(f"{what} is {status} again: the cloud undid {rollback.change}{detail}")
+
+    @staticmethod
     async def _failure(resource: R, status: str, check: StatusCheck[R], what: str) -> CloudError:
-        reason: str | None = None
-        if check.reason_of is not None:
-            try:
-                reason = await check.reason_of(resource)
-            except CloudError:
-                reason = None  # the status alone still says what happened
+        reason = await _reason(check.reason_of, resource)
         detail = f": {reason}" if reason else ""
         return CloudError(f"{what} went to status {status}{detail}")
+
+
+async def _reason(read: Callable[[R], Awaitable[str | None]] | None, resource: R) -> str | None:
+    """The cloud's reason, when it gives one; reading it failing leaves the status to speak alone."""
+    if read is None:
+        return None
+    try:
+        return await read(resource)
+    except CloudError:
+        return None

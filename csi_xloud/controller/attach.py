@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
 from csi_xloud import DEVICE_PATH_KEY, SIZE_GIB_KEY
 from csi_xloud.clock import Clock, SystemClock
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.compute import ComputeApi
-from csi_xloud.cloud.models import Server, ServerStatus, Volume, VolumeStatus
+from csi_xloud.cloud.models import Attachment, Server, ServerStatus, Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
+from csi_xloud.cloud.waiters import Rollback
 from csi_xloud.controller.deadnodes import NodeState, NodeStates, StaleAttachments
 from csi_xloud.controller.ids import is_storage_id
 from csi_xloud.controller.volumes import Timeouts, fetch_volume
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 # Compute names a server's boot disk first (vda, sda, hda, xvda); volumes it attaches later get the
 # following letters, also on servers that boot from an image onto a local disk.
 ROOT_DEVICE = re.compile(r"^/dev/(?:[vsh]|xv)da$")
+# Where a volume rests when no attachment is on its way in or out.
+SETTLED = (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE)
 
 
 class Attacher:
@@ -57,6 +61,8 @@ class Attacher:
         # (volume id, server id) -> when this controller began waiting for that detach (monotonic):
         # the bound on a detach holds across the sidecar's retries.
         self._detaching_since: dict[tuple[str, str], float] = {}
+        # (volume id, server id) -> the Compute request that started the detach being waited for.
+        self._detach_requests: dict[tuple[str, str], str | None] = {}
 
     async def publish(self, volume_id: str, node_id: str, needs: CapabilityNeeds) -> dict[str, str]:
         """Attach (or find attached) and return the publish_context."""
@@ -68,6 +74,7 @@ class Attacher:
     async def _attach_and_wait(self, volume: Volume, node_id: str, needs: CapabilityNeeds) -> Volume:
         """Start the attachment unless it is on its way, and wait until the volume is in use there."""
         expect: str | None = None
+        started: Attachment | None = None
         server = await self._server(node_id)
         if node_id not in volume.attached_server_ids:
             self._check_placement(volume, server, needs)
@@ -75,7 +82,8 @@ class Attacher:
             if not (needs.multi_node and volume.multiattach):
                 volume, statuses = await self._free_from_dead_nodes(volume, node_id)
             self._check_single_node(volume, server, needs, statuses)
-            if await self._attach(volume, server):
+            started = await self._attach(volume, server)
+            if started is not None:
                 # The Compute API reserves the volume before it answers; in-use volumes (multiattach)
                 # go to attaching instead.
                 reserved = volume.status is VolumeStatus.AVAILABLE
@@ -86,7 +94,31 @@ class Attacher:
             timeout_seconds=self._timeouts.attach_seconds,
             done=lambda v: node_id in v.attached_server_ids,
             expect=expect,
+            rollback=Rollback(
+                f"the attach to node {node_id}",
+                lambda v: self._attach_undone(v, node_id),
+                self._action_reason(node_id, started.request_id if started else None),
+            ),
         )
+
+    async def _attach_undone(self, volume: Volume, node_id: str) -> bool:
+        """Settled without the node, and the server no longer lists the volume: Compute rolled it back.
+
+        The volume alone cannot tell: the Storage API lists only finished attachments, and a multiattach
+        volume stays in-use while another node's attachment is on its way.
+        """
+        if node_id in volume.attached_server_ids or volume.status not in SETTLED:
+            return False
+        server = await self._compute.get_server(node_id)
+        return volume.id not in server.attached_volume_ids
+
+    def _action_reason(
+        self, node_id: str, request_id: str | None
+    ) -> Callable[[Volume], Awaitable[str | None]] | None:
+        """Reads why the Compute request failed from its instance action, when we know the request."""
+        if request_id is None:
+            return None
+        return lambda _volume: self._compute.action_failure(node_id, request_id)
 
     async def _server(self, node_id: str) -> Server:
         if not is_storage_id(node_id):
@@ -143,8 +175,8 @@ class Attacher:
                 live[other] = status
         return volume, live
 
-    async def _attach(self, volume: Volume, server: Server) -> bool:
-        """Start the attachment (True), unless one is already on its way for this node (False).
+    async def _attach(self, volume: Volume, server: Server) -> Attachment | None:
+        """Start the attachment, unless one is already on its way for this node (None).
 
         The server's own view lists its volumes, those still being attached too, so no separate
         look at its attachments is needed.
@@ -152,7 +184,7 @@ class Attacher:
         attached = server.attached_volume_ids
         if volume.id in attached:
             self._count(server.id, len(attached))
-            return False
+            return None
         self._count(server.id, len(attached))
         if len(attached) >= self._max_volumes_per_node:
             count = await self._data_volume_count(server)
@@ -163,10 +195,10 @@ class Attacher:
                     f"most it may have (--max-volumes-per-node {self._max_volumes_per_node}, as NodeGetInfo "
                     "reports); detach one first"
                 )
-        await self._compute.attach_volume(server.id, volume.id)
+        attachment = await self._compute.attach_volume(server.id, volume.id)
         self._count(server.id, len(attached) + 1)
         log.debug("attaching volume %s to node %s", volume.id, server.id)
-        return True
+        return attachment
 
     def _count(self, node_id: str, attached: int) -> None:
         """Record how many volumes a node has attached (for the node-near-its-limit alert)."""
@@ -213,14 +245,16 @@ class Attacher:
     async def _detach(self, volume: Volume, node_id: str) -> bool:
         """Start detaching; False when there is nothing to wait for (not attached there, server gone)."""
         try:
-            await self._compute.detach_volume(node_id, volume.id)
+            request_id = await self._compute.detach_volume(node_id, volume.id)
         except cloud.NotFound:
+            self._detach_requests.pop((volume.id, node_id), None)  # Compute has nothing left to roll back
             waiting = await self._not_attached(volume, node_id)
         except cloud.Conflict as exc:
             waiting = await self._detach_refused(volume.id, node_id, exc)
         else:
             log.debug("detaching volume %s from node %s", volume.id, node_id)
             self._detaching_since.pop((volume.id, node_id), None)  # a new detach: its bound starts now
+            self._detach_requests[(volume.id, node_id)] = request_id
             return True
         if not waiting:
             self._detaching_since.pop((volume.id, node_id), None)
@@ -278,15 +312,45 @@ class Attacher:
                 timeout_seconds=remaining,
                 expect=VolumeStatus.DETACHING.value,
                 done=lambda v: _detached(v, nodes),
+                rollback=self._detach_rollback(volume_id, nodes),
             )
         except cloud.NotFound:
             pass
+        except cloud.RolledBack:
+            for node in nodes:
+                self._forget_detach(volume_id, node)
+            raise
         except cloud.WaitTimeout:
             stuck = await self._stuck(volume_id, nodes, started)
             if stuck is not None:
                 raise stuck from None
         for node in nodes:
-            self._detaching_since.pop((volume_id, node), None)
+            self._forget_detach(volume_id, node)
+
+    def _forget_detach(self, volume_id: str, node_id: str) -> None:
+        self._detaching_since.pop((volume_id, node_id), None)
+        self._detach_requests.pop((volume_id, node_id), None)
+
+    def _detach_rollback(self, volume_id: str, nodes: frozenset[str]) -> Rollback[Volume] | None:
+        """A detach Compute rolls back leaves the volume in-use, still attached to the node.
+
+        Only detaches started by this call are judged so: a volume the Storage API still shows
+        attached after Compute dropped it is waited for, as the Storage API may lag behind.
+        """
+        keys = [(volume_id, node) for node in nodes if (volume_id, node) in self._detach_requests]
+        requests = {node: self._detach_requests[(volume, node)] for volume, node in keys}
+        if not requests:
+            return None
+
+        async def undone(volume: Volume) -> bool:
+            return volume.status in SETTLED and bool(requests.keys() & set(volume.attached_server_ids))
+
+        async def reason(volume: Volume) -> str | None:
+            node = next(n for n in volume.attached_server_ids if n in requests)
+            request_id = requests[node]
+            return None if request_id is None else await self._compute.action_failure(node, request_id)
+
+        return Rollback(f"the detach from node(s) {', '.join(sorted(requests))}", undone, reason)
 
     async def _stuck(
         self, volume_id: str, nodes: frozenset[str], started: float

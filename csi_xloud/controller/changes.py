@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
+from csi_xloud.cloud.waiters import Rollback
 from csi_xloud.controller.deadnodes import StaleAttachments
 from csi_xloud.controller.ids import is_storage_id
 from csi_xloud.controller.volumes import Timeouts, fetch_volume, has_type, resolve_type
@@ -104,7 +105,19 @@ class VolumeChanges:
             timeout_seconds=self._timeouts.expand_seconds,
             done=lambda v: v.size_gib >= new_size_gib,
             expect=VolumeStatus.EXTENDING.value,
+            rollback=self._extend_rollback(new_size_gib),
         )
+
+    def _extend_rollback(self, new_size_gib: int) -> Rollback[Volume]:
+        """An extend the cloud refuses after accepting it (no room on the backend) settles at the old size."""
+
+        async def undone(volume: Volume) -> bool:
+            return volume.status in SETTLED and volume.size_gib < new_size_gib
+
+        return Rollback(f"the extend to {new_size_gib} GiB", undone, self._reason)
+
+    async def _reason(self, volume: Volume) -> str | None:
+        return await self._storage.volume_error_reason(volume.id)
 
     async def modify(self, volume_id: str, change: MutableParameters) -> None:
         """Retype to the requested type and wait until done; the same type again is a no-op."""
@@ -130,16 +143,18 @@ class VolumeChanges:
             expect=VolumeStatus.RETYPING.value,
         )
         if not has_type(settled, volume_type):
-            raise self._retype_refused(settled, volume_type.name, change.migration_policy)
+            raise await self._retype_refused(settled, volume_type.name, change.migration_policy)
 
-    @staticmethod
-    def _retype_refused(volume: Volume, type_name: str, policy: MigrationPolicy) -> Exception:
-        """The cloud settled the volume without the new type: it could not retype in place."""
+    async def _retype_refused(self, volume: Volume, type_name: str, policy: MigrationPolicy) -> Exception:
+        """The cloud settled the volume with its old type: it refused or rolled the retype back."""
+        reason = await self._reason(volume)
+        detail = f" ({reason})" if reason else ""
         if policy is MigrationPolicy.NEVER:
             return InvalidArgument(
                 f"mutable_parameters: volume {volume.id} cannot become {type_name} without moving its data, "
-                "and migration-policy is never"
+                f"and migration-policy is never{detail}"
             )
         return FailedPrecondition(
-            f"volume {volume.id} kept type {volume.volume_type}; retype to {type_name} failed"
+            f"volume {volume.id} kept type {volume.volume_type}; the cloud undid the retype to {type_name}"
+            f"{detail}"
         )

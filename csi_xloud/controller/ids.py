@@ -18,6 +18,9 @@ from csi_xloud.rpc.errors import Aborted, InvalidArgument
 BACKUP_PREFIX = "backup:"
 # Volume metadata key that records the content source the CO asked for (kind:id).
 SOURCE_METADATA_KEY = "csi.xloud.tech/content-source"
+# Backup metadata key marking a backup deleted through CSI while incremental backups still depend on it:
+# it no longer exists for the CO, and the cloud's copy goes once nothing depends on it.
+DELETED_METADATA_KEY = "csi.xloud.tech/deleted"
 # Storage ids are UUIDs; a token or id outside this alphabet never reaches the cloud.
 _ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,63}$")
 

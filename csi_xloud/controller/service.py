@@ -8,6 +8,8 @@ answers and accepts our credentials (CloudClient.readiness).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ from google.protobuf.wrappers_pb2 import Int64Value
 from csi_xloud import GIB
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
 from csi_xloud.clock import SystemClock
+from csi_xloud.cloud import errors as cloud_errors
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.models import Volume
 from csi_xloud.config import DEFAULT_MAX_VOLUMES_PER_NODE
@@ -99,6 +102,7 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         self._lister = Lister(cloud.storage)
         self._capacity = CapacityReader(cloud.storage)
         self._judge = ConditionJudge(now or (lambda: datetime.now(UTC)), timeouts.stuck_seconds)
+        self._sweep: asyncio.Task[None] | None = None
 
     def group_service(self) -> GroupControllerService:
         """The GroupController service on the same cloud client, in-flight keys and late creates."""
@@ -108,7 +112,31 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         """None when the cloud answers and accepts our credentials, else why not."""
         return await self._cloud.readiness()
 
+    def start(self) -> None:
+        """Begin the work of a running controller: remove backups marked deleted whose dependents are gone."""
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().create_task(self.sweep_deleted_backups())
+
+    async def sweep_deleted_backups(self, first_retry_seconds: float = 5.0) -> None:
+        """Reap every backup marked deleted that nothing depends on; retried while the cloud fails."""
+        delay = first_retry_seconds
+        while True:
+            try:
+                removed = await self._snapshots.reap()
+            except cloud_errors.CloudError as exc:
+                log.warning("backups marked deleted not swept yet (%s); trying again in %g s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 300.0)
+                continue
+            if removed:
+                log.info("start-up sweep: %d backup(s) marked deleted were removed", removed)
+            return
+
     async def aclose(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep
         await self._late.aclose()
         await self._cloud.aclose()
 

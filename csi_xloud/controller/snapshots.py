@@ -3,6 +3,12 @@
 Creation does not wait: the CO calls CreateSnapshot again until ready_to_use turns true, so
 an hour-long backup holds no call open. See ids.py for how a CSI snapshot id names
 a snapshot or a backup.
+
+Deleting a backup that incremental backups build on: the Storage API refuses it, but users
+delete snapshots in any order. Such a backup is marked deleted in its metadata instead
+(DELETED_METADATA_KEY): from then on it exists for no CSI call, and the cloud's copy is removed
+as soon as nothing depends on it: after each backup deletion, the marked backups of that volume
+are looked at again (a chain frees one link at a time), and at start-up every marked backup is.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Backup, BackupStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
-from csi_xloud.controller.ids import parse_snapshot_id
+from csi_xloud.controller.ids import DELETED_METADATA_KEY, parse_snapshot_id
 from csi_xloud.controller.late import LateRequests, keep_the_first
 from csi_xloud.controller.volumes import Timeouts, fetch_volume
 from csi_xloud.rpc.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
@@ -35,8 +41,12 @@ class NewSnapshot:
 
 
 def is_gone(item: Item) -> bool:
-    """Being deleted (or failed to be): no longer a snapshot the CO may use."""
-    return item.raw_status in GONE
+    """Being deleted (or failed to be, or marked deleted): no longer a snapshot the CO may use."""
+    return item.raw_status in GONE or (isinstance(item, Backup) and is_marked_deleted(item))
+
+
+def is_marked_deleted(backup: Backup) -> bool:
+    return DELETED_METADATA_KEY in backup.metadata
 
 
 def is_failed(item: Item) -> bool:
@@ -150,9 +160,10 @@ class Snapshotter:
             except cloud.NotFound:
                 pass
         try:
-            return await self._storage.get_backup(ref.storage_id)
+            backup = await self._storage.get_backup(ref.storage_id)
         except cloud.NotFound:
             return None
+        return None if is_marked_deleted(backup) else backup
 
     async def get(self, snapshot_id: str) -> Item:
         item = await self.lookup(snapshot_id)
@@ -188,10 +199,69 @@ class Snapshotter:
         )
 
     async def _delete_backup(self, backup: Backup) -> None:
+        """Delete and wait; one that incrementals build on is marked deleted and goes when they have."""
         if backup.has_dependent_backups:
-            raise FailedPrecondition(
-                f"backup {backup.id} has incremental backups that depend on it; delete those first"
-            )
+            await self._mark_deleted(backup)
+            return
         if backup.status is not BackupStatus.DELETING:
-            await self._storage.delete_backup(backup.id)
+            try:
+                await self._storage.delete_backup(backup.id)
+            except (cloud.BadRequest, cloud.Conflict):
+                fresh = await self._storage.get_backup(backup.id)
+                if not fresh.has_dependent_backups:
+                    raise
+                await self._mark_deleted(fresh)  # an incremental was made on it meanwhile
+                return
         await self._storage.wait_for_backup_deleted(backup.id, timeout_seconds=self._timeouts.delete_seconds)
+        await self._reap_quietly(backup.volume_id)
+
+    async def _mark_deleted(self, backup: Backup) -> None:
+        metadata = {**backup.metadata, DELETED_METADATA_KEY: "true"}
+        await self._storage.set_backup_metadata(backup.id, metadata)
+        log.info("backup %s has incremental backups: marked deleted, removed once they are gone", backup.id)
+        # The last incremental may have gone while the mark was on its way: look again.
+        await self._reap_quietly(backup.volume_id)
+
+    async def _reap_quietly(self, volume_id: str) -> None:
+        """Reap after a deletion; a failure is logged (the next deletion or start-up tries again)."""
+        try:
+            await self.reap(volume_id)
+        except cloud.CloudError as exc:
+            log.warning("backups marked deleted of volume %s stay for now: %s", volume_id, exc)
+
+    async def reap(self, volume_id: str | None = None) -> int:
+        """Remove the backups marked deleted that nothing depends on any more (of one volume, or all).
+
+        Removing one can free the next link of its chain, so this goes on until no marked backup is
+        free; each is tried once. Returns how many were removed.
+        """
+        tried: set[str] = set()
+        removed = 0
+        while True:
+            marked = [b for b in await self._storage.list_all_backups(volume_id) if is_marked_deleted(b)]
+            free = [
+                b for b in marked
+                if b.id not in tried and not b.has_dependent_backups
+                and b.status in (BackupStatus.AVAILABLE, BackupStatus.ERROR, BackupStatus.DELETING)
+            ]
+            if not free:
+                return removed
+            for backup in free:
+                tried.add(backup.id)
+                removed += await self._remove_marked(backup)
+
+    async def _remove_marked(self, backup: Backup) -> bool:
+        """Delete one marked backup and wait; False when it stays (a failure is logged, not raised)."""
+        try:
+            if backup.status is not BackupStatus.DELETING:
+                await self._storage.delete_backup(backup.id)
+            await self._storage.wait_for_backup_deleted(
+                backup.id, timeout_seconds=self._timeouts.delete_seconds
+            )
+        except cloud.NotFound:
+            return True
+        except cloud.CloudError as exc:
+            log.warning("backup %s marked deleted stays for now: %s", backup.id, exc)
+            return False
+        log.info("removed backup %s, marked deleted, now that nothing depends on it", backup.id)
+        return True

@@ -10,7 +10,13 @@ from csi_xloud._proto import csi_pb2
 from csi_xloud.cloud import errors as cloud
 from csi_xloud.cloud.models import Volume, VolumeStatus, VolumeType
 from csi_xloud.cloud.storage import StorageApi
-from csi_xloud.controller.ids import SOURCE_METADATA_KEY, ContentSource, SourceKind, is_storage_id
+from csi_xloud.controller.ids import (
+    DELETED_METADATA_KEY,
+    SOURCE_METADATA_KEY,
+    ContentSource,
+    SourceKind,
+    is_storage_id,
+)
 from csi_xloud.controller.late import LateRequests, keep_the_first
 from csi_xloud.controller.views import content_source_of
 from csi_xloud.rpc.errors import AlreadyExists, Internal, InvalidArgument, NotFound
@@ -205,6 +211,8 @@ class VolumeCreator:
             snapshot = await self._storage.get_snapshot(source.id)
             return SourceFacts(snapshot.size_gib, await self._zone_of(snapshot.volume_id))
         backup = await self._storage.get_backup(source.id)
+        if DELETED_METADATA_KEY in backup.metadata:
+            raise cloud.NotFound(f"backup {source.id} was deleted")  # its cloud copy waits for its dependents
         return SourceFacts(backup.size_gib, None)
 
     async def _zone_of(self, volume_id: str) -> str | None:
@@ -240,19 +248,18 @@ class VolumeCreator:
                 )
             except (cloud.WaitTimeout, cloud.Unavailable, cloud.NotFound):
                 raise
-            except cloud.CloudError:
-                log.warning("volume %s failed while being created", volume.id)
-        raise await self._discard(volume.id)
+            except cloud.CloudError as exc:
+                log.warning("volume %s failed while being created: %s", volume.id, exc)
+                raise await self._discard(volume.id, str(exc)) from None
+        failure = f"volume {volume.id} went to status {volume.raw_status}"
+        reason = await self._storage.volume_error_reason(volume.id)
+        raise await self._discard(volume.id, f"{failure}: {reason}" if reason else failure)
 
-    async def _discard(self, volume_id: str) -> Internal:
+    async def _discard(self, volume_id: str, failure: str) -> Internal:
         """Delete a failed volume (so the CO's retry starts afresh) and say why it failed."""
-        reason = await self._storage.volume_error_reason(volume_id)
         with contextlib.suppress(cloud.NotFound):
             await self._storage.delete_volume(volume_id)
-        detail = f": {reason}" if reason else ""
-        return Internal(
-            f"volume {volume_id} went to status error{detail}; it was deleted, a retry creates a new one"
-        )
+        return Internal(f"{failure}; it was deleted, a retry creates a new one")
 
 
 def _source_id(source: ContentSource | None, kind: SourceKind) -> str | None:

@@ -201,8 +201,15 @@ class Emulator:
         return JSONResponse({"pid": os.getpid(), "data_dir": str(self.config.data_dir)})
 
     async def metadata(self, request: Request) -> Response:
-        """GET /_emulator/metadata/{server_id}/openstack/latest/meta_data.json, as Nova's metadata service."""
-        server = self.store.get(Server, request.path_params["server_id"])
+        """GET /_emulator/metadata/{server_id}/openstack/latest/meta_data.json, as Nova's metadata service.
+
+        The server may also be named by its name: a node plugin in a cluster knows its node's name
+        (the server's, with --servers $(NODE_NAME)) but not the id the emulator gave it.
+        """
+        wanted = request.path_params["server_id"]
+        server = self.store.get(Server, wanted) or next(
+            (s for s in self.store.all(Server) if s.name == wanted), None
+        )
         if server is None:
             return JSONResponse({"error": "unknown server"}, status_code=404)
         return JSONResponse(

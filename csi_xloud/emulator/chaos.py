@@ -18,13 +18,18 @@ _ID_SEGMENT = re.compile(
 )
 
 
-# What a matching request's asynchronous work does instead of finishing: "error" ends it in the
-# resource's error status (error, error_extending, error_deleting...), "stuck" never ends it.
-# Set for the request by FaultMiddleware; the operation tasks the request starts inherit it.
+# What a matching request's asynchronous work does instead of finishing: "error" ends it as the
+# backend failing does (error, error_extending, error_deleting, a rolled-back attach...), "refused"
+# as the scheduler (or a busy backend) refusing it does (an extend, retype or delete settles back
+# where it was, a create ends in error, with a user message where the real service leaves one),
+# "stuck" never ends it. Set for the request by FaultMiddleware;
+# the operation tasks the request starts inherit it.
 FORCED_OUTCOME: ContextVar[str | None] = ContextVar("emulator_forced_outcome", default=None)
-OUTCOMES = ("error", "stuck")
+OUTCOMES = ("error", "refused", "stuck")
 # What lets "stuck" work go on: set when the rules are cleared (DELETE /_emulator/faults).
 STUCK_RELEASE: ContextVar[asyncio.Event | None] = ContextVar("emulator_stuck_release", default=None)
+# The id of the request being answered (its instance action's and user messages' request_id).
+REQUEST_ID: ContextVar[str | None] = ContextVar("emulator_request_id", default=None)
 
 
 class RuleError(ValueError):
@@ -158,6 +163,7 @@ class RequestIdMiddleware:
             await self._app(scope, receive, send)
             return
         request_id = f"req-{uuid.uuid4()}".encode()
+        token = REQUEST_ID.set(request_id.decode())
         identity = scope["path"].startswith("/identity")
         extra = [(b"x-openstack-request-id", request_id)]
         extra.append((b"vary", b"X-Auth-Token") if identity else (b"x-compute-request-id", request_id))
@@ -171,7 +177,10 @@ class RequestIdMiddleware:
                     message["headers"].append((b"www-authenticate", self._www_authenticate))
             await send(message)
 
-        await self._app(scope, receive, send_with_id)
+        try:
+            await self._app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
 
 
 class FaultMiddleware:

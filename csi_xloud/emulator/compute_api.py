@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from csi_xloud.emulator.compute_actions import InstanceActionRoutes
 from csi_xloud.emulator.compute_servers import ServerRoutes, check_volume_state
 from csi_xloud.emulator.context import EmulatorConfig, authenticate, json_body, negotiate
 from csi_xloud.emulator.errors import ApiError, bad_request, invalid_input, not_found, unexpected_properties
@@ -44,6 +45,7 @@ class ComputeEndpoints:
         t.add("GET", "servers/(?P<id>[^/]+)/os-volume_attachments/(?P<vol>[^/]+)", self.show_attachment)
         t.add("DELETE", "servers/(?P<id>[^/]+)/os-volume_attachments/(?P<vol>[^/]+)", self.detach)
         t.add("PUT", "servers/(?P<id>[^/]+)/os-volume_attachments/(?P<vol>[^/]+)", self.update_attachment)
+        InstanceActionRoutes(store, self._servers.server).register(t)
 
     @staticmethod
     def _headers(version: str) -> dict[str, str]:

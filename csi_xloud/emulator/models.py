@@ -28,6 +28,7 @@ class VolumeStatus(StrEnum):
     ERROR = "error"
     ERROR_DELETING = "error_deleting"
     ERROR_EXTENDING = "error_extending"
+    ERROR_RESTORING = "error_restoring"
 
 
 class SnapshotStatus(StrEnum):
@@ -332,6 +333,41 @@ class Server:
     pending: JsonDict | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """A Storage user message: why an asynchronous operation failed, for the project to read."""
+
+    KIND: ClassVar[str] = "message"
+    id: str
+    project_id: str
+    resource_type: str
+    resource_uuid: str
+    event_id: str
+    user_message: str
+    created_at: str
+    guaranteed_until: str
+    request_id: str
+    message_level: str = "ERROR"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InstanceAction:
+    """A Compute instance action: one request on a server and how its one event ended."""
+
+    KIND: ClassVar[str] = "instance_action"
+    id: str  # the request id, as Compute names actions
+    server_id: str
+    project_id: str
+    user_id: str
+    action: str
+    event: str
+    start_time: str
+    updated_at: str
+    finish_time: str | None = None
+    result: str | None = None
+    details: str | None = None
+
+
 Record = (
     Volume
     | Attachment
@@ -347,6 +383,8 @@ Record = (
     | GroupType
     | Group
     | GroupSnapshot
+    | Message
+    | InstanceAction
 )
 R = TypeVar(
     "R",
@@ -364,6 +402,8 @@ R = TypeVar(
     GroupType,
     Group,
     GroupSnapshot,
+    Message,
+    InstanceAction,
 )
 
 RECORD_TYPES: dict[str, type[Any]] = {
@@ -383,5 +423,7 @@ RECORD_TYPES: dict[str, type[Any]] = {
         GroupType,
         Group,
         GroupSnapshot,
+        Message,
+        InstanceAction,
     )
 }

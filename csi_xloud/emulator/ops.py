@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import Any
 
 from csi_xloud import GIB
 from csi_xloud.emulator.backups import ChunkStore
-from csi_xloud.emulator.chaos import FORCED_OUTCOME, STUCK_RELEASE
+from csi_xloud.emulator.chaos import FORCED_OUTCOME, REQUEST_ID, STUCK_RELEASE
 from csi_xloud.emulator.data import DataPlane
 from csi_xloud.emulator.models import (
     Attachment,
     AttachStatus,
     Backup,
     BackupStatus,
+    InstanceAction,
+    Message,
     Server,
     ServerStatus,
     Snapshot,
@@ -29,11 +32,24 @@ from csi_xloud.emulator.models import (
     Volume,
     VolumeStatus,
     VolumeType,
+    new_id,
     now,
 )
 from csi_xloud.emulator.state import Store
 
 log = logging.getLogger(__name__)
+
+# Storage user messages: event id and text, as the real service words them (action:detail).
+EXTEND_NO_BACKEND = ("VOLUME_VOLUME_007_003", "extend volume:Could not find any available weighted backend.")
+EXTEND_DRIVER_FAILED = ("VOLUME_VOLUME_007_010", "extend volume:Volume Driver failed to extend volume.")
+CREATE_NO_BACKEND = (
+    "VOLUME_VOLUME_001_003", "schedule allocate volume:Could not find any available weighted backend."
+)
+MESSAGE_DAYS = 30
+
+
+class Refused(RuntimeError):
+    """The scheduler found no backend for the work: the resource settles back where it was."""
 
 
 def backend_of(vtype: VolumeType | None) -> str:
@@ -85,6 +101,8 @@ class Operations:
         if self._op_seconds > 0:
             await asyncio.sleep(self._op_seconds * fraction)
         outcome = FORCED_OUTCOME.get()
+        if outcome == "refused":
+            raise Refused("no backend can take the work (injected by a fault rule)")
         if outcome == "error":
             raise RuntimeError("the backend failed (injected by a fault rule)")
         if outcome == "stuck":
@@ -152,11 +170,41 @@ class Operations:
 
     def start_attach(self, att_id: str) -> None:
         """Bring an attachment up (reserved -> attaching -> attached)."""
-        self._spawn(self._attach(att_id), f"attach {att_id}")
+        action = self._start_action(att_id, "attach_volume")
+        self._spawn(self._attach(att_id, action), f"attach {att_id}")
 
     def start_detach(self, att_id: str) -> None:
         """Take an attachment down (detaching -> gone)."""
-        self._spawn(self._detach(att_id), f"detach {att_id}")
+        action = self._start_action(att_id, "detach_volume")
+        self._spawn(self._detach(att_id, action), f"detach {att_id}")
+
+    def _start_action(self, att_id: str, action: str) -> str | None:
+        """The instance action of the Compute request being answered (none when resuming after a start)."""
+        request_id = REQUEST_ID.get()
+        att = self._store.get(Attachment, att_id)
+        vol = self._store.get(Volume, att.volume_id) if att is not None else None
+        if request_id is None or att is None or att.server_id is None or vol is None:
+            return None
+        stamp = now()
+        self._store.put(
+            InstanceAction(
+                id=request_id, server_id=att.server_id, project_id=vol.project_id, user_id=vol.user_id,
+                action=action, event=f"compute_{action}", start_time=stamp, updated_at=stamp,
+            )
+        )
+        return request_id
+
+    def _finish_action(self, action_id: str | None, failure: Exception | None) -> None:
+        action = self._store.get(InstanceAction, action_id) if action_id else None
+        if action is None:
+            return
+        stamp = now()
+        self._store.put(
+            dataclasses.replace(
+                action, finish_time=stamp, updated_at=stamp, result="Error" if failure else "Success",
+                details=str(failure) if failure else None,
+            )
+        )
 
     # -- volumes ----------------------------------------------------------------------------------
 
@@ -175,9 +223,50 @@ class Operations:
             await self._tick()
             await handler(vol_id)
         except Exception as exc:
-            failed = {"delete": VolumeStatus.ERROR_DELETING, "extend": VolumeStatus.ERROR_EXTENDING}
             log.warning("volume %s %s failed: %s", vol_id, op, exc)
-            self._update_volume(vol_id, status=failed.get(op, VolumeStatus.ERROR), pending=None)
+            self._volume_failed(vol, op, isinstance(exc, Refused))
+
+    def _volume_failed(self, vol: Volume, op: str, refused: bool) -> None:
+        """Where a failed volume operation leaves the volume, and what it tells the project.
+
+        A refused extend and any failed retype go back to the status before (size and type unchanged),
+        as the scheduler and the volume manager roll them back, and so does a refused delete (the
+        backend found the volume busy); other failures end in an error status.
+        """
+        assert vol.pending is not None
+        previous = vol.pending.get("prev", VolumeStatus.AVAILABLE)
+        if op == "retype" or (op in ("extend", "delete") and refused):
+            self._update_volume(vol.id, status=previous, pending=None, migration_status=None)
+        else:
+            failed = {"delete": VolumeStatus.ERROR_DELETING, "extend": VolumeStatus.ERROR_EXTENDING}
+            self._update_volume(vol.id, status=failed.get(op, VolumeStatus.ERROR), pending=None)
+        message = {
+            ("extend", True): EXTEND_NO_BACKEND,
+            ("extend", False): EXTEND_DRIVER_FAILED,
+            ("create", True): CREATE_NO_BACKEND,
+        }.get((op, refused))
+        if message is not None:
+            self.record_message(vol.project_id, "VOLUME", vol.id, *message)
+
+    def record_message(
+        self, project_id: str, resource_type: str, resource_uuid: str, event_id: str, text: str
+    ) -> None:
+        """Keep a user message about a resource, as the Storage API does when an operation fails."""
+        created = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        kept_until = created + dt.timedelta(days=MESSAGE_DAYS)
+        self._store.put(
+            Message(
+                id=new_id(),
+                project_id=project_id,
+                resource_type=resource_type,
+                resource_uuid=resource_uuid,
+                event_id=event_id,
+                user_message=text,
+                created_at=created.isoformat(timespec="microseconds"),
+                guaranteed_until=kept_until.isoformat(timespec="microseconds"),
+                request_id=REQUEST_ID.get() or f"req-{new_id()}",
+            )
+        )
 
     async def _create(self, vol_id: str) -> None:
         vol = self._store.get(Volume, vol_id)
@@ -252,7 +341,7 @@ class Operations:
         self._store.put(new, dataclasses.replace(vol, status=status, updated_at=now()))
         return new
 
-    async def _attach(self, att_id: str) -> None:
+    async def _attach(self, att_id: str, action: str | None = None) -> None:
         att = self._store.get(Attachment, att_id)
         if att is None:
             return
@@ -263,6 +352,7 @@ class Operations:
             await self._tick(0.5)
         except RuntimeError as exc:
             self._attach_failed(att, exc)
+            self._finish_action(action, exc)
             return
         att = self._store.get(Attachment, att_id)
         vol = self._store.get(Volume, att.volume_id) if att else None
@@ -276,8 +366,10 @@ class Operations:
             device = await self._data.attach(self.volume_path(vol), link)
         except Exception as exc:
             self._attach_failed(att, exc)
+            self._finish_action(action, exc)
             return
         self._put_attachment(att, status=AttachStatus.ATTACHED, loop_device=device, attached_at=now())
+        self._finish_action(action, None)
 
     def _attach_failed(self, att: Attachment, exc: Exception) -> None:
         """As Nova rolls back a failed attach: the attachment goes, the volume settles again."""
@@ -285,7 +377,7 @@ class Operations:
         self._store.delete(att)
         self._update_volume(att.volume_id, status=settled_status(self.attachments_of(att.volume_id)))
 
-    async def _detach(self, att_id: str) -> None:
+    async def _detach(self, att_id: str, action: str | None = None) -> None:
         att = self._store.get(Attachment, att_id)
         if att is None:
             return
@@ -296,6 +388,7 @@ class Operations:
             log.warning("detach %s failed: %s", att_id, exc)
             self._put_attachment(att, status=AttachStatus.ATTACHED)
             self._update_volume(att.volume_id, status=settled_status(self.attachments_of(att.volume_id)))
+            self._finish_action(action, exc)
             return
         vol = self._store.get(Volume, att.volume_id)
         link = self.link_path(att)
@@ -304,6 +397,7 @@ class Operations:
         self._store.delete(att)
         if vol is not None:
             self._update_volume(vol.id, status=settled_status(self.attachments_of(vol.id)))
+        self._finish_action(action, None)
 
     # -- for the server lifecycle ------------------------------------------------------------------
 
@@ -371,6 +465,8 @@ class Operations:
         except Exception as exc:
             log.warning("snapshot %s %s failed: %s", snap_id, op, exc)
             status = SnapshotStatus.ERROR if op == "create" else SnapshotStatus.ERROR_DELETING
+            if op == "delete" and isinstance(exc, Refused):
+                status = SnapshotStatus.AVAILABLE  # the backend found it busy: it stays
             self._update_snapshot(snap_id, status=status, pending=None)
 
     # -- backups ----------------------------------------------------------------------------------
@@ -401,7 +497,7 @@ class Operations:
             self._update_volume(backup.volume_id, status=pending.get("prev", VolumeStatus.AVAILABLE))
             self._update_backup(backup.id, status=BackupStatus.ERROR, fail_reason=reason, pending=None)
         elif op == "restore":
-            self._update_volume(pending["volume_id"], status=VolumeStatus.ERROR)
+            self._update_volume(pending["volume_id"], status=VolumeStatus.ERROR_RESTORING)
             self._update_backup(backup.id, status=BackupStatus.AVAILABLE, pending=None)
         else:
             self._update_backup(backup.id, status=BackupStatus.ERROR, fail_reason=reason, pending=None)

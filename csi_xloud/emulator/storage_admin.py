@@ -10,6 +10,7 @@ from starlette.responses import Response
 from csi_xloud.emulator.context import json_body, require_object
 from csi_xloud.emulator.errors import bad_request, conflict, forbidden, not_found
 from csi_xloud.emulator.models import (
+    Message,
     QosSpec,
     VolumeType,
     new_id,
@@ -17,7 +18,9 @@ from csi_xloud.emulator.models import (
 )
 from csi_xloud.emulator.ops import backend_of
 from csi_xloud.emulator.routing import Call, RouteTable
-from csi_xloud.emulator.storage_core import StorageCore
+from csi_xloud.emulator.storage_core import StorageCore, filter_by
+
+MESSAGE_FILTERS = ("resource_uuid", "resource_type", "event_id", "request_id", "message_level")
 
 ID = r"[^/]+"
 QOS_CONSUMERS = ("back-end", "front-end", "both")
@@ -270,7 +273,34 @@ class AdminRoutes:
         return self._core.ok({"pools": pools})
 
     async def messages(self, call: Call) -> Response:
-        """GET /messages (3.3): no user messages are kept."""
+        """GET /messages (3.3): the project's user messages, newest first; filters from 3.34, pages from 3.5.
+
+        Below 3.34 the real service ignores filters such as resource_uuid and answers every message.
+        """
         if not call.mv.at_least("3.3"):
             raise not_found()
-        return self._core.ok({"messages": []})
+        found = [m for m in self._store.all(Message) if m.project_id == call.project_id]
+        if call.mv.at_least("3.34"):
+            found = filter_by(found, call, MESSAGE_FILTERS)
+        found = sorted(found, key=lambda m: (m.created_at, m.id), reverse=True)
+        links = None
+        if call.mv.at_least("3.5"):
+            found, links = self._core.page(call, found, "messages", "Message")
+        body: dict[str, Any] = {"messages": [self._message_view(call, m) for m in found]}
+        if links:
+            body["messages_links"] = links
+        return self._core.ok(body)
+
+    def _message_view(self, call: Call, message: Message) -> dict[str, Any]:
+        return {
+            "id": message.id,
+            "event_id": message.event_id,
+            "user_message": message.user_message,
+            "message_level": message.message_level,
+            "created_at": message.created_at,
+            "guaranteed_until": message.guaranteed_until,
+            "request_id": message.request_id,
+            "links": self._core.views.links(call.project_id, "messages", message.id),
+            "resource_type": message.resource_type,
+            "resource_uuid": message.resource_uuid,
+        }

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.responses import Response
 
 from csi_xloud.emulator.context import json_body, require_object
-from csi_xloud.emulator.errors import bad_request, invalid_input
+from csi_xloud.emulator.errors import bad_request, invalid_input, not_found, unexpected_properties
 from csi_xloud.emulator.models import (
     Backup,
     BackupStatus,
@@ -39,6 +39,7 @@ class BackupRoutes:
         table.add("GET", "backups/detail", self.list_detail)
         table.add("POST", "backups", self.create)
         table.add("GET", f"backups/(?P<id>{ID})", self.show)
+        table.add("PUT", f"backups/(?P<id>{ID})", self.update)
         table.add("DELETE", f"backups/(?P<id>{ID})", self.delete)
         table.add("POST", f"backups/(?P<id>{ID})/restore", self.restore)
 
@@ -130,6 +131,28 @@ class BackupRoutes:
     async def show(self, call: Call) -> Response:
         """GET /backups/{id}."""
         return self._core.ok({"backup": self._view(call, self._core.backup(call, call.params["id"]))})
+
+    async def update(self, call: Call) -> Response:
+        """PUT /backups/{id} (3.9): name and description; metadata from 3.43, replacing the old."""
+        if not call.mv.at_least("3.9"):
+            raise not_found()
+        backup = self._core.backup(call, call.params["id"])
+        req = require_object(await json_body(call.request), "backup")
+        allowed = {"name", "description"} | ({"metadata"} if call.mv.at_least("3.43") else set())
+        extra = [k for k in req if k not in allowed]
+        if extra:
+            raise unexpected_properties("backup", req, extra)
+        changes: dict[str, Any] = {
+            field: check_name(field, req[field]) for field in ("name", "description") if field in req
+        }
+        if "metadata" in req:
+            changes["metadata"] = check_metadata(req["metadata"])
+        backup = dataclasses.replace(backup, updated_at=now(), **changes)
+        self._store.put(backup)
+        body = self._core.views.backup_summary(backup)
+        if call.mv.at_least("3.43"):
+            body["metadata"] = dict(backup.metadata)
+        return self._core.ok({"backup": body})
 
     async def delete(self, call: Call) -> Response:
         """DELETE /backups/{id}: refused while incrementals depend on it."""

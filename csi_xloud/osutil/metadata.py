@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from csi_xloud.osutil.mounts import Mounter
 log = logging.getLogger(__name__)
 
 CONFIG_DRIVE_LABEL = "config-2"
+# Where udev links every labelled filesystem by its label; looked at before any device is probed.
+BY_LABEL_DIR = Path("/dev/disk/by-label")
 META_DATA_PATH = "openstack/latest/meta_data.json"
 
 
@@ -49,6 +53,7 @@ class MetadataReader:
         metadata_url: str,
         *,
         label: str = CONFIG_DRIVE_LABEL,
+        by_label_dir: Path = BY_LABEL_DIR,
         http_timeout_seconds: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         blocking: BlockingCalls | None = None,
@@ -57,6 +62,7 @@ class MetadataReader:
         self._mounter = mounter
         self._url = f"{metadata_url.rstrip('/')}/{META_DATA_PATH}"
         self._label = label
+        self._by_label_dir = by_label_dir
         self._timeout = http_timeout_seconds
         self._transport = transport
         self._blocking = blocking or BlockingCalls()
@@ -72,10 +78,9 @@ class MetadataReader:
 
     async def from_config_drive(self) -> InstanceMetadata | None:
         """Mount the first filesystem labelled config-2 read-only in a temporary folder and read it."""
-        devices = await self._filesystems.find_by_label(self._label)
-        if not devices:
+        device = await self._config_drive()
+        if device is None:
             return None
-        device = devices[0]
         signature = await self._filesystems.probe(device)
         if signature.type is None:
             raise OsUtilError(f"config drive {device} lost its filesystem while being read")
@@ -91,6 +96,19 @@ class MetadataReader:
         log.info("read instance metadata from config drive %s", device)
         return InstanceMetadata.from_json(json.loads(text), f"config drive {device}")
 
+    async def _config_drive(self) -> Path | None:
+        """The config drive's device: udev's by-label link when there is one, else a scan of every device.
+
+        The scan probes each block device in turn (seconds on a host with many disks), so it runs
+        only when udev has no link, e.g. in a container without /run/udev.
+        """
+        link = self._by_label_dir / self._label
+        linked = await asyncio.to_thread(_resolved_block_device, link)
+        if linked is not None:
+            return linked
+        devices = await self._filesystems.find_by_label(self._label)
+        return devices[0] if devices else None
+
     async def from_metadata_service(self) -> InstanceMetadata:
         try:
             async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as client:
@@ -101,3 +119,12 @@ class MetadataReader:
             raise MetadataUnavailable(f"metadata service {self._url}: {exc}") from exc
         log.info("read instance metadata from %s", self._url)
         return InstanceMetadata.from_json(data, self._url)
+
+
+def _resolved_block_device(link: Path) -> Path | None:
+    """Where a udev link points when that is a block device; None when there is no such link."""
+    try:
+        target = link.resolve(strict=True)
+        return target if stat.S_ISBLK(target.stat().st_mode) else None
+    except (OSError, RuntimeError):
+        return None

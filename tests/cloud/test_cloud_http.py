@@ -535,7 +535,11 @@ async def test_volume_error_carries_the_clouds_user_message(make: Any) -> None:
     script = (
         with_versions(Script())
         .on("GET", "/volumes/v1", json_response(200, failed))
-        .on("GET", "/messages", json_response(200, {"messages": [{"user_message": message}]}))
+        .on("GET", "/messages", json_response(200, {"messages": [
+            # A cloud that ignores the filter answers other resources' messages too: they are no reason.
+            {"user_message": "extend volume:not this one", "resource_uuid": "v2", "created_at": "2026-01-02"},
+            {"user_message": message, "resource_uuid": "v1", "created_at": "2026-01-01"},
+        ]}))
     )
     h = make(no_auth(), script)
     with pytest.raises(CloudError, match="volume v1 went to status error: create volume:schedule") as caught:
@@ -543,7 +547,8 @@ async def test_volume_error_carries_the_clouds_user_message(make: Any) -> None:
     assert type(caught.value) is CloudError
     sent = script.requests[-1]
     assert sent.url.params["resource_uuid"] == "v1"
-    assert sent.headers["OpenStack-API-Version"] == "volume 3.3"
+    # From 3.34 the Storage API filters messages by resource_uuid.
+    assert sent.headers["OpenStack-API-Version"] == "volume 3.34"
 
 
 def test_password_auth_bodies_match_keystone() -> None:

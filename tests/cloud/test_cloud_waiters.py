@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 
 import pytest
 
-from csi_xloud.cloud.errors import CloudError, NotFound, WaitTimeout
-from csi_xloud.cloud.waiters import Backoff, StatusCheck, Waiter
+from csi_xloud.cloud.errors import CloudError, NotFound, RolledBack, WaitTimeout
+from csi_xloud.cloud.waiters import Backoff, Rollback, StatusCheck, Waiter
 from tests.cloud.fakes import FakeClock
 
 
@@ -293,3 +294,38 @@ async def test_every_wait_is_measured_by_transition_and_outcome() -> None:
     assert sample(f"{wait}_count", resource="volume", transition="none", outcome="done") == 1
     for resource in ("volume", "snapshot"):
         assert sample("csi_xloud_cloud_waits_in_flight", resource=resource) == 0
+
+
+def _with_rollback(check: StatusCheck[str], back_in: str, reason: str | None) -> StatusCheck[str]:
+    async def seen(status: str) -> bool:
+        return status == back_in
+
+    async def why(_: str) -> str | None:
+        if reason is None:
+            raise CloudError("the reason could not be read")
+        return reason
+
+    return dataclasses.replace(check, rollback=Rollback("the attach to node n", seen, why))
+
+
+async def test_a_change_the_cloud_undid_ends_the_wait_at_the_next_view() -> None:
+    clock = FakeClock()
+    resource = Resource(clock, [(0, "reserved"), (0.5, "available")])
+    check = _with_rollback(resource.check("in-use"), "available", "compute_attach_volume: no device")
+    with pytest.raises(RolledBack) as caught:
+        await Waiter(clock, rng=random.Random(1)).wait_for_status(
+            resource.fetch, check, timeout_seconds=120, what="volume v1", expect="reserved"
+        )
+    assert str(caught.value) == (
+        "volume v1 is available again: the cloud undid the attach to node n: compute_attach_volume: no device"
+    )
+    assert resource.polls[-1] < 1.5  # the first view after the rollback, not the deadline
+
+
+async def test_a_rolled_back_deletion_ends_the_wait_and_an_unreadable_reason_is_left_out() -> None:
+    clock = FakeClock()
+    resource = Resource(clock, [(0, "deleting"), (0.3, "available")])
+    check = _with_rollback(resource.check(), "available", None)
+    with pytest.raises(RolledBack, match=r"^volume v1 is available again: the cloud undid the attach to node n$"):
+        await Waiter(clock).wait_for_deletion(resource.fetch, check, timeout_seconds=120, what="volume v1")
+    assert resource.polls[-1] < 1.0

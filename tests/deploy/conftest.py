@@ -7,7 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from deploy_support import FULL_VALUES, Obj, flatten, load_generator
+from deploy_support import EMULATOR_VALUES, FULL_VALUES, Obj, flatten, load_generator
 from helm_cli import helm_binary
 
 
@@ -28,10 +28,21 @@ def full_objects(generator: ModuleType) -> list[Obj]:
     return flatten(generator.render(FULL_VALUES, release="storage", namespace="xloud-system"))
 
 
-@pytest.fixture(scope="session", params=["default", "full"])
-def objects(request: pytest.FixtureRequest, default_objects: list[Obj], full_objects: list[Obj]) -> list[Obj]:
-    """Each rendering in turn: every consistency rule must hold for both."""
-    return default_objects if request.param == "default" else full_objects
+@pytest.fixture(scope="session")
+def emulator_objects(generator: ModuleType) -> list[Obj]:
+    """The evaluation install: `helm template csi-xloud -n kube-system --set emulator.enabled=true`."""
+    return flatten(generator.render(EMULATOR_VALUES))
+
+
+@pytest.fixture(scope="session", params=["default", "full", "emulator"])
+def objects(
+    request: pytest.FixtureRequest,
+    default_objects: list[Obj],
+    full_objects: list[Obj],
+    emulator_objects: list[Obj],
+) -> list[Obj]:
+    """Each rendering in turn: every consistency rule must hold for all three."""
+    return {"default": default_objects, "full": full_objects, "emulator": emulator_objects}[request.param]
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,7 @@ FULL_VALUES: Obj = {
     },
     "controller": {
         "replicas": 3,
+        "hostNetwork": True,
         "extraArgs": ["--shutdown-grace=20"],
         "podAnnotations": {"example.test/team": "storage"},
         "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
@@ -113,6 +114,10 @@ FULL_VALUES: Obj = {
         {"name": "xloud-slow", "parameters": {"type": "hdd", "migration-policy": "never"}},
     ],
 }
+
+
+# The evaluation install of docs/install.md: the emulator in the cluster instead of a cloud.
+EMULATOR_VALUES: Obj = {"emulator": {"enabled": True}}
 
 
 def load_generator() -> ModuleType:

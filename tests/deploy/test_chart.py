@@ -10,14 +10,25 @@ import helm_python
 import jsonschema
 import pytest
 import yaml
-from deploy_support import CHART_DIR, FULL_VALUES, Obj, chart_kube_versions, validate_object
+from deploy_support import (
+    CHART_DIR,
+    EMULATOR_VALUES,
+    FULL_VALUES,
+    Obj,
+    chart_kube_versions,
+    container,
+    flag,
+    one,
+    pod_spec,
+    validate_object,
+)
 
 VALUES = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 
 
 def test_chart_lints_clean_in_strict_mode() -> None:
-    for values in (None, FULL_VALUES):
+    for values in (None, FULL_VALUES, EMULATOR_VALUES):
         report = helm_python.lint(CHART_DIR, values, strict=True, kube_version="v1.34.0")
         problems = [m for m in report["messages"] if m["severity"] >= 2]
         assert report["errors"] == [] and problems == [], report
@@ -84,9 +95,9 @@ def test_creating_the_secret_requires_its_content(generator: ModuleType) -> None
 
 @pytest.mark.parametrize("version", chart_kube_versions())
 def test_every_rendered_object_is_valid(
-    version: str, default_objects: list[Obj], full_objects: list[Obj]
+    version: str, default_objects: list[Obj], full_objects: list[Obj], emulator_objects: list[Obj]
 ) -> None:
-    for obj in default_objects + full_objects:
+    for obj in default_objects + full_objects + emulator_objects:
         try:
             validate_object(obj, version)
         except Exception as exc:  # the message alone does not say which object
@@ -173,3 +184,39 @@ def test_validation_catches_broken_objects(broken: Obj, message: str) -> None:
     """The validator the tests above rely on does reject what a cluster would reject."""
     with pytest.raises(Exception, match=message):
         validate_object(broken, "1.34.0")
+
+
+def test_the_evaluation_install_runs_the_emulator_and_wires_the_driver_to_it(
+    default_objects: list[Obj], emulator_objects: list[Obj]
+) -> None:
+    added = {(o["kind"], o["metadata"]["name"]) for o in emulator_objects} - {
+        (o["kind"], o["metadata"]["name"]) for o in default_objects
+    }
+    assert added == {("Deployment", "csi-xloud-emulator")}
+    assert ("PodDisruptionBudget", "csi-xloud-controller") not in {
+        (o["kind"], o["metadata"]["name"]) for o in emulator_objects
+    }
+    emulator = one(emulator_objects, "Deployment", "csi-xloud-emulator")
+    controller = one(emulator_objects, "Deployment", "csi-xloud-controller")
+    node = one(emulator_objects, "DaemonSet", "csi-xloud-node")
+    for workload in (emulator, controller, node):
+        assert pod_spec(workload)["hostNetwork"] is True  # the emulator answers on the node's 127.0.0.1
+    assert emulator["spec"]["strategy"] == {"type": "Recreate"}
+    assert container(emulator, "emulator")["securityContext"]["privileged"] is True
+    assert flag(container(emulator, "emulator"), "listen") == "127.0.0.1:8900"
+    assert flag(container(node, "csi-xloud"), "metadata-url") == (
+        "http://127.0.0.1:8900/_emulator/metadata/<NODE_NAME>"
+    )
+    assert controller["spec"]["replicas"] == 1
+    (term,) = pod_spec(controller)["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"].items() <= emulator["spec"]["template"]["metadata"]["labels"].items()
+    driver = container(controller, "csi-xloud")
+    assert driver["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert driver["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_controller_host_network_is_a_value(default_objects: list[Obj], full_objects: list[Obj]) -> None:
+    assert "hostNetwork" not in pod_spec(one(default_objects, "Deployment"))
+    spec = pod_spec(one(full_objects, "Deployment"))
+    assert (spec["hostNetwork"], spec["dnsPolicy"]) == (True, "ClusterFirstWithHostNet")

@@ -95,20 +95,28 @@ CAPACITY_NEEDS: set[Rule] = {
 
 def release_of(objects: list[Obj]) -> tuple[str, str]:
     """(name prefix, namespace) of the rendering."""
-    deployment = one(objects, "Deployment")
+    deployment = controller(objects)
     return deployment["metadata"]["name"].removesuffix("-controller"), deployment["metadata"]["namespace"]
 
 
 def controller(objects: list[Obj]) -> Obj:
-    return one(objects, "Deployment")
+    """The controller's Deployment (the evaluation install also has the emulator's)."""
+    (deployment,) = [d for d in find(objects, "Deployment") if d["metadata"]["name"].endswith("-controller")]
+    return deployment
 
 
 def node(objects: list[Obj]) -> Obj:
     return one(objects, "DaemonSet")
 
 
+def emulator(objects: list[Obj]) -> Obj | None:
+    """The in-cluster emulator's Deployment of the evaluation install, else None."""
+    found = [d for d in find(objects, "Deployment") if d["metadata"]["name"].endswith("-emulator")]
+    return found[0] if found else None
+
+
 def kubelet_dir(objects: list[Obj]) -> str:
-    full = one(objects, "Deployment")["metadata"]["namespace"] != "kube-system"
+    full = controller(objects)["metadata"]["namespace"] != "kube-system"
     return CUSTOM_KUBELET_DIR if full else "/var/lib/kubelet"
 
 
@@ -165,8 +173,24 @@ def test_node_paths_agree_with_kubelet(objects: list[Obj]) -> None:
     assert mounts[kubelet_volume]["mountPath"] == kubelet
     assert mounts[kubelet_volume]["mountPropagation"] == "Bidirectional"
     assert driver["securityContext"]["privileged"] is True  # Bidirectional needs it
-    device_volume, _ = resolve_path(daemonset, driver, flag(driver, "device-dir") or "")
-    assert volume(daemonset, device_volume)["hostPath"]["path"] == "/dev"
+    device_dir = flag(driver, "device-dir") or ""
+    device_volume, inside = resolve_path(daemonset, driver, device_dir)
+    emulated = emulator(objects)
+    if emulated is None:
+        assert volume(daemonset, device_volume)["hostPath"]["path"] == "/dev"
+        return
+    # The emulator makes its server's disks under its data dir: the same host folder, at the same path.
+    emulated_driver = container(emulated, "emulator")
+    data_dir = flag(emulated_driver, "data-dir") or ""
+    data_volume, _ = resolve_path(emulated, emulated_driver, data_dir)
+    host_data_dir = volume(emulated, data_volume)["hostPath"]["path"]
+    assert volume(daemonset, device_volume)["hostPath"]["path"] == host_data_dir == data_dir
+    assert inside == PurePosixPath("servers/<NODE_NAME>/by-id")
+    assert flag(emulated_driver, "servers") == "<NODE_NAME>@nova"
+    # Its by-id links name loop devices: both see the host's /dev.
+    for workload, ctr in ((daemonset, driver), (emulated, emulated_driver)):
+        dev_volume, _ = resolve_path(workload, ctr, "/dev/loop0")
+        assert volume(workload, dev_volume)["hostPath"]["path"] == "/dev"
 
 
 def test_only_the_node_driver_propagates_mounts(objects: list[Obj]) -> None:
@@ -288,7 +312,7 @@ def test_resizer_flags_match_what_its_role_and_the_driver_allow(objects: list[Ob
 
 def test_every_controller_sidecar_elects_a_leader(objects: list[Obj]) -> None:
     deployment = controller(objects)
-    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["replicas"] >= (1 if emulator(objects) else 2)
     for name in CONTROLLER_SIDECARS:
         sidecar = container(deployment, name)
         assert flag(sidecar, "leader-election") == ""
@@ -333,6 +357,16 @@ def test_controller_reads_the_cloud_secret_the_chart_names(objects: list[Obj]) -
     deployment = controller(objects)
     driver = container(deployment, "csi-xloud")
     secret_volume, inside = resolve_path(deployment, driver, flag(driver, "cloud-config") or "")
+    emulated = emulator(objects)
+    if emulated is not None:
+        # The clouds.yaml the emulator writes into its data dir, naming its cloud xloud-emulator.
+        emulated_driver = container(emulated, "emulator")
+        host_file = volume(deployment, secret_volume)["hostPath"]
+        assert host_file == {"path": f"{flag(emulated_driver, 'data-dir')}/clouds.yaml", "type": "File"}
+        assert inside == PurePosixPath(".")
+        assert flag(driver, "cloud") == "xloud-emulator"
+        assert not find(objects, "Secret")
+        return
     secret = volume(deployment, secret_volume)["secret"]
     assert "items" not in secret  # every key of the Secret is a file, the CA bundle too
     expected_name = "xloud-credentials" if find(objects, "Secret") else "csi-xloud-cloud-config"

@@ -54,6 +54,10 @@ def test_metadata_service(api: Api, servers: dict[str, dict[str, str]]) -> None:
     assert meta["name"] == meta["hostname"] == "node-b"
     assert meta["availability_zone"] == "nova"
     assert meta["project_id"] == api.project_id
+    # A node plugin in a cluster knows its node's name, which names its server.
+    by_name = api.http.get("/_emulator/metadata/node-b/openstack/latest/meta_data.json").json()
+    assert by_name == meta
+    assert api.http.get("/_emulator/metadata/no-such-node/openstack/latest/meta_data.json").status_code == 404
 
 
 def test_attach_makes_loop_device_and_detach_removes_it(api: Api, servers: dict[str, dict[str, str]]) -> None:

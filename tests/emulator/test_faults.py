@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -193,3 +195,109 @@ def test_a_delayed_request_is_served_even_when_its_client_gave_up(api: Api) -> N
     assert len(listed) == 1
     api.wait_volume(listed[0]["id"], "available")
     api.delete_volume(listed[0]["id"])
+
+
+def test_outcome_refused_settles_an_extend_back_with_a_user_message(api: Api) -> None:
+    """As the scheduler refuses an extend it accepted: the old status and size, and a user message."""
+    volume = api.create_volume()
+    api.emu.set_faults([{"method": "POST", "path": "/action$", "outcome": "refused", "count": 1}])
+    try:
+        extend = {"os-extend": {"new_size": 2}}
+        assert api.volume("POST", f"/volumes/{volume['id']}/action", json=extend).status_code == 202
+    finally:
+        api.emu.clear_faults()
+    settled = until(lambda: _unless_status(api.get_volume(volume["id"]), "extending"))
+    assert settled["status"] == "available"
+    assert settled["size"] == 1
+    messages = api.volume("GET", "/messages", params={"resource_uuid": volume["id"]}).json()["messages"]
+    assert [(m["event_id"], m["user_message"], m["resource_type"]) for m in messages] == [
+        ("VOLUME_VOLUME_007_003", "extend volume:Could not find any available weighted backend.", "VOLUME")
+    ]
+    api.delete_volume(volume["id"])
+
+
+def test_outcome_error_rolls_a_retype_back_to_the_old_type(api: Api) -> None:
+    volume = api.create_volume()
+    api.emu.set_faults([{"method": "POST", "path": "/action$", "outcome": "error", "count": 1}])
+    try:
+        retype = {"os-retype": {"new_type": "archive", "migration_policy": "on-demand"}}
+        assert api.volume("POST", f"/volumes/{volume['id']}/action", json=retype).status_code == 202
+    finally:
+        api.emu.clear_faults()
+    settled = until(lambda: _unless_status(api.get_volume(volume["id"]), "retyping"))
+    assert (settled["status"], settled["volume_type"]) == ("available", "standard")
+    api.delete_volume(volume["id"])
+
+
+def test_messages_filter_from_3_34_and_page_from_3_5(api: Api) -> None:
+    """Below 3.34 the real service ignores resource_uuid (recorded Cinder); the emulator does the same."""
+    refused = [api.create_volume(), api.create_volume()]
+    api.emu.set_faults([{"method": "POST", "path": "/action$", "outcome": "refused", "count": 2}])
+    try:
+        for volume in refused:
+            extend = {"os-extend": {"new_size": 2}}
+            assert api.volume("POST", f"/volumes/{volume['id']}/action", json=extend).status_code == 202
+    finally:
+        api.emu.clear_faults()
+    for volume in refused:
+        until(lambda v=volume: api.volume(
+            "GET", "/messages", mv="3.34", params={"resource_uuid": v["id"]}
+        ).json()["messages"])
+    first = refused[0]["id"]
+    unfiltered = api.volume("GET", "/messages", mv="3.3", params={"resource_uuid": first}).json()["messages"]
+    assert {m["resource_uuid"] for m in unfiltered} >= {v["id"] for v in refused}
+    filtered = api.volume("GET", "/messages", mv="3.34", params={"resource_uuid": first}).json()["messages"]
+    assert [m["resource_uuid"] for m in filtered] == [first]
+    paged = api.volume("GET", "/messages", mv="3.5", params={"limit": "1"}).json()
+    assert len(paged["messages"]) == 1 and paged["messages_links"][0]["rel"] == "next"
+    assert api.volume("GET", "/messages", mv="3.2").status_code == 404
+    for volume in refused:
+        api.delete_volume(volume["id"])
+
+
+def test_a_failed_attach_leaves_an_instance_action_naming_why(api: Api) -> None:
+    server = {s["name"]: s for s in api.emu.servers}["node-a"]["id"]
+    volume = api.create_volume()
+    api.emu.set_faults([{"method": "POST", "path": "/os-volume_attachments$", "outcome": "error", "count": 1}])
+    try:
+        resp = api.compute(
+            "POST", f"/servers/{server}/os-volume_attachments", json={"volumeAttachment": {"volumeId": volume["id"]}}
+        )
+    finally:
+        api.emu.clear_faults()
+    request_id = resp.headers["x-openstack-request-id"]
+    api.wait_volume(volume["id"], "available")
+    path = f"/servers/{server}/os-instance-actions/{request_id}"
+    action = until(lambda: _if_finished(api.compute("GET", path, mv="2.84").json()["instanceAction"]))
+    assert (action["action"], action["message"], action["request_id"]) == ("attach_volume", "Error", request_id)
+    (event,) = action["events"]
+    assert (event["event"], event["result"]) == ("compute_attach_volume", "Error")
+    assert event["details"] == "the backend failed (injected by a fault rule)"
+    old = api.compute("GET", path, mv="2.1").json()
+    assert "details" not in old["instanceAction"]["events"][0]
+    listed = api.compute("GET", f"/servers/{server}/os-instance-actions").json()["instanceActions"]
+    assert request_id in [a["request_id"] for a in listed]
+    missing = api.compute("GET", f"/servers/{server}/os-instance-actions/req-{'0' * 8}")
+    assert missing.status_code == 404
+    api.attach(server, volume["id"])
+    api.detach(server, volume["id"])
+    api.delete_volume(volume["id"])
+
+
+def until(fetch: Callable[[], Any], timeout: float = 15) -> Any:
+    """Poll until fetch() answers something truthy; that answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = fetch()
+        if found:
+            return found
+        time.sleep(0.03)
+    raise AssertionError("never came")
+
+
+def _unless_status(volume: dict[str, Any] | None, status: str) -> dict[str, Any] | None:
+    return volume if volume is not None and volume["status"] != status else None
+
+
+def _if_finished(action: dict[str, Any]) -> dict[str, Any] | None:
+    return action if action["events"][0]["result"] else None

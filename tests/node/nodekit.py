@@ -174,6 +174,7 @@ def build_service(
     runner: Runner | None = None,
     device_dir: Path | None = None,
     blocking: BlockingCalls | None = None,
+    by_label_dir: Path | None = None,
 ) -> NodeService:
     runner = runner or Runner(observers=[commands.append])
     blocking = blocking or BlockingCalls()
@@ -190,7 +191,10 @@ def build_service(
         mounter=mounter,
         stats=stats,
         paths=PathGuard(host.kubelet, blocking),
-        metadata=MetadataReader(filesystems, mounter, metadata_url, label=config_drive_label, blocking=blocking),
+        metadata=MetadataReader(
+            filesystems, mounter, metadata_url, label=config_drive_label,
+            by_label_dir=by_label_dir or host.root / "by-label", blocking=blocking,
+        ),
         inflight=InFlight(),
         node_id=node_id,
         availability_zone=zone,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -114,18 +116,26 @@ async def test_node_info_without_any_source_is_unavailable(host: Host, short_tmp
     assert "127.0.0.1:9" in error.details()
 
 
-async def test_node_info_from_a_config_drive(host: Host, short_tmp: Path) -> None:
-    label = f"csx-{secrets.token_hex(4)}"  # a label of our own: other tests on this machine may hold config-2
+def make_config_drive(host: Host, label: str) -> Path:
+    """A loop device with an ext4 labelled `label` holding meta_data.json, as Nova writes it."""
     drive = host.disk(16)
     sh("mkfs.ext4", "-q", "-L", label, str(drive.device))
     folder = host.root / "drive"
     folder.mkdir()
     sh("mount", str(drive.device), str(folder))
-    (folder / "openstack/latest").mkdir(parents=True)
-    (folder / "openstack/latest/meta_data.json").write_text(
-        json.dumps({"uuid": "from-config-drive", "availability_zone": "zone-cd"})
-    )
-    sh("umount", str(folder))
+    try:
+        (folder / "openstack/latest").mkdir(parents=True)
+        (folder / "openstack/latest/meta_data.json").write_text(
+            json.dumps({"uuid": "from-config-drive", "availability_zone": "zone-cd"})
+        )
+    finally:
+        sh("umount", str(folder))
+    return Path(drive.device)
+
+
+async def test_node_info_from_a_config_drive_found_by_a_scan(host: Host, short_tmp: Path) -> None:
+    label = f"csx-{secrets.token_hex(4)}"  # a label of our own: other tests on this machine may hold config-2
+    make_config_drive(host, label)
     commands: list[CommandResult] = []
     service = build_service_for(
         host, node_id=None, zone=None, metadata_url="http://127.0.0.1:9", label=label, commands=commands
@@ -135,10 +145,57 @@ async def test_node_info_from_a_config_drive(host: Host, short_tmp: Path) -> Non
 
     assert info.node_id == "from-config-drive"
     assert dict(info.accessible_topology.segments) == {TOPOLOGY_KEY: "zone-cd"}
+    # No udev link for the label: every device was probed for it.
+    assert [c.argv for c in commands if c.argv[0] == "blkid" and f"LABEL={label}" in c.argv]
     mounts = [c.argv for c in commands if c.argv[0] == "mount"]
     assert len(mounts) == 1 and "ro" in mounts[0]
     assert not mounted_at(Path(mounts[0][-1]))
     assert not Path(mounts[0][-1]).exists()
+
+
+async def test_node_info_from_a_config_drive_found_by_its_udev_label_link(host: Host, short_tmp: Path) -> None:
+    label = f"csx-{secrets.token_hex(4)}"
+    device = make_config_drive(host, label)
+    by_label = host.root / "by-label"
+    by_label.mkdir()
+    (by_label / label).symlink_to(os.path.relpath(device, by_label))
+    commands: list[CommandResult] = []
+    service = build_service(
+        host, commands, node_id=None, zone=None, config_drive_label=label, by_label_dir=by_label
+    )
+
+    info = await node_info(service, short_tmp / "cd.sock")
+
+    assert info.node_id == "from-config-drive"
+    # The link named the device: no device was scanned for the label, only this one probed.
+    assert not [c.argv for c in commands if c.argv[0] == "blkid" and f"LABEL={label}" in c.argv]
+    assert [c.argv for c in commands if c.argv[0] == "blkid" and str(device) in c.argv]
+
+
+async def test_node_info_with_both_flags_looks_nothing_up(
+    host: Host, short_tmp: Path, metadata_server: MetadataServer
+) -> None:
+    label = f"csx-{secrets.token_hex(4)}"
+    make_config_drive(host, label)
+    commands: list[CommandResult] = []
+    service = build_service_for(
+        host, metadata_url=metadata_server.url, label=label, commands=commands
+    )
+    server = await serve(service, short_tmp / "f.sock")
+    try:
+        async with grpc.aio.insecure_channel(f"unix://{short_tmp / 'f.sock'}") as channel:
+            stub = csi_pb2_grpc.NodeStub(channel)
+            await stub.NodeGetCapabilities(csi_pb2.NodeGetCapabilitiesRequest())  # the channel is up
+            started = time.monotonic()
+            info = await stub.NodeGetInfo(csi_pb2.NodeGetInfoRequest())
+            elapsed = time.monotonic() - started
+    finally:
+        await server.stop(0)
+
+    assert info.node_id == NODE_ID
+    assert dict(info.accessible_topology.segments) == {TOPOLOGY_KEY: ZONE}
+    assert elapsed < 0.1, f"NodeGetInfo took {elapsed * 1000:.0f} ms"
+    assert commands == [] and metadata_server.requests == []
 
 
 async def test_capabilities(node: Node) -> None:

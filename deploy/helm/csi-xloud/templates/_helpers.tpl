@@ -98,3 +98,34 @@ capabilities:
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/* The emulator's image: its own when set, else the driver image (which then needs the emulator extra). */}}
+{{- define "csi-xloud.emulatorImage" -}}
+{{- if .Values.emulator.image.repository }}
+{{- printf "%s:%s" .Values.emulator.image.repository (.Values.emulator.image.tag | default .Chart.AppVersion) }}
+{{- else }}
+{{- include "csi-xloud.driverImage" . }}
+{{- end }}
+{{- end }}
+
+{{/* Where the in-cluster emulator answers: only host-network pods of its node reach it. */}}
+{{- define "csi-xloud.emulatorUrl" -}}
+{{- printf "http://127.0.0.1:%d" (int .Values.emulator.port) }}
+{{- end }}
+
+{{/* The clouds.yaml the emulator writes into its data dir, and where the controller reads it. */}}
+{{- define "csi-xloud.emulatorCloudsYaml" -}}
+{{- printf "%s/clouds.yaml" (trimSuffix "/" .Values.emulator.dataDir) }}
+{{- end }}
+
+{{/* The node's emulated server: named after the Kubernetes node, its disks under the data dir. */}}
+{{- define "csi-xloud.emulatorDeviceDir" -}}
+{{- printf "%s/servers/$(NODE_NAME)/by-id" (trimSuffix "/" .Values.emulator.dataDir) }}
+{{- end }}
+
+{{- define "csi-xloud.nodeNameEnv" -}}
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+{{- end }}
