@@ -198,7 +198,8 @@ class Emulator:
 
     async def health(self, request: Request) -> Response:
         """GET /_emulator/health: who answers on this port (so a starter can tell it is its own child)."""
-        return JSONResponse({"pid": os.getpid(), "data_dir": str(self.config.data_dir)})
+        body = {"pid": os.getpid(), "data_dir": str(self.config.data_dir), "operations": self.ops.running()}
+        return JSONResponse(body)
 
     async def metadata(self, request: Request) -> Response:
         """GET /_emulator/metadata/{server_id}/openstack/latest/meta_data.json, as Nova's metadata service."""

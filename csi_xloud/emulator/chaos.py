@@ -25,6 +25,8 @@ FORCED_OUTCOME: ContextVar[str | None] = ContextVar("emulator_forced_outcome", d
 OUTCOMES = ("error", "stuck")
 # What lets "stuck" work go on: set when the rules are cleared (DELETE /_emulator/faults).
 STUCK_RELEASE: ContextVar[asyncio.Event | None] = ContextVar("emulator_stuck_release", default=None)
+# The request id of the API call being answered; operations it starts inherit it (for user messages).
+REQUEST_ID: ContextVar[str | None] = ContextVar("emulator_request_id", default=None)
 
 
 class RuleError(ValueError):
@@ -158,6 +160,7 @@ class RequestIdMiddleware:
             await self._app(scope, receive, send)
             return
         request_id = f"req-{uuid.uuid4()}".encode()
+        REQUEST_ID.set(request_id.decode())
         identity = scope["path"].startswith("/identity")
         extra = [(b"x-openstack-request-id", request_id)]
         extra.append((b"vary", b"X-Auth-Token") if identity else (b"x-compute-request-id", request_id))

@@ -115,6 +115,7 @@ class Volume:
     migration_status: str | None = None
     pending: JsonDict | None = None
     group_id: str | None = None
+    readonly: bool | None = None  # admin metadata; shown as metadata.readonly once set
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -192,6 +193,9 @@ class Backup:
     fail_reason: str | None = None
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     pending: JsonDict | None = None
+    volume_name: str | None = None
+    volume_description: str | None = None
+    volume_metadata: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -205,6 +209,7 @@ class VolumeType:
     is_public: bool = True
     extra_specs: dict[str, str] = dataclasses.field(default_factory=dict)
     qos_specs_id: str | None = None
+    projects: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -280,6 +285,23 @@ class QuotaSet:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """A user message: why an asynchronous operation failed (GET /messages, 3.3+)."""
+
+    KIND: ClassVar[str] = "message"
+    id: str
+    project_id: str
+    event_id: str
+    user_message: str
+    resource_type: str
+    resource_uuid: str | None
+    request_id: str | None
+    created_at: str
+    guaranteed_until: str
+    message_level: str = "ERROR"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Token:
     """An issued Keystone token."""
 
@@ -340,6 +362,7 @@ Record = (
     | VolumeType
     | QosSpec
     | QuotaSet
+    | Message
     | Token
     | User
     | AppCredential
@@ -357,6 +380,7 @@ R = TypeVar(
     VolumeType,
     QosSpec,
     QuotaSet,
+    Message,
     Token,
     User,
     AppCredential,
@@ -376,6 +400,7 @@ RECORD_TYPES: dict[str, type[Any]] = {
         VolumeType,
         QosSpec,
         QuotaSet,
+        Message,
         Token,
         User,
         AppCredential,

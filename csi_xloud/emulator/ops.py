@@ -31,16 +31,26 @@ from csi_xloud.emulator.models import (
     VolumeType,
     now,
 )
+from csi_xloud.emulator.scheduler import pick_backend
 from csi_xloud.emulator.state import Store
+from csi_xloud.emulator.usermessages import (
+    CREATE_FAILED,
+    EXTEND_FAILED,
+    NO_VALID_BACKEND,
+    SNAPSHOT_FAILED,
+    record,
+)
 
 log = logging.getLogger(__name__)
 
 
+class NoValidBackend(RuntimeError):
+    """No backend's pool satisfies the volume's type: the scheduler leaves it in error, with no host."""
+
+
 def backend_of(vtype: VolumeType | None) -> str:
-    """The backend folder a volume type puts its volumes in."""
-    if vtype is None:
-        return "ssd"
-    return vtype.extra_specs.get("volume_backend_name", "ssd")
+    """The backend the scheduler puts a type's volumes on; '' when none can serve the type."""
+    return pick_backend(vtype) or ""
 
 
 def settled_status(attachments: list[Attachment]) -> VolumeStatus:
@@ -98,6 +108,9 @@ class Operations:
     async def tick(self, fraction: float = 1.0) -> None:
         """One transition's time, for work of another module (fault rules strike here too)."""
         await self._tick(fraction)
+    def running(self) -> int:
+        """How many operations are in flight."""
+        return len(self._tasks)
 
     def attachments_of(self, volume_id: str) -> list[Attachment]:
         """Attachments of a volume."""
@@ -178,11 +191,23 @@ class Operations:
             failed = {"delete": VolumeStatus.ERROR_DELETING, "extend": VolumeStatus.ERROR_EXTENDING}
             log.warning("volume %s %s failed: %s", vol_id, op, exc)
             self._update_volume(vol_id, status=failed.get(op, VolumeStatus.ERROR), pending=None)
+            self._tell_user(vol, op, exc)
+
+    def _tell_user(self, vol: Volume, op: str, exc: Exception) -> None:
+        """The user message Cinder leaves when a create or extend fails."""
+        if isinstance(exc, NoValidBackend):
+            record(self._store, vol.project_id, NO_VALID_BACKEND, vol.id)
+        elif op == "create":
+            record(self._store, vol.project_id, CREATE_FAILED, vol.id)
+        elif op == "extend":
+            record(self._store, vol.project_id, EXTEND_FAILED, vol.id)
 
     async def _create(self, vol_id: str) -> None:
         vol = self._store.get(Volume, vol_id)
         if vol is None:
             return
+        if not vol.backend:
+            raise NoValidBackend("no valid backend was found")
         dst = self.volume_path(vol)
         if vol.source_volid:
             src_vol = self._store.get(Volume, vol.source_volid)
@@ -231,7 +256,7 @@ class Operations:
         if vol is None or vol.pending is None:
             return
         vtype = self._store.get(VolumeType, vol.pending["type_id"])
-        backend = backend_of(vtype)
+        backend = backend_of(vtype) or vol.backend
         if backend != vol.backend:
             self._update_volume(vol_id, migration_status="migrating")
             await self._tick()
@@ -372,6 +397,8 @@ class Operations:
             log.warning("snapshot %s %s failed: %s", snap_id, op, exc)
             status = SnapshotStatus.ERROR if op == "create" else SnapshotStatus.ERROR_DELETING
             self._update_snapshot(snap_id, status=status, pending=None)
+            if op == "create":
+                record(self._store, snap.project_id, SNAPSHOT_FAILED, snap.id)
 
     # -- backups ----------------------------------------------------------------------------------
 
@@ -436,7 +463,12 @@ class Operations:
         if vol is None:
             raise RuntimeError("target volume vanished")
         await self._chunks.restore(backup.id, self.volume_path(vol), vol.size * GIB)
-        self._update_volume(vol.id, status=VolumeStatus.AVAILABLE, pending=None)
+        changes: dict[str, Any] = {}
+        if backup.pending.get("copy_metadata"):
+            changes["metadata"] = {**backup.volume_metadata, "src_backup_id": backup.id}
+        if backup.pending.get("copy_name"):
+            changes.update(name=backup.volume_name, description=backup.volume_description)
+        self._update_volume(vol.id, status=VolumeStatus.AVAILABLE, pending=None, **changes)
         self._update_backup(backup.id, status=BackupStatus.AVAILABLE, pending=None)
 
     # -- lifecycle --------------------------------------------------------------------------------

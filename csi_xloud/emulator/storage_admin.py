@@ -54,7 +54,6 @@ class AdminRoutes:
         table.add("GET", "os-availability-zone", self.zones)
         table.add("GET", "os-services", self.services)
         table.add("GET", "scheduler-stats/get_pools", self.pools)
-        table.add("GET", "messages", self.messages)
 
     # -- qos --------------------------------------------------------------------------------------
 
@@ -268,9 +267,3 @@ class AdminRoutes:
             for b in backends
         ]
         return self._core.ok({"pools": pools})
-
-    async def messages(self, call: Call) -> Response:
-        """GET /messages (3.3): no user messages are kept."""
-        if not call.mv.at_least("3.3"):
-            raise not_found()
-        return self._core.ok({"messages": []})

@@ -9,7 +9,9 @@ from csi_xloud.emulator.storage_attachments import AttachmentRoutes
 from csi_xloud.emulator.storage_backups import BackupRoutes
 from csi_xloud.emulator.storage_core import StorageCore
 from csi_xloud.emulator.storage_groups import GroupRoutes
+from csi_xloud.emulator.storage_messages import MessageRoutes
 from csi_xloud.emulator.storage_snapshots import SnapshotRoutes
+from csi_xloud.emulator.storage_type_access import TypeAccessRoutes
 from csi_xloud.emulator.storage_types import TypeRoutes
 
 
@@ -21,3 +23,5 @@ def register_resources(core: StorageCore, table: RouteTable, groups: GroupOperat
     AdminRoutes(core).register(table)
     AttachmentRoutes(core).register(table)
     GroupRoutes(core, groups).register(table)
+    TypeAccessRoutes(core).register(table)
+    MessageRoutes(core).register(table)
