@@ -43,7 +43,9 @@ SNAPSHOT_FORCED = Feature("snapshot an in-use volume", V3_0, ApiVersion(3, 66))
 SNAPSHOT_UNFORCED = Feature("snapshot an available volume only", V3_0, ApiVersion(3, 65))
 BACKUP_METADATA = Feature("store metadata on a backup", ApiVersion(3, 43))
 BACKUP_SHOW = Feature("show backups", V3_0, ApiVersion(3, 45))
-MESSAGES = Feature("read user messages", ApiVersion(3, 3))
+# Messages came in 3.3, but until 3.5 Cinder ignores the filter, sort and limit: every message of the
+# project comes back, newest first, whatever resource it is about.
+MESSAGES = Feature("read user messages about one resource", ApiVersion(3, 5))
 DEFAULT_TYPE = Feature("show the default volume type", ApiVersion(3, 62))
 ATTACHMENTS = Feature("manage volume attachments", ApiVersion(3, 27))
 SNAPSHOT_SHOW = Feature("show snapshots", V3_0, ApiVersion(3, 14))  # 3.14 adds group_snapshot_id
@@ -166,10 +168,10 @@ class StorageApi:
             )
         except NotFound:
             return None
-        messages = answer.body.get("messages") or []
-        if not messages:
+        mine = [m for m in answer.body.get("messages") or [] if m.get("resource_uuid") == volume_id]
+        if not mine:
             return None
-        return str(messages[0].get("user_message") or "") or None
+        return str(mine[0].get("user_message") or "") or None
 
     # -- snapshots ------------------------------------------------------------------------------
 
