@@ -285,6 +285,20 @@ class QuotaSet:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Transfer:
+    """A volume offered to another project; only the hash of its auth key is kept."""
+
+    KIND: ClassVar[str] = "transfer"
+    id: str
+    volume_id: str
+    name: str | None
+    key_hash: str
+    source_project_id: str
+    created_at: str
+    no_snapshots: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Message:
     """A user message: why an asynchronous operation failed (GET /messages, 3.3+)."""
 
@@ -362,6 +376,7 @@ Record = (
     | VolumeType
     | QosSpec
     | QuotaSet
+    | Transfer
     | Message
     | Token
     | User
@@ -380,6 +395,7 @@ R = TypeVar(
     VolumeType,
     QosSpec,
     QuotaSet,
+    Transfer,
     Message,
     Token,
     User,
@@ -400,6 +416,7 @@ RECORD_TYPES: dict[str, type[Any]] = {
         VolumeType,
         QosSpec,
         QuotaSet,
+        Transfer,
         Message,
         Token,
         User,

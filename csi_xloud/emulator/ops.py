@@ -108,6 +108,15 @@ class Operations:
     async def tick(self, fraction: float = 1.0) -> None:
         """One transition's time, for work of another module (fault rules strike here too)."""
         await self._tick(fraction)
+
+    def has_backup_data(self, backup_id: str) -> bool:
+        """Whether the chunk store holds a backup's manifest."""
+        try:
+            self._chunks.manifest(backup_id)
+        except (FileNotFoundError, ValueError):
+            return False
+        return True
+
     def running(self) -> int:
         """How many operations are in flight."""
         return len(self._tasks)
