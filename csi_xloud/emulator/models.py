@@ -329,6 +329,7 @@ class Token:
     audit_id: str
     app_cred_id: str | None = None
     revoked: bool = False
+    roles: list[str] | None = None  # on the token's project; None: the user's roles on the seed project
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -339,7 +340,33 @@ class User:
     id: str
     name: str
     password: str
-    roles: list[str]
+    roles: list[str]  # on the seed project; other projects' roles are RoleAssignment records
+    enabled: bool = True
+    default_project_id: str | None = None
+    email: str | None = None
+    description: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Project:
+    """A Keystone project made through the admin API (the seed project is the emulator's own)."""
+
+    KIND: ClassVar[str] = "project"
+    id: str
+    name: str
+    description: str = ""
+    enabled: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoleAssignment:
+    """A role of a user on a project; id is user/project/role."""
+
+    KIND: ClassVar[str] = "role_assignment"
+    id: str
+    user_id: str
+    project_id: str
+    role: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -380,6 +407,8 @@ Record = (
     | Message
     | Token
     | User
+    | Project
+    | RoleAssignment
     | AppCredential
     | Server
     | GroupType
@@ -399,6 +428,8 @@ R = TypeVar(
     Message,
     Token,
     User,
+    Project,
+    RoleAssignment,
     AppCredential,
     Server,
     GroupType,
@@ -420,6 +451,8 @@ RECORD_TYPES: dict[str, type[Any]] = {
         Message,
         Token,
         User,
+        Project,
+        RoleAssignment,
         AppCredential,
         Server,
         GroupType,
