@@ -105,3 +105,33 @@ def test_a_tool_makes_its_own_project_and_user_and_works_there(api: Api, admin: 
         assert _identity(admin, "DELETE", f"/projects/{project['id']}").status_code == 204
     assert _identity(admin, "GET", f"/projects/{project['id']}").status_code == 404
     assert _identity(admin, "GET", "/users?name=tool-user").json()["users"] == []
+
+
+def test_a_volume_transfer_is_accepted_in_another_project(api: Api, admin: Api) -> None:
+    project = _identity(admin, "POST", "/projects", json={"project": {"name": "receiver"}}).json()["project"]
+    user = _identity(admin, "POST", "/users", json={"user": {"name": "receiver", "password": "pw-receiver"}})
+    user_id = user.json()["user"]["id"]
+    member_role = _identity(admin, "GET", "/roles?name=member").json()["roles"][0]["id"]
+    _identity(admin, "PUT", f"/projects/{project['id']}/users/{user_id}/roles/{member_role}")
+    try:
+        vol = api.create_volume(name="given")
+        transfer = api.volume(
+            "POST", "/volume-transfers", mv="3.55", json={"transfer": {"volume_id": vol["id"]}}
+        ).json()["transfer"]
+        login = _login(admin, "receiver", "pw-receiver", {"id": project["id"]})
+        headers = {"X-Auth-Token": login.headers["X-Subject-Token"], "OpenStack-API-Version": "volume 3.55"}
+        base = f"/volume/v3/{project['id']}"
+        assert api.http.get(f"{base}/volume-transfers/{transfer['id']}", headers=headers).status_code == 404
+        accept = {"accept": {"auth_key": transfer["auth_key"]}}
+        accepted = api.http.post(
+            f"{base}/volume-transfers/{transfer['id']}/accept", headers=headers, json=accept
+        )
+        assert accepted.status_code == 202, accepted.text
+        assert api.volume("GET", f"/volumes/{vol['id']}").status_code == 404  # no longer the member's
+        mine = api.http.get(f"{base}/volumes/{vol['id']}", headers=headers).json()["volume"]
+        assert mine["status"] == "available" and mine["name"] == "given"
+        assert api.http.delete(f"{base}/volumes/{vol['id']}", headers=headers).status_code == 202
+        admin.wait_volume(vol["id"], None)
+    finally:
+        _identity(admin, "DELETE", f"/users/{user_id}")
+        _identity(admin, "DELETE", f"/projects/{project['id']}")
