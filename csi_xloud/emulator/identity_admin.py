@@ -107,7 +107,8 @@ class IdentityAdminApi:
     @staticmethod
     def _name(raw: dict[str, Any], kind: str) -> str:
         name = raw.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > 64:
+        longest = 64 if kind == "project" else 255
+        if not isinstance(name, str) or not name.strip() or len(name) > longest:
             raise _bad(f"Invalid input for field '{kind}/name'")
         return name
 

@@ -117,6 +117,13 @@ class Operations:
             return False
         return True
 
+    def share_backup_data(self, src_id: str, dst_id: str) -> bool:
+        """Let backup dst_id use the chunks of src_id's data (an imported record under a new id)."""
+        if not self.has_backup_data(src_id):
+            return False
+        self._chunks.share(src_id, dst_id)
+        return True
+
     def running(self) -> int:
         """How many operations are in flight."""
         return len(self._tasks)

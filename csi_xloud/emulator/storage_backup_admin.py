@@ -18,7 +18,8 @@ from csi_xloud.emulator.routing import Call, RouteTable
 from csi_xloud.emulator.storage_core import StorageCore, check_metadata, check_name, no_such_action
 
 ID = r"[^/]+"
-BACKUP_SERVICE = "xloud.backup.chunks"
+# Clients check that the service names one of Cinder's backup drivers; the chunk store is posix-like.
+BACKUP_SERVICE = "cinder.backup.drivers.posix.PosixBackupDriver"
 RESETTABLE = ("available", "error")
 
 
@@ -81,6 +82,7 @@ class BackupAdminRoutes:
         if backup.status != BackupStatus.AVAILABLE:
             raise bad_request("Invalid backup: Backup status must be available and not restoring.")
         record = {k: v for k, v in dataclasses.asdict(backup).items() if k != "pending"}
+        record["service_metadata"] = backup.id  # where its data is, even when imported under a new id
         url = base64.b64encode(json.dumps(record).encode()).decode()
         return self._core.ok({"backup-record": {"backup_service": BACKUP_SERVICE, "backup_url": url}})
 
@@ -96,14 +98,15 @@ class BackupAdminRoutes:
         if service != BACKUP_SERVICE:
             raise bad_request(f"Service {service} could not be found.")
         record = _decode(url)
-        try:
-            uuid.UUID(str(record.get("id")))
-        except ValueError:
-            raise bad_request("Invalid backup: Can't parse backup record.") from None
+        if not _is_uuid(str(record.get("id"))):
+            raise bad_request("Invalid backup: Can't parse backup record.")
         existing = self._store.get(Backup, str(record.get("id")))
         if existing is not None:
             raise bad_request("Invalid backup: Backup already exists in database.")
-        if self._core.ops.has_backup_data(str(record.get("id"))):
+        data_id = str(record.get("service_metadata") or record.get("id"))
+        if self._core.ops.has_backup_data(str(record["id"])) or (
+            _is_uuid(data_id) and self._core.ops.share_backup_data(data_id, str(record["id"]))
+        ):
             status, reason = BackupStatus.AVAILABLE, None
         else:
             status, reason = BackupStatus.ERROR, "the backup's data is not in the backup store"
@@ -124,6 +127,14 @@ class BackupAdminRoutes:
             raise bad_request("Invalid backup: the backup_url does not hold a backup record.") from None
         self._store.put(backup)
         return self._core.ok({"backup": self._core.views.backup_summary(backup)}, 201)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _decode(url: str) -> dict[str, Any]:

@@ -99,9 +99,13 @@ class InfoRoutes:
         """GET /os-services[?binary=&host=] (admin)."""
         self._core.require_admin(call, "volume_extension:services:index")
         services = self._services(call)
-        for field in ("binary", "host"):
-            if field in call.query:
-                services = [s for s in services if s[field] == call.query[field]]
+        if "binary" in call.query:
+            services = [s for s in services if s["binary"] == call.query["binary"]]
+        if "host" in call.query:  # as Cinder's database filter: the host, or any backend or pool on it
+            host = call.query["host"]
+            services = [
+                s for s in services if s["host"] == host or s["host"].startswith((f"{host}@", f"{host}#"))
+            ]
         return self._core.ok({"services": services})
 
     def _allocated(self, backend: str) -> int:

@@ -169,6 +169,8 @@ class VolumeRoutes:
             return vol.id == value
         if key == "size":
             return str(vol.size) == value
+        if key in ("project_id", "tenant_id"):
+            return vol.project_id == value
         if key == "migration_status":
             return str(vol.migration_status) == value
         return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any
 
 from csi_xloud.emulator.process import EmulatorProcess
@@ -155,8 +156,23 @@ def test_backup_update_reset_export_and_import(api: Api, admin: Api) -> None:
         assert api.volume("GET", f"{path}/export_record").status_code == 403
         record = admin.volume("GET", f"{path}/export_record").json()["backup-record"]
         assert json.loads(base64.b64decode(record["backup_url"]))["id"] == backup["id"]
+        assert record["backup_service"].startswith("cinder.backup.drivers")
         again = admin.volume("POST", "/backups/import_record", json={"backup-record": record})
         assert again.status_code == 400  # it still exists
+        # Under a new id (as after a database loss) the record finds the same data.
+        copy_id = str(uuid.uuid4())
+        decoded = json.loads(base64.b64decode(record["backup_url"]))
+        copy_url = base64.b64encode(json.dumps({**decoded, "id": copy_id}).encode()).decode()
+        copy = {**record, "backup_url": copy_url}
+        assert admin.volume("POST", "/backups/import_record", json={"backup-record": copy}).status_code == 201
+        assert api.volume("GET", f"/backups/{copy_id}").json()["backup"]["status"] == "available"
+        assert api.volume("DELETE", f"/backups/{copy_id}").status_code == 202
+        api.wait(lambda: api.volume("GET", f"/backups/{copy_id}").json().get("backup"), None)
+        restored = api.volume("POST", f"{path}/restore", json={"restore": {"name": "from-original"}})
+        restored_id = restored.json()["restore"]["volume_id"]
+        api.wait_volume(restored_id, "available")  # the original's chunks outlived the copy
+        api.wait(lambda: api.volume("GET", path).json()["backup"], "available")
+        api.delete_volume(restored_id)
         # Deleted (its chunks go with it), then imported back: the record returns, in error.
         assert api.volume("DELETE", path).status_code == 202
         api.wait(lambda: api.volume("GET", path).json().get("backup"), None)
