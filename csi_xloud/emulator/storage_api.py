@@ -39,6 +39,7 @@ COLLECTIONS = {
     "groups",
     "group_snapshots",
     "os-hosts",
+    "capabilities",
     "os-quota-class-sets",
     "os-volume-transfer",
     "volume-transfers",

@@ -6,7 +6,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from csi_xloud.emulator.errors import not_found
+from csi_xloud.emulator.context import json_body
+from csi_xloud.emulator.errors import bad_request, not_found
 from csi_xloud.emulator.models import Snapshot, Volume, now
 from csi_xloud.emulator.routing import Call, RouteTable
 from csi_xloud.emulator.scheduler import BACKENDS, HOST, capabilities, pool_name
@@ -58,6 +59,8 @@ class InfoRoutes:
         table.add("GET", "os-hosts", self.hosts)
         table.add("GET", "os-hosts/(?P<host>[^/]+)", self.host)
         table.add("GET", "extensions", self.extensions)
+        table.add("PUT", "os-services/(?P<action>[a-z-]+)", self.service_action)
+        table.add("GET", "capabilities/(?P<host>[^/]+)", self.backend_capabilities)
 
     def _services(self, call: Call) -> list[dict[str, Any]]:
         zone = self._core.zones()[0]
@@ -77,17 +80,21 @@ class InfoRoutes:
             for b in BACKENDS
         ]
         services = []
+        states = self._states()
         for row in rows:
+            state = states.get(f"{row['binary']}@{row['host']}", {})
             service = {
                 "binary": row["binary"],
                 "host": row["host"],
                 "zone": zone,
-                "status": "enabled",
+                "status": "disabled" if state.get("disabled") else "enabled",
                 "state": "up",
                 "updated_at": updated,
-                "disabled_reason": None,
+                "disabled_reason": state.get("reason"),
                 **{k: v for k, v in row.items() if k not in ("binary", "host")},
             }
+            if row["binary"] == "cinder-volume":
+                service["frozen"] = bool(state.get("frozen", False))
             if call.mv.at_least("3.7"):
                 service["cluster"] = None
             if call.mv.at_least("3.49") and row["binary"] == "cinder-volume":
@@ -107,6 +114,73 @@ class InfoRoutes:
                 s for s in services if s["host"] == host or s["host"].startswith((f"{host}@", f"{host}#"))
             ]
         return self._core.ok({"services": services})
+
+    def _states(self) -> dict[str, dict[str, Any]]:
+        """Services an admin disabled or froze, by binary@host (kept in the store's meta table)."""
+        states = self._store.meta("service_states")
+        return states if isinstance(states, dict) else {}
+
+    async def service_action(self, call: Call) -> Response:
+        """PUT /os-services/{enable,disable,disable-log-reason,freeze,thaw} (admin)."""
+        self._core.require_admin(call, "volume_extension:services:update")
+        action = call.params["action"]
+        if action not in ("enable", "disable", "disable-log-reason", "freeze", "thaw"):
+            raise not_found("Unknown action")
+        body = await json_body(call.request)
+        req = body if isinstance(body, dict) else {}
+        host, binary = req.get("host"), req.get("binary", "cinder-volume")
+        if action in ("freeze", "thaw"):
+            return self._freeze(call, str(host), action == "freeze")
+        known = {(s["host"], s["binary"]) for s in self._services(call)}
+        if (host, binary) not in known:
+            raise not_found(f"Could not find binary {binary} on host {host}.")
+        reason = req.get("disabled_reason")
+        if action == "disable-log-reason" and (not isinstance(reason, str) or not 0 < len(reason) <= 255):
+            raise bad_request("Disabled reason contains invalid characters or is too long")
+        states = self._states()
+        key = f"{binary}@{host}"
+        state = dict(states.get(key, {}))
+        state["disabled"] = action != "enable"
+        state["reason"] = reason if action == "disable-log-reason" else None
+        self._store.set_meta("service_states", {**states, key: state})
+        answer = {"host": host, "service": binary, "binary": binary}
+        answer.update(status="enabled" if action == "enable" else "disabled", disabled=action != "enable")
+        if action == "disable-log-reason":
+            answer["disabled_reason"] = reason
+        return self._core.ok(answer)
+
+    def _freeze(self, call: Call, host: str, frozen: bool) -> Response:
+        volume_hosts = [s["host"] for s in self._services(call) if s["binary"] == "cinder-volume"]
+        if host not in volume_hosts:
+            raise bad_request(f"Invalid input received: Host {host} could not be found.")
+        states = self._states()
+        key = f"cinder-volume@{host}"
+        self._store.set_meta("service_states", {**states, key: {**states.get(key, {}), "frozen": frozen}})
+        return self._core.ok({})
+
+    async def backend_capabilities(self, call: Call) -> Response:
+        """GET /capabilities/{host} (admin): what a backend reports, with the properties it can set."""
+        self._core.require_admin(call, "volume_extension:capabilities")
+        host = call.params["host"]
+        backend = next((b for b in BACKENDS if host in (f"{HOST}@{b}", pool_name(b))), None)
+        if backend is None:
+            raise not_found(f"Backend {host} could not be found.")
+        caps = capabilities(backend)
+        thin = {"title": "Thin Provisioning", "description": "Sets thin provisioning.", "type": "boolean"}
+        body = {
+            "namespace": f"OS::Storage::Capabilities::{HOST}@{backend}",
+            "vendor_name": caps["vendor_name"],
+            "volume_backend_name": backend,
+            "pool_name": backend,
+            "driver_version": caps["driver_version"],
+            "storage_protocol": caps["storage_protocol"],
+            "display_name": None,
+            "description": None,
+            "visibility": None,
+            "replication_targets": [],
+            "properties": {"thin_provisioning": thin},
+        }
+        return self._core.ok(body)
 
     def _allocated(self, backend: str) -> int:
         return sum(v.size for v in self._store.all(Volume) if v.backend == backend)

@@ -236,3 +236,45 @@ def test_failed_snapshot_leaves_a_user_message(api: Api, emu: EmulatorProcess) -
     assert api.volume("DELETE", f"/snapshots/{snap_id}").status_code == 202
     api.wait(lambda: api.volume("GET", f"/snapshots/{snap_id}").json().get("snapshot"), None)
     api.delete_volume(vol["id"])
+
+
+def test_services_disable_enable_and_freeze(api: Api, admin: Api) -> None:
+    target = {"host": "xloud@hdd", "binary": "cinder-volume"}
+    assert api.volume("PUT", "/os-services/disable", json=target).status_code == 403
+    try:
+        no_reason = admin.volume(
+            "PUT", "/os-services/disable-log-reason", json={**target, "disabled_reason": None}
+        )
+        assert no_reason.status_code == 400
+        disabled = admin.volume(
+            "PUT", "/os-services/disable-log-reason", json={**target, "disabled_reason": "fix"}
+        )
+        assert disabled.json() == {
+            **target,
+            "service": "cinder-volume",
+            "status": "disabled",
+            "disabled": True,
+            "disabled_reason": "fix",
+        }
+        listed = admin.volume("GET", "/os-services?host=xloud@hdd").json()["services"]
+        assert [(s["status"], s["disabled_reason"]) for s in listed] == [("disabled", "fix")]
+        unknown = admin.volume(
+            "PUT", "/os-services/disable", json={"host": "nowhere", "binary": "cinder-volume"}
+        )
+        assert unknown.status_code == 404
+        assert admin.volume("PUT", "/os-services/freeze", json={"host": "nowhere"}).status_code == 400
+        assert admin.volume("PUT", "/os-services/freeze", json={"host": "xloud@hdd"}).status_code == 200
+        assert admin.volume("GET", "/os-services?host=xloud@hdd").json()["services"][0]["frozen"] is True
+    finally:
+        admin.volume("PUT", "/os-services/thaw", json={"host": "xloud@hdd"})
+        admin.volume("PUT", "/os-services/enable", json=target)
+    assert admin.volume("GET", "/os-services?host=xloud@hdd").json()["services"][0]["status"] == "enabled"
+
+
+def test_backend_capabilities_match_the_pools(admin: Api) -> None:
+    pools = admin.volume("GET", "/scheduler-stats/get_pools?detail=true").json()["pools"]
+    for pool in pools:
+        caps = admin.volume("GET", f"/capabilities/{pool['name']}").json()
+        for key in ("vendor_name", "volume_backend_name", "storage_protocol", "driver_version"):
+            assert caps[key] == pool["capabilities"][key]
+    assert admin.volume("GET", "/capabilities/nowhere").status_code == 404
