@@ -210,6 +210,7 @@ class VolumeType:
     extra_specs: dict[str, str] = dataclasses.field(default_factory=dict)
     qos_specs_id: str | None = None
     projects: list[str] = dataclasses.field(default_factory=list)
+    encryption: JsonDict | None = None  # the encryption type (provider, cipher, key size...), if any
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from csi_xloud.emulator.storage_messages import MessageRoutes
 from csi_xloud.emulator.storage_snapshots import SnapshotRoutes
 from csi_xloud.emulator.storage_transfers import TransferRoutes
 from csi_xloud.emulator.storage_type_access import TypeAccessRoutes
+from csi_xloud.emulator.storage_type_encryption import TypeEncryptionRoutes
 from csi_xloud.emulator.storage_types import TypeRoutes
 
 
@@ -31,3 +32,4 @@ def register_resources(core: StorageCore, table: RouteTable, groups: GroupOperat
     InfoRoutes(core).register(table)
     BackupAdminRoutes(core).register(table)
     TransferRoutes(core).register(table)
+    TypeEncryptionRoutes(core).register(table)

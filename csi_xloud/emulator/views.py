@@ -61,7 +61,7 @@ class StorageViews:
             "links": self.links(vol.project_id, "volumes", vol.id),
             "user_id": vol.user_id,
             "bootable": "true" if vol.bootable else "false",
-            "encrypted": False,
+            "encrypted": bool(vtype and vtype.encryption),
             "replication_status": None,
             "consistencygroup_id": None,
             "multiattach": vol.multiattach,

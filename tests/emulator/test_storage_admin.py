@@ -278,3 +278,30 @@ def test_backend_capabilities_match_the_pools(admin: Api) -> None:
         for key in ("vendor_name", "volume_backend_name", "storage_protocol", "driver_version"):
             assert caps[key] == pool["capabilities"][key]
     assert admin.volume("GET", "/capabilities/nowhere").status_code == 404
+
+
+def test_encryption_types(api: Api, admin: Api) -> None:
+    vtype = admin.volume("POST", "/types", json={"volume_type": {"name": "tmp-encrypted"}}).json()[
+        "volume_type"
+    ]
+    base = f"/types/{vtype['id']}/encryption"
+    spec = {"provider": "luks", "cipher": "aes-xts-plain64", "key_size": 256, "control_location": "front-end"}
+    try:
+        assert admin.volume("GET", base).json() == {}
+        assert api.volume("POST", base, json={"encryption": spec}).status_code == 403
+        made = admin.volume("POST", base, json={"encryption": spec}).json()["encryption"]
+        assert {k: made[k] for k in spec} == spec
+        assert admin.volume("POST", base, json={"encryption": spec}).status_code == 400  # one per type
+        changed = admin.volume(
+            "PUT", f"{base}/{made['encryption_id']}", json={"encryption": {"key_size": 512}}
+        )
+        assert changed.json() == {"encryption": {"key_size": 512}}
+        assert admin.volume("GET", f"{base}/key_size").json() == {"key_size": 512}
+        vol = api.create_volume(volume_type="tmp-encrypted")
+        assert vol["encrypted"] is True
+        assert admin.volume("DELETE", f"{base}/{made['encryption_id']}").status_code == 400  # in use
+        api.delete_volume(vol["id"])
+        assert admin.volume("DELETE", f"{base}/{made['encryption_id']}").status_code == 202
+        assert admin.volume("GET", base).json() == {}
+    finally:
+        assert admin.volume("DELETE", f"/types/{vtype['id']}").status_code == 202
