@@ -56,7 +56,7 @@ class TypeEncryptionRoutes:
         return self._core.ok({key: encryption[key]})
 
     async def create(self, call: Call) -> Response:
-        """POST: 200; refused when the type has one already or volumes use it."""
+        """POST: 200 with the fields and ids; refused when the type has one already or volumes use it."""
         vtype = self._type(call, "create")
         req = _fields(require_object(await json_body(call.request), "encryption"))
         if vtype.encryption:
@@ -79,7 +79,8 @@ class TypeEncryptionRoutes:
             "deleted_at": None,
         }
         self._store.put(dataclasses.replace(vtype, encryption=encryption))
-        return self._core.ok({"encryption": encryption})
+        created = {k: v for k, v in encryption.items() if k in (*FIELDS, "volume_type_id", "encryption_id")}
+        return self._core.ok({"encryption": created})  # the timestamps only show in GET
 
     async def update(self, call: Call) -> Response:
         """PUT .../encryption/{encryption_id}: the changed fields."""
