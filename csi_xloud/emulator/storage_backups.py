@@ -110,7 +110,7 @@ class BackupRoutes:
         return max(done, key=lambda b: b.created_at, default=None)
 
     def _list(self, call: Call, detail: bool) -> Response:
-        backups = [b for b in self._store.all(Backup) if b.project_id == call.project_id]
+        backups = [b for b in self._store.all(Backup) if self._core.in_listed_projects(call, b.project_id)]
         backups = filter_by(backups, call, ("volume_id", "name", "status"))
         backups = self._core.sort(
             backups, self._core.sort_keys(call, BACKUP_SORT), lambda b, k: getattr(b, k, None)

@@ -234,6 +234,13 @@ class StorageCore:
         return page, self.views.collection_link(call.project_id, collection, query)
 
     @staticmethod
+    def in_listed_projects(call: Call, project_id: str) -> bool:
+        """Whether a list shows a project's records: the caller's, or an admin's all_tenants pick."""
+        if call.caller.is_admin and call.query.get("all_tenants") in ("1", "true", "True"):
+            return bool(call.query.get("project_id", project_id) == project_id)
+        return project_id == call.project_id
+
+    @staticmethod
     def reject_invalid_filters(call: Call, allowed: set[str], not_filters: set[str]) -> None:
         """From 3.33 a non-admin may filter only by the configured keys (resource_filters.json)."""
         if call.caller.is_admin or not call.mv.at_least("3.33"):

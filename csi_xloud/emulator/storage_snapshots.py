@@ -128,7 +128,7 @@ class SnapshotRoutes:
 
     def _listed(self, call: Call) -> list[Snapshot]:
         self._core.reject_invalid_filters(call, MEMBER_FILTERS, LIST_PARAMS)
-        snaps = [s for s in self._store.all(Snapshot) if s.project_id == call.project_id]
+        snaps = [s for s in self._store.all(Snapshot) if self._core.in_listed_projects(call, s.project_id)]
         snaps = filter_by(snaps, call, ("volume_id", "name", "status"))
         if "group_snapshot_id" in call.query:
             if call.mv.at_least("3.33") and not call.caller.is_admin:

@@ -305,3 +305,22 @@ def test_encryption_types(api: Api, admin: Api) -> None:
         assert admin.volume("GET", base).json() == {}
     finally:
         assert admin.volume("DELETE", f"/types/{vtype['id']}").status_code == 202
+
+
+def test_admins_list_snapshots_of_all_projects_or_of_one(api: Api, admin: Api) -> None:
+    vol = api.create_volume()
+    made = api.volume("POST", "/snapshots", json={"snapshot": {"volume_id": vol["id"]}}).json()["snapshot"]
+    try:
+        api.wait(lambda: api.volume("GET", f"/snapshots/{made['id']}").json()["snapshot"], "available")
+        everyone = admin.volume("GET", "/snapshots?all_tenants=1").json()["snapshots"]
+        assert made["id"] in {s["id"] for s in everyone}
+        mine = admin.volume("GET", f"/snapshots?all_tenants=1&project_id={api.project_id}").json()[
+            "snapshots"
+        ]
+        assert made["id"] in {s["id"] for s in mine}
+        other = admin.volume("GET", f"/snapshots?all_tenants=1&project_id={'0' * 32}").json()["snapshots"]
+        assert other == []
+    finally:
+        api.volume("DELETE", f"/snapshots/{made['id']}")
+        api.wait(lambda: api.volume("GET", f"/snapshots/{made['id']}").json().get("snapshot"), None)
+        api.delete_volume(vol["id"])
