@@ -44,8 +44,9 @@ SNAPSHOT_FORCED = Feature("snapshot an in-use volume", V3_0, ApiVersion(3, 66))
 SNAPSHOT_UNFORCED = Feature("snapshot an available volume only", V3_0, ApiVersion(3, 65))
 BACKUP_METADATA = Feature("store metadata on a backup", ApiVersion(3, 43))
 BACKUP_SHOW = Feature("show backups", V3_0, ApiVersion(3, 45))
-# Below 3.34 the cloud ignores the resource_uuid filter and answers the whole project's messages.
-MESSAGES = Feature("read user messages", ApiVersion(3, 3), ApiVersion(3, 34))
+# Messages came in 3.3, but until 3.5 Cinder ignores the filter, sort and limit: every message of the
+# project comes back, newest first, whatever resource it is about.
+MESSAGES = Feature("read user messages about one resource", ApiVersion(3, 5))
 DEFAULT_TYPE = Feature("show the default volume type", ApiVersion(3, 62))
 ATTACHMENTS = Feature("manage volume attachments", ApiVersion(3, 27))
 SNAPSHOT_SHOW = Feature("show snapshots", V3_0, ApiVersion(3, 14))  # 3.14 adds group_snapshot_id

@@ -34,6 +34,7 @@ from csi_xloud.emulator.context import EmulatorConfig
 from csi_xloud.emulator.data import DataPlane
 from csi_xloud.emulator.errors import ApiError
 from csi_xloud.emulator.group_ops import GroupOperations
+from csi_xloud.emulator.identity_admin import IdentityAdminApi
 from csi_xloud.emulator.identity_api import ADMIN_USER, MEMBER_USER, IdentityApi, prune_tokens, seed_identity
 from csi_xloud.emulator.models import AppCredential, Server, User, VolumeType, new_id, now
 from csi_xloud.emulator.ops import Operations
@@ -102,6 +103,7 @@ class Emulator:
         seed_group_types(self.store)
         self._sync_servers(servers)
         self.identity = IdentityApi(self.store, self.config)
+        self.identity_admin = IdentityAdminApi(self.store, self.config)
         core = StorageCore(self.store, self.ops, self.config)
         table = RouteTable()
         VolumeRoutes(core).register(table)
@@ -198,7 +200,8 @@ class Emulator:
 
     async def health(self, request: Request) -> Response:
         """GET /_emulator/health: who answers on this port (so a starter can tell it is its own child)."""
-        return JSONResponse({"pid": os.getpid(), "data_dir": str(self.config.data_dir)})
+        body = {"pid": os.getpid(), "data_dir": str(self.config.data_dir), "operations": self.ops.running()}
+        return JSONResponse(body)
 
     async def metadata(self, request: Request) -> Response:
         """GET /_emulator/metadata/{server_id}/openstack/latest/meta_data.json, as Nova's metadata service.
@@ -241,6 +244,7 @@ class Emulator:
 
         routes = [
             *self.identity.routes(),
+            *self.identity_admin.routes(),
             Route("/volume", self.storage.handle, methods=METHODS),
             Route("/volume/{rest:path}", self.storage.handle, methods=METHODS),
             Route("/compute", self.compute.handle, methods=METHODS),

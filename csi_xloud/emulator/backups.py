@@ -44,6 +44,12 @@ class ChunkStore:
         doc = json.loads(self._manifest_path(backup_id).read_text())
         return list(doc["chunks"])
 
+    def share(self, src_id: str, dst_id: str) -> None:
+        """Give dst_id a manifest of the same chunks as src_id (chunks are shared, not copied)."""
+        tmp = self._manifest_path(dst_id).with_suffix(".tmp")
+        tmp.write_text(self._manifest_path(src_id).read_text())
+        os.replace(tmp, self._manifest_path(dst_id))
+
     async def backup(self, src: Path, backup_id: str, parent_id: str | None) -> BackupResult:
         """Store src's chunks; with a parent, chunks equal to the parent's are not written again."""
         return await asyncio.to_thread(self._backup, src, backup_id, parent_id)

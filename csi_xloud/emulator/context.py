@@ -54,7 +54,12 @@ class Caller:
     @property
     def is_admin(self) -> bool:
         """Whether the user holds the admin role."""
-        return "admin" in self.user.roles
+        return "admin" in self.roles
+
+    @property
+    def roles(self) -> list[str]:
+        """The roles the token carries on its project."""
+        return self.token.roles if self.token.roles is not None else self.user.roles
 
 
 def authenticate(request: Request, store: Store, config: EmulatorConfig) -> Caller:

@@ -17,7 +17,8 @@ from starlette.routing import Route
 
 from csi_xloud.emulator.context import Caller, EmulatorConfig, authenticate
 from csi_xloud.emulator.errors import ApiError, keystone_error, unauthorized
-from csi_xloud.emulator.models import AppCredential, Token, User
+from csi_xloud.emulator.identity_directory import Directory
+from csi_xloud.emulator.models import AppCredential, Project, Token, User
 from csi_xloud.emulator.state import Store
 
 _MALFORMED_TAIL = (
@@ -74,6 +75,7 @@ class IdentityApi:
         self._issued = 0
         # Service types left out of the catalog (a test hook: a cloud whose catalog lacks a service).
         self.hidden_services: frozenset[str] = frozenset()
+        self._directory = Directory(store, config)
 
     def routes(self) -> list[Route]:
         """The Starlette routes of this API."""
@@ -151,17 +153,23 @@ class IdentityApi:
             return self._by_app_credential(identity["application_credential"], scope)
         return self._by_password(identity["password"], scope)
 
-    def _new_token(self, user: User, methods: list[str], app_cred_id: str | None = None) -> Token:
+    def _new_token(
+        self, user: User, methods: list[str], project_id: str | None = None, app_cred_id: str | None = None
+    ) -> Token:
         issued = time.time()
+        project_id = project_id or self._config.project_id
         return Token(
             id="gAAAAA" + secrets.token_urlsafe(96),
             user_id=user.id,
-            project_id=self._config.project_id,
+            project_id=project_id,
             methods=methods,
             issued_at=issued,
             expires_at=issued + self._config.token_ttl,
             audit_id=base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("="),
             app_cred_id=app_cred_id,
+            roles=None
+            if project_id == self._config.project_id
+            else self._directory.roles_on(user, project_id),
         )
 
     def _generic_401(self) -> ApiError:
@@ -188,20 +196,33 @@ class IdentityApi:
             and domain.get("name", self._config.domain_name) == self._config.domain_name
         )
 
-    def _check_scope(self, scope: Any) -> None:
+    def _scoped_project(self, scope: Any, user: User) -> Project:
+        """The project a password token is for: the one asked, else the user's default, else the seed
+        project; the user needs a role on it (the emulator issues no unscoped tokens)."""
         if scope is None:
-            return
-        project = scope.get("project") if isinstance(scope, dict) else None
-        if not isinstance(project, dict):
+            default = self._directory.project(user.default_project_id or "")
+            project = default if default is not None else self._directory.seed_project()
+        else:
+            project = self._asked_project(scope)
+        if not project.enabled or not self._directory.roles_on(user, project.id):
             raise self._generic_401()
-        if "id" in project and project["id"] != self._config.project_id:
+        return project
+
+    def _asked_project(self, scope: Any) -> Project:
+        asked = scope.get("project") if isinstance(scope, dict) else None
+        if not isinstance(asked, dict):
             raise self._generic_401()
-        if "name" in project:
-            domain = project.get("domain")
-            if project["name"] != self._config.project_name or not isinstance(domain, dict):
+        found = None
+        if "id" in asked:
+            found = self._directory.project(str(asked["id"]))
+        elif "name" in asked:
+            domain = asked.get("domain")
+            if not isinstance(domain, dict) or not self._domain_matches(domain):
                 raise self._generic_401()
-            if not self._domain_matches(domain):
-                raise self._generic_401()
+            found = self._directory.project_by_name(str(asked["name"]))
+        if found is None or ("name" in asked and asked["name"] != found.name):
+            raise self._generic_401()
+        return found
 
     def _by_password(self, password: dict[str, Any], scope: Any) -> Token:
         user = self._find_user(password.get("user"))
@@ -209,8 +230,10 @@ class IdentityApi:
         given = raw.get("password") if isinstance(raw, dict) else None
         if user is None or not isinstance(given, str) or not secrets.compare_digest(given, user.password):
             raise self._generic_401()
-        self._check_scope(scope)
-        return self._new_token(user, ["password"])
+        if not user.enabled:
+            raise self._generic_401()
+        project = self._scoped_project(scope, user)
+        return self._new_token(user, ["password"], project.id)
 
     def _by_app_credential(self, raw: dict[str, Any], scope: Any) -> Token:
         if scope is not None:
@@ -238,7 +261,7 @@ class IdentityApi:
         user = self._store.get(User, cred.user_id)
         if user is None or not isinstance(secret, str) or not secrets.compare_digest(secret, cred.secret):
             raise self._generic_401()
-        return self._new_token(user, ["application_credential"], cred.id)
+        return self._new_token(user, ["application_credential"], app_cred_id=cred.id)
 
     def _rescope(self, raw: dict[str, Any]) -> Token:
         if "id" not in raw:
@@ -251,7 +274,8 @@ class IdentityApi:
         user = self._store.get(User, old.user_id)
         if user is None:
             raise self._generic_401()
-        token = self._new_token(user, ["token", *[m for m in old.methods if m != "token"]], old.app_cred_id)
+        methods = ["token", *[m for m in old.methods if m != "token"]]
+        token = self._new_token(user, methods, old.project_id, old.app_cred_id)
         # A rescoped token never outlives the one it came from.
         return dataclasses.replace(token, expires_at=min(token.expires_at, old.expires_at))
 
@@ -291,14 +315,21 @@ class IdentityApi:
     async def catalog_route(self, request: Request) -> Response:
         """GET /auth/catalog."""
         self._caller(request)
+        caller = self._caller(request)
         links = {"self": f"{self._config.identity_url}/auth/catalog"}
-        return JSONResponse({"catalog": self.catalog(), "links": links}, headers={"Vary": "X-Auth-Token"})
+        body = {"catalog": self.catalog(caller.project_id), "links": links}
+        return JSONResponse(body, headers={"Vary": "X-Auth-Token"})
 
     async def projects(self, request: Request) -> Response:
-        """GET /auth/projects."""
-        self._caller(request)
+        """GET /auth/projects: those the caller has a role on."""
+        caller = self._caller(request)
         links = {"self": f"{self._config.identity_url}/auth/projects", "previous": None, "next": None}
-        return JSONResponse({"projects": [self._project_view(with_links=True)], "links": links})
+        projects = [
+            self._project_view(p, with_links=True)
+            for p in self._directory.projects()
+            if p.enabled and self._directory.roles_on(caller.user, p.id)
+        ]
+        return JSONResponse({"projects": projects, "links": links})
 
     async def domains(self, request: Request) -> Response:
         """GET /auth/domains: the domain, for users with a role on it (the admin)."""
@@ -325,32 +356,21 @@ class IdentityApi:
         links = {"self": f"{self._config.identity_url}/auth/system"}
         return JSONResponse({"system": [{"all": True}] if caller.is_admin else [], "links": links})
 
-    def _project_view(self, with_links: bool = False) -> dict[str, Any]:
+    def _project_view(self, project: Project, with_links: bool = False) -> dict[str, Any]:
         if not with_links:
             return {
                 "domain": {"id": self._config.domain_id, "name": self._config.domain_name},
-                "id": self._config.project_id,
-                "name": self._config.project_name,
+                "id": project.id,
+                "name": project.name,
             }
-        return {
-            "id": self._config.project_id,
-            "name": self._config.project_name,
-            "domain_id": self._config.domain_id,
-            "description": "",
-            "enabled": True,
-            "parent_id": self._config.domain_id,
-            "is_domain": False,
-            "tags": [],
-            "options": {},
-            "links": {"self": f"{self._config.identity_url}/projects/{self._config.project_id}"},
-        }
+        return project_view(project, self._config)
 
-    def catalog(self) -> list[dict[str, Any]]:
-        """Service catalog: volumev3, compute and identity, public and internal, one region."""
+    def catalog(self, project_id: str) -> list[dict[str, Any]]:
+        """Service catalog of a project: volumev3, compute and identity, public and internal, one region."""
         base = self._config.base_url
         services = [
             ("compute", "nova", f"{base}/compute/v2.1"),
-            ("volumev3", "cinderv3", f"{base}/volume/v3/{self._config.project_id}"),
+            ("volumev3", "cinderv3", f"{base}/volume/v3/{project_id}"),
             ("identity", "keystone", f"{base}/identity/v3"),
         ]
         return [
@@ -387,9 +407,14 @@ class IdentityApi:
             "audit_ids": [token.audit_id],
             "expires_at": keystone_time(token.expires_at),
             "issued_at": keystone_time(token.issued_at),
-            "project": self._project_view(),
+            "project": self._project_view(
+                self._directory.project(token.project_id) or self._directory.seed_project()
+            ),
             "is_domain": False,
-            "roles": [{"id": stable_hex("role", r), "name": r} for r in user.roles],
+            "roles": [
+                {"id": stable_hex("role", r), "name": r}
+                for r in (token.roles if token.roles is not None else user.roles)
+            ],
         }
         if token.app_cred_id:
             cred = self._store.get(AppCredential, token.app_cred_id)
@@ -399,7 +424,7 @@ class IdentityApi:
                 "restricted": True,
             }
         if with_catalog:
-            body["catalog"] = self.catalog()
+            body["catalog"] = self.catalog(token.project_id)
         return {"token": body}
 
     def require_caller(self, request: Request) -> Caller:
@@ -408,3 +433,19 @@ class IdentityApi:
             return self._caller(request)
         except ApiError:
             raise unauthorized(self._config.identity_url) from None
+
+
+def project_view(project: Project, config: EmulatorConfig) -> dict[str, Any]:
+    """A project as GET /v3/projects shows it."""
+    return {
+        "id": project.id,
+        "name": project.name,
+        "domain_id": config.domain_id,
+        "description": project.description,
+        "enabled": project.enabled,
+        "parent_id": config.domain_id,
+        "is_domain": False,
+        "tags": [],
+        "options": {},
+        "links": {"self": f"{config.identity_url}/projects/{project.id}"},
+    }

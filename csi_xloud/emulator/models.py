@@ -116,6 +116,7 @@ class Volume:
     migration_status: str | None = None
     pending: JsonDict | None = None
     group_id: str | None = None
+    readonly: bool | None = None  # admin metadata; shown as metadata.readonly once set
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -193,6 +194,9 @@ class Backup:
     fail_reason: str | None = None
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     pending: JsonDict | None = None
+    volume_name: str | None = None
+    volume_description: str | None = None
+    volume_metadata: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -206,6 +210,8 @@ class VolumeType:
     is_public: bool = True
     extra_specs: dict[str, str] = dataclasses.field(default_factory=dict)
     qos_specs_id: str | None = None
+    projects: list[str] = dataclasses.field(default_factory=list)
+    encryption: JsonDict | None = None  # the encryption type (provider, cipher, key size...), if any
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -281,6 +287,37 @@ class QuotaSet:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Transfer:
+    """A volume offered to another project; only the hash of its auth key is kept."""
+
+    KIND: ClassVar[str] = "transfer"
+    id: str
+    volume_id: str
+    name: str | None
+    key_hash: str
+    source_project_id: str
+    created_at: str
+    no_snapshots: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """A user message: why an asynchronous operation failed (GET /messages, 3.3+)."""
+
+    KIND: ClassVar[str] = "message"
+    id: str
+    project_id: str
+    event_id: str
+    user_message: str
+    resource_type: str
+    resource_uuid: str | None
+    request_id: str | None
+    created_at: str
+    guaranteed_until: str
+    message_level: str = "ERROR"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Token:
     """An issued Keystone token."""
 
@@ -294,6 +331,7 @@ class Token:
     audit_id: str
     app_cred_id: str | None = None
     revoked: bool = False
+    roles: list[str] | None = None  # on the token's project; None: the user's roles on the seed project
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -304,7 +342,33 @@ class User:
     id: str
     name: str
     password: str
-    roles: list[str]
+    roles: list[str]  # on the seed project; other projects' roles are RoleAssignment records
+    enabled: bool = True
+    default_project_id: str | None = None
+    email: str | None = None
+    description: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Project:
+    """A Keystone project made through the admin API (the seed project is the emulator's own)."""
+
+    KIND: ClassVar[str] = "project"
+    id: str
+    name: str
+    description: str = ""
+    enabled: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoleAssignment:
+    """A role of a user on a project; id is user/project/role."""
+
+    KIND: ClassVar[str] = "role_assignment"
+    id: str
+    user_id: str
+    project_id: str
+    role: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -334,23 +398,6 @@ class Server:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Message:
-    """A Storage user message: why an asynchronous operation failed, for the project to read."""
-
-    KIND: ClassVar[str] = "message"
-    id: str
-    project_id: str
-    resource_type: str
-    resource_uuid: str
-    event_id: str
-    user_message: str
-    created_at: str
-    guaranteed_until: str
-    request_id: str
-    message_level: str = "ERROR"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class InstanceAction:
     """A Compute instance action: one request on a server and how its one event ended."""
 
@@ -376,14 +423,17 @@ Record = (
     | VolumeType
     | QosSpec
     | QuotaSet
+    | Transfer
+    | Message
     | Token
     | User
+    | Project
+    | RoleAssignment
     | AppCredential
     | Server
     | GroupType
     | Group
     | GroupSnapshot
-    | Message
     | InstanceAction
 )
 R = TypeVar(
@@ -395,14 +445,17 @@ R = TypeVar(
     VolumeType,
     QosSpec,
     QuotaSet,
+    Transfer,
+    Message,
     Token,
     User,
+    Project,
+    RoleAssignment,
     AppCredential,
     Server,
     GroupType,
     Group,
     GroupSnapshot,
-    Message,
     InstanceAction,
 )
 
@@ -416,14 +469,17 @@ RECORD_TYPES: dict[str, type[Any]] = {
         VolumeType,
         QosSpec,
         QuotaSet,
+        Transfer,
+        Message,
         Token,
         User,
+        Project,
+        RoleAssignment,
         AppCredential,
         Server,
         GroupType,
         Group,
         GroupSnapshot,
-        Message,
         InstanceAction,
     )
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from csi_xloud.emulator.models import (
     Backup,
     BackupStatus,
     InstanceAction,
-    Message,
     Server,
     ServerStatus,
     Snapshot,
@@ -32,31 +30,34 @@ from csi_xloud.emulator.models import (
     Volume,
     VolumeStatus,
     VolumeType,
-    new_id,
     now,
 )
+from csi_xloud.emulator.scheduler import pick_backend
 from csi_xloud.emulator.state import Store
+from csi_xloud.emulator.usermessages import (
+    CREATE_FAILED,
+    EXTEND_FAILED,
+    EXTEND_NO_BACKEND,
+    NO_VALID_BACKEND,
+    SNAPSHOT_FAILED,
+    record,
+)
 
 log = logging.getLogger(__name__)
 
-# Storage user messages: event id and text, as the real service words them (action:detail).
-EXTEND_NO_BACKEND = ("VOLUME_VOLUME_007_003", "extend volume:Could not find any available weighted backend.")
-EXTEND_DRIVER_FAILED = ("VOLUME_VOLUME_007_010", "extend volume:Volume Driver failed to extend volume.")
-CREATE_NO_BACKEND = (
-    "VOLUME_VOLUME_001_003", "schedule allocate volume:Could not find any available weighted backend."
-)
-MESSAGE_DAYS = 30
 
 
 class Refused(RuntimeError):
     """The scheduler found no backend for the work: the resource settles back where it was."""
 
 
+class NoValidBackend(RuntimeError):
+    """No backend's pool satisfies the volume's type: the scheduler leaves it in error, with no host."""
+
+
 def backend_of(vtype: VolumeType | None) -> str:
-    """The backend folder a volume type puts its volumes in."""
-    if vtype is None:
-        return "ssd"
-    return vtype.extra_specs.get("volume_backend_name", "ssd")
+    """The backend the scheduler puts a type's volumes on; '' when none can serve the type."""
+    return pick_backend(vtype) or ""
 
 
 def settled_status(attachments: list[Attachment]) -> VolumeStatus:
@@ -116,6 +117,25 @@ class Operations:
     async def tick(self, fraction: float = 1.0) -> None:
         """One transition's time, for work of another module (fault rules strike here too)."""
         await self._tick(fraction)
+
+    def has_backup_data(self, backup_id: str) -> bool:
+        """Whether the chunk store holds a backup's manifest."""
+        try:
+            self._chunks.manifest(backup_id)
+        except (FileNotFoundError, ValueError):
+            return False
+        return True
+
+    def share_backup_data(self, src_id: str, dst_id: str) -> bool:
+        """Let backup dst_id use the chunks of src_id's data (an imported record under a new id)."""
+        if not self.has_backup_data(src_id):
+            return False
+        self._chunks.share(src_id, dst_id)
+        return True
+
+    def running(self) -> int:
+        """How many operations are in flight."""
+        return len(self._tasks)
 
     def attachments_of(self, volume_id: str) -> list[Attachment]:
         """Attachments of a volume."""
@@ -224,9 +244,9 @@ class Operations:
             await handler(vol_id)
         except Exception as exc:
             log.warning("volume %s %s failed: %s", vol_id, op, exc)
-            self._volume_failed(vol, op, isinstance(exc, Refused))
+            self._volume_failed(vol, op, exc)
 
-    def _volume_failed(self, vol: Volume, op: str, refused: bool) -> None:
+    def _volume_failed(self, vol: Volume, op: str, exc: Exception) -> None:
         """Where a failed volume operation leaves the volume, and what it tells the project.
 
         A refused extend and any failed retype go back to the status before (size and type unchanged),
@@ -234,44 +254,31 @@ class Operations:
         backend found the volume busy); other failures end in an error status.
         """
         assert vol.pending is not None
+        refused = isinstance(exc, Refused)
         previous = vol.pending.get("prev", VolumeStatus.AVAILABLE)
         if op == "retype" or (op in ("extend", "delete") and refused):
             self._update_volume(vol.id, status=previous, pending=None, migration_status=None)
         else:
             failed = {"delete": VolumeStatus.ERROR_DELETING, "extend": VolumeStatus.ERROR_EXTENDING}
             self._update_volume(vol.id, status=failed.get(op, VolumeStatus.ERROR), pending=None)
-        message = {
-            ("extend", True): EXTEND_NO_BACKEND,
-            ("extend", False): EXTEND_DRIVER_FAILED,
-            ("create", True): CREATE_NO_BACKEND,
-        }.get((op, refused))
-        if message is not None:
-            self.record_message(vol.project_id, "VOLUME", vol.id, *message)
+        self._tell_user(vol, op, exc)
 
-    def record_message(
-        self, project_id: str, resource_type: str, resource_uuid: str, event_id: str, text: str
-    ) -> None:
-        """Keep a user message about a resource, as the Storage API does when an operation fails."""
-        created = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        kept_until = created + dt.timedelta(days=MESSAGE_DAYS)
-        self._store.put(
-            Message(
-                id=new_id(),
-                project_id=project_id,
-                resource_type=resource_type,
-                resource_uuid=resource_uuid,
-                event_id=event_id,
-                user_message=text,
-                created_at=created.isoformat(timespec="microseconds"),
-                guaranteed_until=kept_until.isoformat(timespec="microseconds"),
-                request_id=REQUEST_ID.get() or f"req-{new_id()}",
-            )
-        )
+    def _tell_user(self, vol: Volume, op: str, exc: Exception) -> None:
+        """The user message Cinder leaves when a create or extend fails."""
+        refused = isinstance(exc, Refused)
+        if isinstance(exc, NoValidBackend) or (op == "create" and refused):
+            record(self._store, vol.project_id, NO_VALID_BACKEND, vol.id)
+        elif op == "create":
+            record(self._store, vol.project_id, CREATE_FAILED, vol.id)
+        elif op == "extend":
+            record(self._store, vol.project_id, EXTEND_NO_BACKEND if refused else EXTEND_FAILED, vol.id)
 
     async def _create(self, vol_id: str) -> None:
         vol = self._store.get(Volume, vol_id)
         if vol is None:
             return
+        if not vol.backend:
+            raise NoValidBackend("no valid backend was found")
         dst = self.volume_path(vol)
         if vol.source_volid:
             src_vol = self._store.get(Volume, vol.source_volid)
@@ -320,7 +327,7 @@ class Operations:
         if vol is None or vol.pending is None:
             return
         vtype = self._store.get(VolumeType, vol.pending["type_id"])
-        backend = backend_of(vtype)
+        backend = backend_of(vtype) or vol.backend
         if backend != vol.backend:
             self._update_volume(vol_id, migration_status="migrating")
             await self._tick()
@@ -468,6 +475,8 @@ class Operations:
             if op == "delete" and isinstance(exc, Refused):
                 status = SnapshotStatus.AVAILABLE  # the backend found it busy: it stays
             self._update_snapshot(snap_id, status=status, pending=None)
+            if op == "create":
+                record(self._store, snap.project_id, SNAPSHOT_FAILED, snap.id)
 
     # -- backups ----------------------------------------------------------------------------------
 
@@ -532,7 +541,12 @@ class Operations:
         if vol is None:
             raise RuntimeError("target volume vanished")
         await self._chunks.restore(backup.id, self.volume_path(vol), vol.size * GIB)
-        self._update_volume(vol.id, status=VolumeStatus.AVAILABLE, pending=None)
+        changes: dict[str, Any] = {}
+        if backup.pending.get("copy_metadata"):
+            changes["metadata"] = {**backup.volume_metadata, "src_backup_id": backup.id}
+        if backup.pending.get("copy_name"):
+            changes.update(name=backup.volume_name, description=backup.volume_description)
+        self._update_volume(vol.id, status=VolumeStatus.AVAILABLE, pending=None, **changes)
         self._update_backup(backup.id, status=BackupStatus.AVAILABLE, pending=None)
 
     # -- lifecycle --------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ DEFAULTS: dict[str, int] = {
     "groups": 10,
 }
 PER_TYPE = ("volumes", "gigabytes", "snapshots")
+# Quota classes are stored as quota sets under this prefix; the 'default' class sets the defaults.
+CLASS_PREFIX = "quota-class:"
 
 
 class Quotas:
@@ -34,8 +36,22 @@ class Quotas:
         return [*keys, "groups"]
 
     def defaults(self) -> dict[str, int]:
-        """Default limits."""
-        return {k: DEFAULTS.get(k, -1) for k in self.keys()}
+        """Default limits: Cinder's, as the 'default' quota class changed them."""
+        limits = {k: DEFAULTS.get(k, -1) for k in self.keys()}
+        override = self._store.get(QuotaSet, f"{CLASS_PREFIX}default")
+        if override is not None:
+            limits.update({k: v for k, v in override.limits.items() if k in limits})
+        return limits
+
+    def class_view(self, name: str) -> dict[str, Any]:
+        """The quota_class_set body of a class."""
+        return {**self.limits(f"{CLASS_PREFIX}{name}"), "id": name}
+
+    def update_class(self, name: str, raw: Any) -> dict[str, Any]:
+        """Apply a PUT body's quota_class_set (same rules as a project's)."""
+        self.update(f"{CLASS_PREFIX}{name}", raw, "quota_class_set")
+        limits = self.limits(f"{CLASS_PREFIX}{name}")
+        return limits
 
     def limits(self, project_id: str) -> dict[str, int]:
         """Effective limits of a project."""
@@ -148,12 +164,10 @@ class Quotas:
         }
         return {**body, "id": project_id}
 
-    def update(self, project_id: str, raw: Any) -> dict[str, int]:
+    def update(self, project_id: str, raw: Any, field: str = "quota_set") -> dict[str, int]:
         """Apply a PUT body's quota_set; 400 for non-integers or unknown keys."""
         if not isinstance(raw, dict):
-            raise ApiError(
-                400, {"badRequest": {"code": 400, "message": "'quota_set' is a required property"}}
-            )
+            raise ApiError(400, {"badRequest": {"code": 400, "message": f"'{field}' is a required property"}})
         known = set(self.keys())
         override = self._store.get(QuotaSet, project_id)
         limits = dict(override.limits) if override else {}

@@ -1,4 +1,4 @@
-"""Storage API: qos-specs, quotas, limits, availability zones, services, pools and messages."""
+"""Storage API: qos-specs, quotas, limits and availability zones."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ from typing import Any
 from starlette.responses import Response
 
 from csi_xloud.emulator.context import json_body, require_object
-from csi_xloud.emulator.errors import bad_request, conflict, forbidden, not_found
+from csi_xloud.emulator.errors import bad_request, conflict, forbidden, invalid_input, not_found
 from csi_xloud.emulator.models import (
-    Message,
     QosSpec,
     VolumeType,
     new_id,
-    now,
 )
-from csi_xloud.emulator.ops import backend_of
 from csi_xloud.emulator.routing import Call, RouteTable
-from csi_xloud.emulator.storage_core import StorageCore, filter_by
+from csi_xloud.emulator.storage_core import StorageCore
 
 MESSAGE_FILTERS = ("resource_uuid", "resource_type", "event_id", "request_id", "message_level")
 
@@ -33,7 +30,7 @@ BAD_CONSUMER = (
 
 
 class AdminRoutes:
-    """qos-specs, quotas, limits, availability zones, services, pools and messages."""
+    """qos-specs, quotas, limits and availability zones."""
 
     def __init__(self, core: StorageCore) -> None:
         self._core = core
@@ -49,15 +46,16 @@ class AdminRoutes:
         table.add("GET", f"qos-specs/(?P<id>{ID})/associations", self.qos_associations)
         table.add("GET", f"qos-specs/(?P<id>{ID})/associate", self.qos_associate)
         table.add("GET", f"qos-specs/(?P<id>{ID})/disassociate", self.qos_disassociate)
+        table.add("GET", f"qos-specs/(?P<id>{ID})/disassociate_all", self.qos_disassociate_all)
+        table.add("PUT", f"qos-specs/(?P<id>{ID})/delete_keys", self.qos_delete_keys)
         table.add("GET", f"os-quota-sets/(?P<id>{ID})", self.show_quota)
         table.add("GET", f"os-quota-sets/(?P<id>{ID})/defaults", self.quota_defaults)
         table.add("PUT", f"os-quota-sets/(?P<id>{ID})", self.update_quota)
         table.add("DELETE", f"os-quota-sets/(?P<id>{ID})", self.reset_quota)
+        table.add("GET", f"os-quota-class-sets/(?P<id>{ID})", self.show_quota_class)
+        table.add("PUT", f"os-quota-class-sets/(?P<id>{ID})", self.update_quota_class)
         table.add("GET", "limits", self.limits)
         table.add("GET", "os-availability-zone", self.zones)
-        table.add("GET", "os-services", self.services)
-        table.add("GET", "scheduler-stats/get_pools", self.pools)
-        table.add("GET", "messages", self.messages)
 
     # -- qos --------------------------------------------------------------------------------------
 
@@ -158,6 +156,29 @@ class AdminRoutes:
         self._store.put(dataclasses.replace(vtype, qos_specs_id=None))
         return self._core.accepted()
 
+    async def qos_disassociate_all(self, call: Call) -> Response:
+        """GET /qos-specs/{id}/disassociate_all (admin): from every type."""
+        spec = self._qos(call, "update")
+        assert spec is not None
+        users = [t for t in self._store.all(VolumeType) if t.qos_specs_id == spec.id]
+        self._store.put(*(dataclasses.replace(t, qos_specs_id=None) for t in users))
+        return self._core.accepted()
+
+    async def qos_delete_keys(self, call: Call) -> Response:
+        """PUT /qos-specs/{id}/delete_keys (admin): {"keys": [...]}, every one must exist."""
+        spec = self._qos(call, "update")
+        assert spec is not None
+        body = await json_body(call.request)
+        keys = body.get("keys") if isinstance(body, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise invalid_input("keys", keys, f"{keys!r} is not of type 'array'")
+        for key in keys:
+            if key not in spec.specs:
+                raise bad_request(f"QoS spec {spec.id} has no spec with key {key}.")
+        remaining = {k: v for k, v in spec.specs.items() if k not in keys}
+        self._store.put(dataclasses.replace(spec, specs=remaining))
+        return self._core.accepted()
+
     # -- quotas and limits ------------------------------------------------------------------------
 
     def _quota_target(self, call: Call) -> str:
@@ -190,6 +211,19 @@ class AdminRoutes:
         self._core.quotas.reset(call.params["id"])
         return Response(status_code=200)
 
+    async def show_quota_class(self, call: Call) -> Response:
+        """GET /os-quota-class-sets/{class} (admin)."""
+        self._core.require_admin(call, "volume_extension:quota_classes")
+        return self._core.ok({"quota_class_set": self._core.quotas.class_view(call.params["id"])})
+
+    async def update_quota_class(self, call: Call) -> Response:
+        """PUT /os-quota-class-sets/{class} (admin): the 'default' class changes every project's defaults."""
+        self._core.require_admin(call, "volume_extension:quota_classes:update")
+        body = await json_body(call.request)
+        raw = body.get("quota_class_set") if isinstance(body, dict) else None
+        limits = self._core.quotas.update_class(call.params["id"], raw)
+        return self._core.ok({"quota_class_set": limits})
+
     async def limits(self, call: Call) -> Response:
         """GET /limits."""
         limits = self._core.quotas.limits(call.project_id)
@@ -214,93 +248,3 @@ class AdminRoutes:
         """GET /os-availability-zone."""
         info = [{"zoneName": z, "zoneState": {"available": True}} for z in self._core.zones()]
         return self._core.ok({"availabilityZoneInfo": info})
-
-    async def services(self, call: Call) -> Response:
-        """GET /os-services (admin)."""
-        self._core.require_admin(call, "volume_extension:services:index")
-        backends = sorted({backend_of(t) for t in self._store.all(VolumeType)})
-        services = [
-            {
-                "binary": "cinder-scheduler",
-                "host": "xloud",
-                "zone": self._core.zones()[0],
-                "status": "enabled",
-                "state": "up",
-                "updated_at": now(),
-                "disabled_reason": None,
-            },
-            {
-                "binary": "cinder-backup",
-                "host": "xloud",
-                "zone": self._core.zones()[0],
-                "status": "enabled",
-                "state": "up",
-                "updated_at": now(),
-                "disabled_reason": None,
-            },
-        ] + [
-            {
-                "binary": "cinder-volume",
-                "host": f"xloud@{b}",
-                "zone": self._core.zones()[0],
-                "status": "enabled",
-                "state": "up",
-                "updated_at": now(),
-                "disabled_reason": None,
-            }
-            for b in backends
-        ]
-        return self._core.ok({"services": services})
-
-    async def pools(self, call: Call) -> Response:
-        """GET /scheduler-stats/get_pools (admin)."""
-        self._core.require_admin(call, "scheduler_extension:scheduler_stats:get_pools")
-        backends = sorted({backend_of(t) for t in self._store.all(VolumeType)})
-        pools = [
-            {
-                "name": f"xloud@{b}#{b}",
-                "capabilities": {
-                    "volume_backend_name": b,
-                    "pool_name": b,
-                    "multiattach": True,
-                    "online_extend_support": True,
-                    "thin_provisioning_support": True,
-                    "storage_protocol": "local",
-                },
-            }
-            for b in backends
-        ]
-        return self._core.ok({"pools": pools})
-
-    async def messages(self, call: Call) -> Response:
-        """GET /messages (3.3): the project's user messages, newest first; filters from 3.34, pages from 3.5.
-
-        Below 3.34 the real service ignores filters such as resource_uuid and answers every message.
-        """
-        if not call.mv.at_least("3.3"):
-            raise not_found()
-        found = [m for m in self._store.all(Message) if m.project_id == call.project_id]
-        if call.mv.at_least("3.34"):
-            found = filter_by(found, call, MESSAGE_FILTERS)
-        found = sorted(found, key=lambda m: (m.created_at, m.id), reverse=True)
-        links = None
-        if call.mv.at_least("3.5"):
-            found, links = self._core.page(call, found, "messages", "Message")
-        body: dict[str, Any] = {"messages": [self._message_view(call, m) for m in found]}
-        if links:
-            body["messages_links"] = links
-        return self._core.ok(body)
-
-    def _message_view(self, call: Call, message: Message) -> dict[str, Any]:
-        return {
-            "id": message.id,
-            "event_id": message.event_id,
-            "user_message": message.user_message,
-            "message_level": message.message_level,
-            "created_at": message.created_at,
-            "guaranteed_until": message.guaranteed_until,
-            "request_id": message.request_id,
-            "links": self._core.views.links(call.project_id, "messages", message.id),
-            "resource_type": message.resource_type,
-            "resource_uuid": message.resource_uuid,
-        }

@@ -38,6 +38,11 @@ COLLECTIONS = {
     "group_types",
     "groups",
     "group_snapshots",
+    "os-hosts",
+    "capabilities",
+    "os-quota-class-sets",
+    "os-volume-transfer",
+    "volume-transfers",
 }
 _WEBOB_404 = {
     "message": "The resource could not be found.<br /><br />\n\n\n",
@@ -85,8 +90,9 @@ class StorageEndpoints:
             return JSONResponse({"versions": [self._version_doc()]}, headers=self._headers(MIN_VERSION))
         if not path.startswith("v3/"):
             return JSONResponse(_WEBOB_404, status_code=404)
+        rest = request.url.path.removeprefix("/volume").lstrip("/").removeprefix("v3/")
         try:
-            return await self._dispatch(request, path.removeprefix("v3/"))
+            return await self._dispatch(request, rest)  # a trailing slash kept: /volumes/ is no route
         except ApiError as err:
             response = err.response()
             return response
@@ -118,7 +124,7 @@ class StorageEndpoints:
                 raise bad_request("Malformed request url")
             project_id = first
             rest = tail
-        found = self._table.match(request.method, rest.rstrip("/"))
+        found = self._table.match(request.method, rest)
         if found is None:
             return JSONResponse(_WEBOB_404, status_code=404)
         handler, params = found

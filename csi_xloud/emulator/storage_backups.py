@@ -94,6 +94,9 @@ class BackupRoutes:
             data_timestamp=snap.created_at if snap else now(),
             metadata=metadata,
             pending={"op": "create", "prev": vol.status},
+            volume_name=vol.name,
+            volume_description=vol.description,
+            volume_metadata=dict(vol.metadata),
         )
         self._store.put(backup, dataclasses.replace(vol, status=VolumeStatus.BACKING_UP, updated_at=now()))
         self._core.ops.start_backup(backup.id)
@@ -108,7 +111,7 @@ class BackupRoutes:
         return max(done, key=lambda b: b.created_at, default=None)
 
     def _list(self, call: Call, detail: bool) -> Response:
-        backups = [b for b in self._store.all(Backup) if b.project_id == call.project_id]
+        backups = [b for b in self._store.all(Backup) if self._core.in_listed_projects(call, b.project_id)]
         backups = filter_by(backups, call, ("volume_id", "name", "status"))
         backups = self._core.sort(
             backups, self._core.sort_keys(call, BACKUP_SORT), lambda b, k: getattr(b, k, None)
@@ -175,6 +178,9 @@ class BackupRoutes:
         req = require_object(await json_body(call.request), "restore")
         if backup.status != BackupStatus.AVAILABLE:
             raise bad_request("Invalid backup: Backup status must be available")
+        # Like Cinder's backup metadata, the source volume's metadata (and, when no name was
+        # asked, its name and description) come back with the data.
+        pending: dict[str, Any] = {"op": "restore", "copy_metadata": True}
         if req.get("volume_id"):
             vol = self._core.volume(call, str(req["volume_id"]))
             if vol.status != VolumeStatus.AVAILABLE:
@@ -187,6 +193,7 @@ class BackupRoutes:
         else:
             vtype = self._core.default_type()
             self._core.quotas.check_volume(call.project_id, backup.size, vtype.name)
+            pending["copy_name"] = not req.get("name")
             vol = Volume(
                 id=new_id(),
                 project_id=call.project_id,
@@ -206,7 +213,7 @@ class BackupRoutes:
                 backup,
                 status=BackupStatus.RESTORING,
                 updated_at=now(),
-                pending={"op": "restore", "volume_id": vol.id},
+                pending={**pending, "volume_id": vol.id},
             ),
         )
         self._core.ops.start_backup(backup.id)

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 
 from csi_xloud.emulator.context import EmulatorConfig
-from csi_xloud.emulator.errors import bad_request, forbidden, invalid_input, not_found
+from csi_xloud.emulator.errors import ApiError, bad_request, forbidden, invalid_input, not_found
 from csi_xloud.emulator.models import Attachment, Backup, Server, Snapshot, Volume, VolumeType
 from csi_xloud.emulator.ops import Operations
 from csi_xloud.emulator.quotas import Quotas
@@ -21,6 +21,13 @@ from csi_xloud.emulator.views import StorageViews
 DEFAULT_TYPE = "standard"
 _TRUE = (True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes", "y", "t")
 _FALSE = (False, "False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no", "n", "f")
+
+
+def no_such_action(name: str) -> ApiError:
+    """The 400 for an action a resource does not have."""
+    return bad_request(
+        f"There is no such action: {name}. Verify the request body and Content-Type header and try again."
+    )
 
 
 def parse_bool(field: str, value: Any) -> bool:
@@ -130,6 +137,18 @@ class StorageCore:
                 return vtype
         raise not_found(f"Volume type with name {name_or_id} could not be found.")
 
+    @staticmethod
+    def type_visible(call: Call, vtype: VolumeType) -> bool:
+        """Public types, and private ones the caller's project was given access to (admins see all)."""
+        return vtype.is_public or call.caller.is_admin or call.project_id in vtype.projects
+
+    def usable_type(self, call: Call, name_or_id: str) -> VolumeType:
+        """A type the caller may create volumes of; a private one without access is 404 by its id."""
+        vtype = self.volume_type(name_or_id)
+        if not self.type_visible(call, vtype):
+            raise not_found(f"Volume type {vtype.id} could not be found.")
+        return vtype
+
     def default_type(self) -> VolumeType:
         """The default volume type."""
         return self.volume_type(DEFAULT_TYPE)
@@ -188,13 +207,14 @@ class StorageCore:
     def page(
         self, call: Call, items: list[Any], collection: str, not_found_kind: str
     ) -> tuple[list[Any], list[dict[str, str]] | None]:
-        """Apply marker/limit; the next link when the page is full."""
+        """Apply marker, offset and limit; a full page gets a next link to the same list (detail or not)."""
         marker = call.query.get("marker")
         if marker:
             ids = [i.id for i in items]
             if marker not in ids:
                 raise not_found(f"{not_found_kind} {marker} could not be found.")
             items = items[ids.index(marker) + 1 :]
+        items = items[_offset(call) :]
         raw_limit = call.query.get("limit")
         if raw_limit is None:
             return items, None
@@ -209,7 +229,25 @@ class StorageCore:
             return page, None
         params = [(k, v) for k, v in call.query.multi_items() if k != "marker"]
         query = urllib.parse.urlencode([*params, ("marker", page[-1].id)])
+        if call.request.url.path.rstrip("/").endswith("/detail"):
+            collection = f"{collection}/detail"
         return page, self.views.collection_link(call.project_id, collection, query)
+
+    @staticmethod
+    def in_listed_projects(call: Call, project_id: str) -> bool:
+        """Whether a list shows a project's records: the caller's, or an admin's all_tenants pick."""
+        if call.caller.is_admin and call.query.get("all_tenants") in ("1", "true", "True"):
+            return bool(call.query.get("project_id", project_id) == project_id)
+        return project_id == call.project_id
+
+    @staticmethod
+    def reject_invalid_filters(call: Call, allowed: set[str], not_filters: set[str]) -> None:
+        """From 3.33 a non-admin may filter only by the configured keys (resource_filters.json)."""
+        if call.caller.is_admin or not call.mv.at_least("3.33"):
+            return
+        invalid = [k for k in call.query if k not in not_filters and k not in allowed]
+        if invalid:
+            raise bad_request(f"Invalid filters {','.join(invalid)} are found in query options.")
 
     @staticmethod
     def sort_keys(call: Call, allowed: set[str]) -> list[tuple[str, bool]]:
@@ -254,6 +292,19 @@ class StorageCore:
             if isinstance(value, dict):
                 return {str(k): str(v) for k, v in value.items()}
         raise bad_request(f"Invalid input received: Invalid metadata filter {raw}")
+
+
+def _offset(call: Call) -> int:
+    raw = call.query.get("offset")
+    if raw is None:
+        return 0
+    try:
+        offset = int(raw)
+    except ValueError:
+        raise bad_request("offset must be an integer") from None
+    if offset < 0:
+        raise bad_request("offset must be >= 0")
+    return offset
 
 
 def _sortable(value: Any) -> tuple[int, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.responses import Response
 
 from csi_xloud.emulator.context import json_body, require_object
-from csi_xloud.emulator.errors import bad_request, conflict, invalid_input, not_found
+from csi_xloud.emulator.errors import ApiError, bad_request, conflict, invalid_input, not_found
 from csi_xloud.emulator.models import (
     Volume,
     VolumeType,
@@ -37,10 +37,13 @@ class TypeRoutes:
         table.add("DELETE", f"types/(?P<id>{ID})", self.delete)
         table.add("GET", f"types/(?P<id>{ID})/extra_specs", self.extra_specs)
         table.add("POST", f"types/(?P<id>{ID})/extra_specs", self.set_extra_specs)
+        table.add("GET", f"types/(?P<id>{ID})/extra_specs/(?P<key>[^/]+)", self.get_spec)
+        table.add("PUT", f"types/(?P<id>{ID})/extra_specs/(?P<key>[^/]+)", self.put_spec)
+        table.add("DELETE", f"types/(?P<id>{ID})/extra_specs/(?P<key>[^/]+)", self.delete_spec)
 
-    def _by_id(self, type_id: str) -> VolumeType:
+    def _by_id(self, call: Call, type_id: str) -> VolumeType:
         vtype = self._store.get(VolumeType, type_id)
-        if vtype is None:
+        if vtype is None or not self._core.type_visible(call, vtype):
             raise not_found(f"Volume type {type_id} could not be found.")
         return vtype
 
@@ -48,8 +51,11 @@ class TypeRoutes:
         return self._core.views.volume_type(vtype, call.mv, call.caller)
 
     async def list_types(self, call: Call) -> Response:
-        """GET /types."""
-        types = [t for t in self._store.all(VolumeType) if t.is_public or call.caller.is_admin]
+        """GET /types: public types and the private ones the project may use; admins pick with is_public."""
+        types = [t for t in self._store.all(VolumeType) if self._core.type_visible(call, t)]
+        if call.caller.is_admin:
+            wanted = _is_public_filter(call.query.get("is_public"))
+            types = [t for t in types if wanted is None or t.is_public == wanted]
         return self._core.ok({"volume_types": [self._view(call, t) for t in types]})
 
     async def default(self, call: Call) -> Response:
@@ -61,11 +67,11 @@ class TypeRoutes:
 
     async def show(self, call: Call) -> Response:
         """GET /types/{id}."""
-        return self._core.ok({"volume_type": self._view(call, self._by_id(call.params["id"]))})
+        return self._core.ok({"volume_type": self._view(call, self._by_id(call, call.params["id"]))})
 
     async def extra_specs(self, call: Call) -> Response:
         """GET /types/{id}/extra_specs."""
-        view = self._view(call, self._by_id(call.params["id"]))
+        view = self._view(call, self._by_id(call, call.params["id"]))
         return self._core.ok({"extra_specs": view["extra_specs"]})
 
     async def create(self, call: Call) -> Response:
@@ -93,7 +99,7 @@ class TypeRoutes:
     async def update(self, call: Call) -> Response:
         """PUT /types/{id} (admin)."""
         self._core.require_admin(call, "volume_extension:types_manage")
-        vtype = self._by_id(call.params["id"])
+        vtype = self._by_id(call, call.params["id"])
         req = require_object(await json_body(call.request), "volume_type")
         changes: dict[str, Any] = {}
         if "name" in req:
@@ -114,7 +120,7 @@ class TypeRoutes:
     async def delete(self, call: Call) -> Response:
         """DELETE /types/{id} (admin); refused while volumes use it."""
         self._core.require_admin(call, "volume_extension:types_manage")
-        vtype = self._by_id(call.params["id"])
+        vtype = self._by_id(call, call.params["id"])
         if vtype.id == self._core.default_type().id:
             raise bad_request("Invalid volume type: The default volume type cannot be deleted.")
         if any(v.type_id == vtype.id for v in self._store.all(Volume)):
@@ -124,8 +130,58 @@ class TypeRoutes:
 
     async def set_extra_specs(self, call: Call) -> Response:
         """POST /types/{id}/extra_specs (admin): merge."""
-        self._core.require_admin(call, "volume_extension:types_manage")
-        vtype = self._by_id(call.params["id"])
+        self._core.require_admin(call, "volume_extension:types_extra_specs:create")
+        vtype = self._by_id(call, call.params["id"])
         specs = check_metadata(require_object(await json_body(call.request), "extra_specs"))
         self._store.put(dataclasses.replace(vtype, extra_specs={**vtype.extra_specs, **specs}))
         return self._core.ok({"extra_specs": specs})
+
+    def _spec_missing(self, vtype: VolumeType, key: str) -> ApiError:
+        return not_found(f"Volume Type {vtype.id} has no extra specs with key {key}.")
+
+    async def get_spec(self, call: Call) -> Response:
+        """GET /types/{id}/extra_specs/{key}: {key: value}; a non-admin sees only the user-visible keys."""
+        vtype = self._by_id(call, call.params["id"])
+        key = call.params["key"]
+        visible = self._view(call, vtype)["extra_specs"]
+        if key not in visible:
+            raise self._spec_missing(vtype, key)
+        return self._core.ok({key: visible[key]})
+
+    async def put_spec(self, call: Call) -> Response:
+        """PUT /types/{id}/extra_specs/{key} (admin): body {key: value}, one key, the URL's."""
+        self._core.require_admin(call, "volume_extension:types_extra_specs:update")
+        vtype = self._by_id(call, call.params["id"])
+        body = await json_body(call.request)
+        key = call.params["key"]
+        if not isinstance(body, dict) or not body:
+            raise bad_request("Malformed request body")
+        if len(body) > 1:
+            raise bad_request(f"{body!r} has too many properties")
+        if key not in body:
+            raise bad_request("Request body and URI mismatch")
+        value = body[key]
+        if value is not None and not isinstance(value, str):
+            raise invalid_input(key, value, f"{value!r} is not of type 'string', 'null'")
+        self._store.put(dataclasses.replace(vtype, extra_specs={**vtype.extra_specs, key: value or ""}))
+        return self._core.ok({key: value})
+
+    async def delete_spec(self, call: Call) -> Response:
+        """DELETE /types/{id}/extra_specs/{key} (admin)."""
+        self._core.require_admin(call, "volume_extension:types_extra_specs:delete")
+        vtype = self._by_id(call, call.params["id"])
+        key = call.params["key"]
+        if key not in vtype.extra_specs:
+            raise self._spec_missing(vtype, key)
+        specs = {k: v for k, v in vtype.extra_specs.items() if k != key}
+        self._store.put(dataclasses.replace(vtype, extra_specs=specs))
+        return self._core.accepted()
+
+
+def _is_public_filter(raw: str | None) -> bool | None:
+    """Cinder's is_public query value: public only by default, 'none' for all."""
+    if raw is None:
+        return True
+    if raw.lower() == "none":
+        return None
+    return parse_bool("is_public", raw)

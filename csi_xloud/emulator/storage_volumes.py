@@ -26,6 +26,7 @@ from csi_xloud.emulator.ops import backend_of
 from csi_xloud.emulator.routing import Call, RouteTable
 from csi_xloud.emulator.storage_core import StorageCore, check_metadata, check_name, parse_bool, parse_size
 from csi_xloud.emulator.storage_groups import new_volume_group
+from csi_xloud.emulator.storage_volume_admin import VolumeAdminActions
 
 UUID = r"[^/]+"
 CREATE_KEYS = {
@@ -50,7 +51,6 @@ DELETABLE = {
     VolumeStatus.AVAILABLE,
     VolumeStatus.ERROR,
     VolumeStatus.ERROR_EXTENDING,
-    VolumeStatus.CREATING,
     "error_restoring",
     "error_managing",
 }
@@ -80,6 +80,19 @@ SORT_KEYS = {
     "project_id",
 }
 LIST_PARAMS = {"limit", "marker", "sort", "sort_key", "sort_dir", "with_count", "all_tenants", "offset"}
+# What a non-admin may filter volumes by from 3.33 (Cinder's default resource_filters.json).
+MEMBER_FILTERS = {
+    "name",
+    "status",
+    "metadata",
+    "bootable",
+    "migration_status",
+    "availability_zone",
+    "group_id",
+    "size",
+    "created_at",
+    "updated_at",
+}
 
 
 def is_multiattach(vtype: VolumeType | None) -> bool:
@@ -93,6 +106,7 @@ class VolumeRoutes:
     def __init__(self, core: StorageCore) -> None:
         self._core = core
         self._store = core.store
+        self._admin_actions = VolumeAdminActions(core)
 
     def register(self, table: RouteTable) -> None:
         """Add this group's routes."""
@@ -114,6 +128,7 @@ class VolumeRoutes:
     # -- listing ----------------------------------------------------------------------------------
 
     def _filtered(self, call: Call) -> list[Volume]:
+        self._core.reject_invalid_filters(call, MEMBER_FILTERS, LIST_PARAMS)
         vols = [
             v
             for v in self._store.all(Volume)
@@ -152,6 +167,12 @@ class VolumeRoutes:
             return value in (vol.type_id, self._core.type_name(vol.type_id))
         if key == "id":
             return vol.id == value
+        if key == "size":
+            return str(vol.size) == value
+        if key in ("project_id", "tenant_id"):
+            return vol.project_id == value
+        if key == "migration_status":
+            return str(vol.migration_status) == value
         return False
 
     async def list_summary(self, call: Call) -> Response:
@@ -207,7 +228,7 @@ class VolumeRoutes:
         metadata = check_metadata(req.get("metadata"))
         size = None if req.get("size") is None else parse_size("size", req["size"])
         source, snap, backup = self._sources(call, req)
-        vtype = self._type_for(req, source, snap)
+        vtype = self._type_for(call, req, source, snap)
         group_id = new_volume_group(self._core, call, req, vtype)
         size = self._size_for(size, source, snap, backup)
         zone = self._zone_for(req, source, snap)
@@ -276,10 +297,12 @@ class VolumeRoutes:
                 raise bad_request(f"Invalid backup: Backup status must be available but is {backup.status}.")
         return source, snap, backup
 
-    def _type_for(self, req: dict[str, Any], source: Volume | None, snap: Snapshot | None) -> VolumeType:
+    def _type_for(
+        self, call: Call, req: dict[str, Any], source: Volume | None, snap: Snapshot | None
+    ) -> VolumeType:
         origin = source or (self._store.get(Volume, snap.volume_id) if snap else None)
         if req.get("volume_type"):
-            vtype = self._core.volume_type(str(req["volume_type"]))
+            vtype = self._core.usable_type(call, str(req["volume_type"]))
             if source is not None and backend_of(vtype) != source.backend:
                 raise bad_request(
                     f"Invalid input received: Invalid volume_type provided: {vtype.id} (requested type is not"
@@ -375,6 +398,10 @@ class VolumeRoutes:
             raise bad_request(DELETE_REFUSED)
         if cascade and any(s.status not in (SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR) for s in snaps):
             raise bad_request("Invalid volume: Snapshot of volume not in a deletable state.")
+        if not vol.backend:
+            # Never scheduled: Cinder removes the row at once.
+            self._store.delete(vol)
+            return self._core.accepted()
         deleting = [dataclasses.replace(s, status=SnapshotStatus.DELETING) for s in snaps]
         self._store.put(
             dataclasses.replace(
@@ -458,11 +485,10 @@ class VolumeRoutes:
             "os-roll_detaching": self._roll_detaching,
             "os-attach": self._legacy_attach,
             "os-detach": self._legacy_detach,
-            "os-reset_status": self._reset_status,
             "os-set_bootable": self._set_bootable,
-            "os-update_readonly_flag": self._noop,
             "os-terminate_connection": self._noop,
             "os-initialize_connection": self._initialize_connection,
+            **self._admin_actions.handlers(),
         }.get(name)
         if handler is None:
             raise bad_request(
@@ -508,12 +534,13 @@ class VolumeRoutes:
             raise invalid_input(
                 "migration_policy", policy, f"{policy!r} is not one of ['on-demand', 'never']"
             )
-        vtype = self._core.volume_type(str(arg["new_type"]))
+        vtype = self._core.usable_type(call, str(arg["new_type"]))
         if vol.status not in (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE) or vtype.id == vol.type_id:
             raise bad_request(RETYPE_REFUSED)
         if vol.status == VolumeStatus.IN_USE and vol.multiattach != is_multiattach(vtype):
             raise bad_request(RETYPE_REFUSED)
-        if backend_of(vtype) != vol.backend and policy == "never":
+        target = backend_of(vtype)
+        if not target or (target != vol.backend and policy == "never"):
             # Cinder accepts the call, then the scheduler refuses to migrate: the type stays.
             self._set_status(
                 vol,
@@ -586,22 +613,6 @@ class VolumeRoutes:
         status = VolumeStatus.IN_USE if remaining else VolumeStatus.AVAILABLE
         if doomed or vol.status == VolumeStatus.DETACHING:
             self._store.write(put=[dataclasses.replace(vol, status=status, updated_at=now())], delete=doomed)
-        return self._core.accepted()
-
-    async def _reset_status(self, call: Call, vol: Volume, arg: Any) -> Response:
-        self._core.require_admin(call, "volume_extension:volume_admin_actions:reset_status")
-        if not isinstance(arg, dict) or "status" not in arg:
-            raise invalid_input("os-reset_status", arg, "'status' is a required property")
-        status = arg["status"]
-        if status not in set(VolumeStatus) | {"error_restoring", "maintenance"}:
-            raise invalid_input("status", status, f"{status!r} is not a valid volume status")
-        self._set_status(vol, status, pending=None)
-        if arg.get("migration_status") is not None:
-            self._store.put(
-                dataclasses.replace(
-                    self._store.get(Volume, vol.id) or vol, migration_status=arg["migration_status"]
-                )
-            )
         return self._core.accepted()
 
     async def _set_bootable(self, call: Call, vol: Volume, arg: Any) -> Response:

@@ -7,8 +7,10 @@ from typing import Any
 
 from csi_xloud.emulator.context import Caller, Microversion
 from csi_xloud.emulator.models import Attachment, AttachStatus, Backup, Server, Snapshot, Volume, VolumeType
+from csi_xloud.emulator.scheduler import pool_name
 
-HIDDEN_SPECS = ("volume_backend_name",)
+# The extra specs a non-admin sees (Cinder's USER_VISIBLE_EXTRA_SPECS); the others are filtered out.
+USER_VISIBLE_SPECS = ("RESKEY:availability_zones", "multiattach", "replication_enabled")
 
 
 class StorageViews:
@@ -55,11 +57,11 @@ class StorageViews:
             "volume_type": vtype.name if vtype else None,
             "snapshot_id": vol.snapshot_id,
             "source_volid": vol.source_volid,
-            "metadata": dict(vol.metadata),
+            "metadata": _volume_metadata(vol),
             "links": self.links(vol.project_id, "volumes", vol.id),
             "user_id": vol.user_id,
             "bootable": "true" if vol.bootable else "false",
-            "encrypted": False,
+            "encrypted": bool(vtype and vtype.encryption),
             "replication_status": None,
             "consistencygroup_id": None,
             "multiattach": vol.multiattach,
@@ -76,18 +78,19 @@ class StorageViews:
             view["provider_id"] = None
         if mv.at_least("3.48"):
             view["shared_targets"] = False
-            view["service_uuid"] = _service_uuid(vol.backend)
+            view["service_uuid"] = _service_uuid(vol.backend) if vol.backend else None
         if mv.at_least("3.61") and admin:
             view["cluster_name"] = None
         if mv.at_least("3.63"):
             view["volume_type_id"] = vol.type_id
         if mv.at_least("3.65"):
             view["consumes_quota"] = True
-        if admin and admin_attrs:
+        if admin_attrs:
             view["os-vol-tenant-attr:tenant_id"] = vol.project_id
+        if admin and admin_attrs:
             view["os-vol-mig-status-attr:migstat"] = vol.migration_status
             view["os-vol-mig-status-attr:name_id"] = None
-            view["os-vol-host-attr:host"] = f"xloud@{vol.backend}#{vol.backend}"
+            view["os-vol-host-attr:host"] = pool_name(vol.backend) if vol.backend else None
         return view
 
     @staticmethod
@@ -175,7 +178,7 @@ class StorageViews:
         """The volume type body; backend names are admin-only."""
         specs = dict(vtype.extra_specs)
         if not caller.is_admin:
-            specs = {k: v for k, v in specs.items() if k not in HIDDEN_SPECS}
+            specs = {k: v for k, v in specs.items() if k in USER_VISIBLE_SPECS}
         view: dict[str, Any] = {
             "id": vtype.id,
             "name": vtype.name,
@@ -185,9 +188,17 @@ class StorageViews:
         }
         if caller.is_admin:
             view["qos_specs_id"] = vtype.qos_specs_id
-            if access:
-                view["os-volume-type-access:is_public"] = vtype.is_public
+        if access:
+            view["os-volume-type-access:is_public"] = vtype.is_public
         return view
+
+
+def _volume_metadata(vol: Volume) -> dict[str, str]:
+    """The volume's metadata, with the readonly flag (admin metadata) once it was set."""
+    metadata = dict(vol.metadata)
+    if vol.readonly is not None:
+        metadata["readonly"] = str(vol.readonly)
+    return metadata
 
 
 def _service_uuid(backend: str) -> str:

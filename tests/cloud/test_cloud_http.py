@@ -547,8 +547,20 @@ async def test_volume_error_carries_the_clouds_user_message(make: Any) -> None:
     assert type(caught.value) is CloudError
     sent = script.requests[-1]
     assert sent.url.params["resource_uuid"] == "v1"
-    # From 3.34 the Storage API filters messages by resource_uuid.
-    assert sent.headers["OpenStack-API-Version"] == "volume 3.34"
+    assert sent.headers["OpenStack-API-Version"] == "volume 3.5"  # 3.3 and 3.4 ignore the filter
+
+
+async def test_a_user_message_about_another_resource_is_not_the_reason(make: Any) -> None:
+    failed = {"volume": {**VOLUME, "status": "error"}}
+    other = {"user_message": "extend volume:Volume Driver failed to extend volume.", "resource_uuid": "v2"}
+    script = (
+        with_versions(Script())
+        .on("GET", "/volumes/v1", json_response(200, failed))
+        .on("GET", "/messages", json_response(200, {"messages": [other]}))
+    )
+    h = make(no_auth(), script)
+    with pytest.raises(CloudError, match=r"^volume v1 went to status error$"):
+        await h.client.storage.wait_for_volume("v1", VolumeStatus.AVAILABLE, timeout_seconds=10)
 
 
 def test_password_auth_bodies_match_keystone() -> None:

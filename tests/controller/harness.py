@@ -115,6 +115,19 @@ class AdminApi:
         )
         response.raise_for_status()
 
+    async def create_type(self, name: str, extra_specs: dict[str, str]) -> str:
+        response = await self._http.post(
+            await self._url("types"),
+            json={"volume_type": {"name": name, "extra_specs": extra_specs}},
+            headers=await self._headers(),
+        )
+        response.raise_for_status()
+        return str(response.json()["volume_type"]["id"])
+
+    async def delete_type(self, type_id: str) -> None:
+        response = await self._http.delete(await self._url(f"types/{type_id}"), headers=await self._headers())
+        response.raise_for_status()
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

@@ -251,6 +251,23 @@ async def test_a_blank_volume_whose_backend_fails_is_deleted_and_reported(ctl: H
     await ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=retried.volume.volume_id))
 
 
+async def test_a_type_no_backend_serves_fails_with_the_clouds_message_and_leaves_no_volume(
+    ctl: Harness,
+) -> None:
+    type_name, name = unique("no-backend"), unique("pvc")
+    type_id = await ctl.admin.create_type(type_name, {"volume_backend_name": "no-such-backend"})
+    try:
+        await expect_code(
+            ctl.stub.CreateVolume(_request(name, parameters={"type": type_name})),
+            grpc.StatusCode.INTERNAL,
+            "went to status error: schedule allocate volume:Could not find any available weighted backend.",
+            "deleted",
+        )
+        assert await ctl.cloud.storage.find_volume_by_name(name) == []
+    finally:
+        await ctl.admin.delete_type(type_id)
+
+
 async def test_delete_of_a_missing_volume_is_ok(ctl: Harness) -> None:
     for volume_id in ("5b0c7b43-0000-4000-8000-000000000003", "not/a/volume"):
         await ctl.stub.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume_id))
