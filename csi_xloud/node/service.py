@@ -23,7 +23,7 @@ from csi_xloud.inflight import InFlight
 from csi_xloud.metrics import Metrics
 from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.devices import DeviceFinder
-from csi_xloud.osutil.errors import DeviceHasData, MountConflict, NotResponding
+from csi_xloud.osutil.errors import DeviceHasData, MountConflict, NotResponding, PathNotAllowed
 from csi_xloud.osutil.filesystem import FILESYSTEMS, Filesystems, FsKind, fs_kind
 from csi_xloud.osutil.metadata import InstanceMetadata, MetadataReader
 from csi_xloud.osutil.mounts import BROKEN_MOUNT_ERRNOS, MountEntry, Mounter, check_mount_options
@@ -253,7 +253,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     async def _volume_stats(
         self, request: csi_pb2.NodeGetVolumeStatsRequest
     ) -> csi_pb2.NodeGetVolumeStatsResponse:
-        path = await self._path(request.volume_path, "volume_path")
+        path = await self._volume_path(request.volume_path)
         if request.staging_target_path:
             await self._path(request.staging_target_path, "staging_target_path")
         await self._blocking.call(path, _require_existing, path, "volume_path")
@@ -308,7 +308,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeExpandVolumeRequest, context: Context
     ) -> csi_pb2.NodeExpandVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
-        path = await self._path(request.volume_path, "volume_path")
+        path = await self._volume_path(request.volume_path)
         if request.staging_target_path:
             await self._path(request.staging_target_path, "staging_target_path")
         required = _required_bytes(request.capacity_range)
@@ -373,6 +373,18 @@ class NodeService(csi_pb2_grpc.NodeServicer):
 
     async def _path(self, raw: str, field: str) -> Path:
         return await self._paths.check(require_path(raw, field), field)
+
+    async def _volume_path(self, raw: str) -> Path:
+        """volume_path of NodeGetVolumeStats and NodeExpandVolume, which name where a volume already is.
+
+        Spec: "volume does not exist on the specified path" is NOT_FOUND. This plugin stages and
+        publishes only at absolute paths inside the kubelet folder, so a path the guard refuses
+        (relative, or leading out) holds none of its volumes; only an empty one is INVALID_ARGUMENT.
+        """
+        try:
+            return await self._path(raw, "volume_path")
+        except PathNotAllowed as exc:
+            raise NotFound(f"the volume does not exist on volume_path: {exc}") from None
 
     async def _device(self, volume_id: str, publish_context: Mapping[str, str], min_bytes: int) -> Path:
         """The volume's block device, found by id first; Nova's device_path guess only as a last resort."""

@@ -205,7 +205,7 @@ async def test_unpublish_keeps_a_target_that_holds_files(node: Node) -> None:
     assert (target / "not ours").read_text() == "data"
 
 
-async def test_paths_that_escape_the_kubelet_folder_are_refused(node: Node, tmp_path: Path) -> None:
+async def test_paths_that_escape_the_kubelet_folder_are_refused_or_hold_no_volume(node: Node, tmp_path: Path) -> None:
     volume_id, staging = await staged_volume(node)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -233,8 +233,12 @@ async def test_paths_that_escape_the_kubelet_folder_are_refused(node: Node, tmp_
         expand = await rpc_error(
             node.stub.NodeExpandVolume(csi_pb2.NodeExpandVolumeRequest(volume_id=volume_id, volume_path=path))
         )
-        for error in (publish, unpublish, stage, stats, expand):
+        for error in (publish, unpublish, stage):
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, error.details())
+        # These two name where a volume already is: a path it cannot be at holds none (spec: NOT_FOUND).
+        for error in (stats, expand):
+            assert error.code() == grpc.StatusCode.NOT_FOUND, (path, error.details())
+            assert "volume_path" in (error.details() or "")
     assert list(outside.iterdir()) == []
     assert not mounted_at(outside / "mount")
 
