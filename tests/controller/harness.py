@@ -115,6 +115,14 @@ class AdminApi:
         )
         response.raise_for_status()
 
+    async def reset_snapshot_status(self, snapshot_id: str, status: str) -> None:
+        response = await self._http.post(
+            await self._url(f"snapshots/{snapshot_id}/action"),
+            json={"os-reset_status": {"status": status}},
+            headers=await self._headers(),
+        )
+        response.raise_for_status()
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
