@@ -78,6 +78,49 @@ class Sanity:
         )
         return (await self.controller.CreateSnapshot(request)).snapshot
 
+    async def stage_and_publish(
+        self, volume: csi_pb2.Volume, capability: csi_pb2.VolumeCapability
+    ) -> tuple[str, dict[str, str]]:
+        """NodeGetInfo, ControllerPublishVolume, NodeStageVolume and NodePublishVolume at <mountdir>/target."""
+        info = await self.node.NodeGetInfo(csi_pb2.NodeGetInfoRequest())
+        assert info.node_id == self.plugin.node_id
+        published = await self.controller.ControllerPublishVolume(
+            csi_pb2.ControllerPublishVolumeRequest(
+                volume_id=volume.volume_id,
+                node_id=info.node_id,
+                volume_capability=capability,
+                volume_context=volume.volume_context,
+            )
+        )
+        await self.node.NodeStageVolume(
+            csi_pb2.NodeStageVolumeRequest(
+                volume_id=volume.volume_id,
+                volume_capability=capability,
+                staging_target_path=str(self.plugin.staging_dir),
+                volume_context=volume.volume_context,
+                publish_context=published.publish_context,
+            )
+        )
+        await self.node.NodePublishVolume(self.publish_request(volume, capability, published, self.target))
+        return info.node_id, dict(published.publish_context)
+
+    def publish_request(
+        self,
+        volume: csi_pb2.Volume,
+        capability: csi_pb2.VolumeCapability,
+        published: csi_pb2.ControllerPublishVolumeResponse | dict[str, str],
+        target: str,
+    ) -> csi_pb2.NodePublishVolumeRequest:
+        context = published if isinstance(published, dict) else dict(published.publish_context)
+        return csi_pb2.NodePublishVolumeRequest(
+            volume_id=volume.volume_id,
+            target_path=target,
+            staging_target_path=str(self.plugin.staging_dir),
+            volume_capability=capability,
+            volume_context=volume.volume_context,
+            publish_context=context,
+        )
+
     async def cleanup_snapshot(self, snapshot_id: str) -> None:
         """Resources.cleanupSnapshot: DeleteSnapshot must succeed."""
         await self.controller.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id))
@@ -121,10 +164,11 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
-def sanity_capability() -> csi_pb2.VolumeCapability:
-    """TestVolumeCapabilityWithAccessType(SINGLE_NODE_WRITER): a mount with no fs_type."""
+def sanity_capability(mode: int = Mode.SINGLE_NODE_WRITER) -> csi_pb2.VolumeCapability:
+    """TestVolumeCapabilityWithAccessType(mode): a mount with no fs_type (SINGLE_NODE_WRITER by default)."""
     return csi_pb2.VolumeCapability(
-        mount=csi_pb2.VolumeCapability.MountVolume(), access_mode=Mode(mode=Mode.SINGLE_NODE_WRITER)
+        mount=csi_pb2.VolumeCapability.MountVolume(),
+        access_mode=Mode(mode=mode),  # type: ignore[arg-type]
     )
 
 
@@ -402,36 +446,9 @@ async def test_node_get_volume_stats_of_a_published_volume_at_another_path_is_no
     elsewhere on the node; the published path itself answers its usage.
     """
     volume = await sanity.create_volume("sanity-node-get-volume-stats")
-    info = await sanity.node.NodeGetInfo(csi_pb2.NodeGetInfoRequest())
-    assert info.node_id == sanity.plugin.node_id
-    published = await sanity.controller.ControllerPublishVolume(
-        csi_pb2.ControllerPublishVolumeRequest(
-            volume_id=volume.volume_id,
-            node_id=info.node_id,
-            volume_capability=sanity_capability(),
-            volume_context=volume.volume_context,
-        )
-    )
+    node_id = sanity.plugin.node_id
     try:
-        await sanity.node.NodeStageVolume(
-            csi_pb2.NodeStageVolumeRequest(
-                volume_id=volume.volume_id,
-                volume_capability=sanity_capability(),
-                staging_target_path=str(sanity.plugin.staging_dir),
-                volume_context=volume.volume_context,
-                publish_context=published.publish_context,
-            )
-        )
-        await sanity.node.NodePublishVolume(
-            csi_pb2.NodePublishVolumeRequest(
-                volume_id=volume.volume_id,
-                target_path=sanity.target,
-                staging_target_path=str(sanity.plugin.staging_dir),
-                volume_capability=sanity_capability(),
-                volume_context=volume.volume_context,
-                publish_context=published.publish_context,
-            )
-        )
+        await sanity.stage_and_publish(volume, sanity_capability())
 
         await expect_code(
             sanity.node.NodeGetVolumeStats(
@@ -445,6 +462,36 @@ async def test_node_get_volume_stats_of_a_published_volume_at_another_path_is_no
         )
         assert stats.usage and not stats.volume_condition.abnormal
     finally:
-        await sanity.cleanup_volume(volume.volume_id, published_on=info.node_id)
+        await sanity.cleanup_volume(volume.volume_id, published_on=node_id)
+    await sanity.assert_gone(volume.volume_id)
+    assert mounts_below(sanity.plugin.mount_dir.parent) == []
+
+
+@pytest.mark.skipif(not is_root(), reason="the node stages and publishes on loop devices: run as root")
+async def test_a_single_writer_volume_published_at_another_target_is_failed_precondition(
+    sanity: Sanity,
+) -> None:
+    """Node Service NodePublishVolume with single node multi writer capability should fail when volume
+    with single node single writer access mode is already mounted at a different target path.
+
+    Spec: the node's SINGLE_NODE_MULTI_WRITER capability says it serves SINGLE_NODE_SINGLE_WRITER, which
+    "can only be published once as read/write on a single node, at any given time": 9 FAILED_PRECONDITION.
+    """
+    capabilities = await sanity.node.NodeGetCapabilities(csi_pb2.NodeGetCapabilitiesRequest())
+    rpc = csi_pb2.NodeServiceCapability.RPC
+    assert rpc.SINGLE_NODE_MULTI_WRITER in {c.rpc.type for c in capabilities.capabilities}
+    single = sanity_capability(Mode.SINGLE_NODE_SINGLE_WRITER)
+    volume = await sanity.create_volume("sanity-node-publish-single-node-single-writer")
+    node_id = sanity.plugin.node_id
+    try:
+        _, publish_context = await sanity.stage_and_publish(volume, single)
+        other = str(sanity.plugin.mount_dir / "other_target")
+        await expect_code(
+            sanity.node.NodePublishVolume(sanity.publish_request(volume, single, publish_context, other)),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "SINGLE_NODE_SINGLE_WRITER",
+        )
+    finally:
+        await sanity.cleanup_volume(volume.volume_id, published_on=node_id)
     await sanity.assert_gone(volume.volume_id)
     assert mounts_below(sanity.plugin.mount_dir.parent) == []
