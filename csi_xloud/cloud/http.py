@@ -19,9 +19,9 @@ from csi_xloud.cloud.answers import error_from_answer, is_rate_limit
 from csi_xloud.cloud.errors import CloudError, Unavailable
 from csi_xloud.cloud.models import ApiVersion
 from csi_xloud.cloud.ratelimit import TokenBucket
+from csi_xloud.deadline import seconds_left, within_call
 from csi_xloud.metrics import Metrics
 from csi_xloud.requestid import REQUEST_ID
-from csi_xloud.rpc.deadline import seconds_left, within_call
 
 log = logging.getLogger("csi_xloud.cloud")
 

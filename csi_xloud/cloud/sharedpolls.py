@@ -23,7 +23,7 @@ from typing import Any
 
 from csi_xloud.clock import Clock
 from csi_xloud.cloud.models import Volume
-from csi_xloud.rpc.deadline import CALL_DEADLINE
+from csi_xloud.deadline import CALL_DEADLINE
 
 log = logging.getLogger(__name__)
 

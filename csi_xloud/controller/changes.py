@@ -13,7 +13,7 @@ from csi_xloud.cloud.waiters import Rollback
 from csi_xloud.controller.deadnodes import StaleAttachments
 from csi_xloud.controller.ids import is_storage_id
 from csi_xloud.controller.volumes import Timeouts, fetch_volume, has_type, resolve_type
-from csi_xloud.rpc.deadline import within_call
+from csi_xloud.deadline import within_call
 from csi_xloud.rpc.errors import Aborted, FailedPrecondition, Internal, InvalidArgument
 from csi_xloud.validation import MigrationPolicy, MutableParameters
 

@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 
 from csi_xloud.clock import Clock
 from csi_xloud.cloud import errors as cloud
-from csi_xloud.rpc.deadline import CALL_DEADLINE
+from csi_xloud.deadline import CALL_DEADLINE
 from csi_xloud.rpc.errors import Unavailable
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller.ids import DELETED_METADATA_KEY, parse_snapshot_id
 from csi_xloud.controller.late import LateRequests, keep_the_first
 from csi_xloud.controller.volumes import Timeouts, fetch_volume
-from csi_xloud.rpc.deadline import within_call
+from csi_xloud.deadline import within_call
 from csi_xloud.rpc.errors import (
     Aborted,
     AlreadyExists,

@@ -20,8 +20,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, MetricsHandler
 
+from csi_xloud.deadline import CALL_DEADLINE
 from csi_xloud.metrics import Metrics
-from csi_xloud.rpc.deadline import CALL_DEADLINE
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from csi_xloud._proto import csi_pb2
+from csi_xloud.deadline import CALL_DEADLINE
 from csi_xloud.metrics import Metrics
 from csi_xloud.requestid import REQUEST_ID, new_request_id
-from csi_xloud.rpc.deadline import CALL_DEADLINE
 from csi_xloud.rpc.errors import status_for
 from csi_xloud.rpc.types import Context
 

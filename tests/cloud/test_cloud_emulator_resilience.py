@@ -17,9 +17,9 @@ from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.errors import Unauthorized, Unavailable, WaitTimeout
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import STORAGE, AuthType, CloudSettings
+from csi_xloud.deadline import CALL_DEADLINE
 from csi_xloud.emulator.process import EmulatorProcess
 from csi_xloud.metrics import Metrics
-from csi_xloud.rpc.deadline import CALL_DEADLINE
 from tests.cloud.conftest import MakeClient, emulator_settings, purge
 
 

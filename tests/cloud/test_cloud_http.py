@@ -28,10 +28,10 @@ from csi_xloud.cloud.errors import (
 from csi_xloud.cloud.http import HttpTuning, retry_after_seconds, version_root
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import COMPUTE, STORAGE, AuthType, CloudSettings
+from csi_xloud.deadline import CALL_DEADLINE
 from csi_xloud.emulator.process import free_port
 from csi_xloud.metrics import Metrics
 from csi_xloud.requestid import REQUEST_ID
-from csi_xloud.rpc.deadline import CALL_DEADLINE
 from tests.cloud.fakes import FakeClock, Script, json_response
 
 VOLUME_URL = "http://cloud.test/volume/v3/p1"
