@@ -19,6 +19,7 @@ from csi_xloud.cloud.answers import error_from_answer, is_rate_limit
 from csi_xloud.cloud.errors import CloudError, Unavailable
 from csi_xloud.cloud.models import ApiVersion
 from csi_xloud.cloud.ratelimit import TokenBucket
+from csi_xloud.deadline import seconds_left, within_call
 from csi_xloud.metrics import Metrics
 from csi_xloud.requestid import REQUEST_ID
 
@@ -38,10 +39,11 @@ class HttpTuning:
     timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 5.0
     max_connections: int = 32
-    retries: int = 4
+    # Failed requests that may be sent again are, with growing pauses, until the call's deadline; in
+    # a call without one, for retry_seconds from the first failure (timeout_seconds when None).
+    retry_seconds: float | None = None
     retry_initial_seconds: float = 0.25
     retry_max_seconds: float = 8.0
-    rate_limit_retries: int = 6
     max_retry_after_seconds: float = 60.0
     # A CreateVolume costs about 3 requests (look-up by name, create, one look once it is done; the
     # polls in between are shared). 500 at once at 2 s per operation: 29 s at 50/s, 3.7 s unlimited.
@@ -52,8 +54,12 @@ class HttpTuning:
     def __post_init__(self) -> None:
         if self.timeout_seconds <= 0 or self.connect_timeout_seconds <= 0:
             raise ValueError("timeouts must be positive")
-        if self.retries < 0 or self.rate_limit_retries < 0 or self.max_connections < 1:
-            raise ValueError("retries must be >= 0 and max_connections >= 1")
+        if self.retry_seconds is not None and self.retry_seconds < 0:
+            raise ValueError("retry_seconds must not be negative")
+        if self.retry_initial_seconds <= 0 or self.retry_max_seconds < self.retry_initial_seconds:
+            raise ValueError("retry pauses must be positive and retry_max_seconds >= retry_initial_seconds")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
         if self.requests_per_second <= 0 or self.burst < 1:
             raise ValueError("requests_per_second must be > 0 and burst >= 1")
 
@@ -159,7 +165,7 @@ class ServiceHttp:
     ) -> Answer:
         """Send a request and return its 2xx answer, or raise the named error for its failure."""
         retry_safe = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
-        attempt = _Attempts(self._tuning)
+        attempt = _Attempts(self._tuning, self._clock, self._rng)
         while True:
             token = await self._credentials.token() if self._credentials is not None else None
             try:
@@ -167,12 +173,13 @@ class ServiceHttp:
             except httpx.TransportError as exc:
                 not_sent = isinstance(exc, NOT_SENT_ERRORS)
                 retryable = not _tls_failure(exc) and (retry_safe or not_sent)
-                if not retryable or not attempt.retry():
+                delay = attempt.backoff() if retryable else None
+                if delay is None:
                     raise Unavailable(
                         f"{self.service} API {method} {path}: {_describe(exc)}",
                         may_still_land=not retry_safe and not not_sent and not _tls_failure(exc),
                     ) from exc
-                await self._clock.sleep(attempt.delay(self._rng))
+                await self._clock.sleep(delay)
                 continue
             answer = _answer(response)
             if response.is_success:
@@ -187,18 +194,21 @@ class ServiceHttp:
             await self._credentials.renew(token)
             return
         if is_rate_limit(answer):
-            if not attempt.rate_limited():
-                raise Unavailable(f"{self.service} API kept rate-limiting {what}", status=answer.status,
-                                  request_id=answer.request_id)
-            await self._wait_retry_after(answer)
+            # Refused before any work began: safe to send again whatever the method.
+            self._metrics.cloud_throttled.labels(self.service, str(answer.status)).inc()
+            delay = attempt.backoff(self._retry_after(answer))
+            if delay is None:
+                raise Unavailable(f"{self.service} API kept rate-limiting {what} until the call's deadline",
+                                  status=answer.status, request_id=answer.request_id)
+            await self._clock.sleep(delay)
             return
         error = error_from_answer(self.service, answer)
-        if answer.status < 500 or not retry_safe or not attempt.retry():
+        if answer.status < 500 or not retry_safe:
             raise error
-        delay = attempt.delay(self._rng)
-        if "retry-after" in answer.headers:  # a 503 that says when to come back
-            delay = max(delay, min(self._tuning.max_retry_after_seconds,
-                                   retry_after_seconds(answer.headers["retry-after"], answer.body)))
+        # A 503 may say when to come back.
+        delay = attempt.backoff(self._retry_after(answer) if "retry-after" in answer.headers else 0.0)
+        if delay is None:
+            raise error
         await self._clock.sleep(delay)
 
     async def _send(
@@ -244,19 +254,27 @@ class ServiceHttp:
         log.debug("cloud %s %s %s -> %s in %.0f ms (cloud request %s)", self.service, method,
                  httpx.URL(url).path, status, elapsed * 1000, cloud_id or "-")
 
-    async def _wait_retry_after(self, answer: Answer) -> None:
-        self._metrics.cloud_throttled.labels(self.service, str(answer.status)).inc()
-        delay = retry_after_seconds(answer.headers.get("retry-after"), answer.body)
-        await self._clock.sleep(min(self._tuning.max_retry_after_seconds, delay))
+    def _retry_after(self, answer: Answer) -> float:
+        """The answer's Retry-After (1 s when it has none), capped by max_retry_after_seconds."""
+        seconds = retry_after_seconds(answer.headers.get("retry-after"), answer.body)
+        return min(self._tuning.max_retry_after_seconds, seconds)
 
 
 class _Attempts:
-    """Counts retries of one request and computes the jittered backoff between them."""
+    """One request's retries: jittered, growing pauses, sent again only while the deadline allows.
 
-    def __init__(self, tuning: HttpTuning) -> None:
+    The deadline is the RPC's own (the gRPC deadline the CO sent, less the time its answer needs);
+    a call without one gives the request `retry_seconds` (else `timeout_seconds`) from its first
+    failure. Not a fixed count: a burst of failures is ridden out when there is time, and the call
+    still answers before its caller gives up.
+    """
+
+    def __init__(self, tuning: HttpTuning, clock: Clock, rng: random.Random) -> None:
         self._tuning = tuning
+        self._clock = clock
+        self._rng = rng
+        self._deadline: float | None = None
         self._retries = 0
-        self._rate_limited = 0
         self._renewed = False
 
     def renew(self) -> bool:
@@ -266,19 +284,22 @@ class _Attempts:
         self._renewed = True
         return True
 
-    def retry(self) -> bool:
+    def backoff(self, at_least: float = 0.0) -> float | None:
+        """The pause before the next try (at least `at_least`), or None when it would end past the deadline.
+
+        Full jitter in [ceiling / 2, ceiling], ceiling = min(cap, initial * 2^n), so that clients do not
+        retry in step.
+        """
         self._retries += 1
-        return self._retries <= self._tuning.retries
-
-    def rate_limited(self) -> bool:
-        self._rate_limited += 1
-        return self._rate_limited <= self._tuning.rate_limit_retries
-
-    def delay(self, rng: random.Random) -> float:
-        """Full jitter: uniform in [0, min(cap, initial * 2^n)], so that clients do not retry in step."""
         tuning = self._tuning
         ceiling = min(tuning.retry_max_seconds, tuning.retry_initial_seconds * 2 ** (self._retries - 1))
-        return rng.uniform(ceiling / 2, ceiling)
+        delay = max(at_least, self._rng.uniform(ceiling / 2, ceiling))
+        now = self._clock.monotonic()
+        if self._deadline is None:
+            left = seconds_left(now)
+            fallback = tuning.timeout_seconds if tuning.retry_seconds is None else tuning.retry_seconds
+            self._deadline = now + (fallback if left is None else within_call(left, now))
+        return delay if now + delay < self._deadline else None
 
 
 def retry_after_seconds(header: str | None, body: Mapping[str, Any]) -> float:

@@ -57,7 +57,6 @@ _CLOUD_KEYS = (
     ("volume_endpoint_override", "OS_VOLUME_ENDPOINT_OVERRIDE"),
     ("compute_endpoint_override", "OS_COMPUTE_ENDPOINT_OVERRIDE"),
     ("api_timeout", "OS_API_TIMEOUT"), ("rate_limit", "OS_RATE_LIMIT"),
-    ("status_code_retries", "OS_STATUS_CODE_RETRIES"),
 )
 
 
@@ -378,9 +377,7 @@ def _tuning(src: _Source) -> HttpTuning:
     timeout = _number(src, "api_timeout", minimum=0.001)
     rate = None if isinstance(src.values.get("rate_limit"), Mapping) else _number(src, "rate_limit",
                                                                                    minimum=0.001)
-    retries = _number(src, "status_code_retries", minimum=0)
     return HttpTuning(
         timeout_seconds=timeout if timeout is not None else defaults.timeout_seconds,
         requests_per_second=rate if rate is not None else defaults.requests_per_second,
-        retries=int(retries) if retries is not None else defaults.retries,
     )

@@ -23,6 +23,7 @@ from typing import Any
 
 from csi_xloud.clock import Clock
 from csi_xloud.cloud.models import Volume
+from csi_xloud.deadline import CALL_DEADLINE
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class SharedVolumePolls:
 
     async def _serve(self, status: str) -> None:
         """Serve every wait on `status` that may be served now: one list, then the volumes that moved on."""
+        CALL_DEADLINE.set(None)  # the round serves many calls, not only the one that started it
         now = self._clock.monotonic()
         members = self._waiting.get(status, [])
         taken = [m for m in members if m.early <= now and not m.future.done()]

@@ -377,11 +377,15 @@ class StorageApi:
             what=f"volume {volume_id}", expect=expect,
         )
 
-    async def wait_for_snapshot(self, snapshot_id: str, *, timeout_seconds: float) -> Snapshot:
-        """Poll a snapshot until available; CloudError when it goes to error."""
+    async def wait_for_snapshot(
+        self, snapshot_id: str, *wanted: SnapshotStatus, timeout_seconds: float,
+    ) -> Snapshot:
+        """Poll a snapshot until a wanted status (available unless told); CloudError on another error."""
+        wanted_values = {str(s) for s in wanted or (SnapshotStatus.AVAILABLE,)}
         check: StatusCheck[Snapshot] = StatusCheck(
-            status_of=lambda s: s.raw_status, wanted={SnapshotStatus.AVAILABLE.value},
-            failed=lambda s: s.startswith("error"), reason_of=lambda s: self.volume_error_reason(s.id),
+            status_of=lambda s: s.raw_status, wanted=wanted_values,
+            failed=lambda s: s.startswith("error") and s not in wanted_values,
+            reason_of=lambda s: self.volume_error_reason(s.id),
         )
         return await self._waiter.wait_for_status(
             lambda: self.get_snapshot(snapshot_id), check, timeout_seconds=timeout_seconds,
@@ -417,11 +421,12 @@ class StorageApi:
             what=f"backup {backup_id}",
         )
 
-    async def wait_for_backup(self, backup_id: str, *, timeout_seconds: float) -> Backup:
-        """Poll a backup until available; CloudError with its fail_reason when it goes to error."""
+    async def wait_for_backup(self, backup_id: str, *wanted: BackupStatus, timeout_seconds: float) -> Backup:
+        """Poll a backup until a wanted status (available unless told); CloudError with its fail_reason."""
+        wanted_values = {str(s) for s in wanted or (BackupStatus.AVAILABLE,)}
         check: StatusCheck[Backup] = StatusCheck(
-            status_of=lambda b: b.raw_status, wanted={BackupStatus.AVAILABLE.value},
-            failed=lambda s: s.startswith("error"), reason_of=_backup_reason,
+            status_of=lambda b: b.raw_status, wanted=wanted_values,
+            failed=lambda s: s.startswith("error") and s not in wanted_values, reason_of=_backup_reason,
         )
         return await self._waiter.wait_for_status(
             lambda: self.get_backup(backup_id), check, timeout_seconds=timeout_seconds,

@@ -219,11 +219,18 @@ class Waiter:
             self._believed = expect
             self._key: tuple[str, str] | None = None
             self._delay = 0.0
+            self._stalled = 0.0
             if expect is not None:
                 self.saw(expect)
 
         async def next_view(self) -> R:
-            return await self._views.view(self._delay, self._believed)
+            asked = self._waiter._clock.monotonic()
+            try:
+                return await self._views.view(self._delay, self._believed)
+            finally:
+                # Time a view took beyond its delay is the cloud slow to answer (failures retried,
+                # throttling), not the transition: it is left out of what the wait teaches.
+                self._stalled += max(0.0, self._waiter._clock.monotonic() - asked - self._delay)
 
         def saw(self, status: str) -> None:
             """The resource is still `status`: when is the next view due (WaitTimeout past the deadline)."""
@@ -237,7 +244,7 @@ class Waiter:
             )
 
         def learn(self) -> None:
-            self._waiter._learn(self._key, self._started)
+            self._waiter._learn(self._key, self._started + self._stalled)
 
         @contextlib.contextmanager
         def measured(self) -> Iterator[None]:

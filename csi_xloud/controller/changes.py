@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from csi_xloud.cloud import errors as cloud
@@ -12,12 +13,35 @@ from csi_xloud.cloud.waiters import Rollback
 from csi_xloud.controller.deadnodes import StaleAttachments
 from csi_xloud.controller.ids import is_storage_id
 from csi_xloud.controller.volumes import Timeouts, fetch_volume, has_type, resolve_type
-from csi_xloud.rpc.errors import FailedPrecondition, Internal, InvalidArgument
+from csi_xloud.deadline import within_call
+from csi_xloud.rpc.errors import Aborted, FailedPrecondition, Internal, InvalidArgument
 from csi_xloud.validation import MigrationPolicy, MutableParameters
 
 log = logging.getLogger(__name__)
 
 SETTLED = (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE)
+# Statuses the cloud leaves on its own and refuses to delete in; then those DeleteVolume can act on
+# once it has (delete, refuse because attached, or wait for a deletion already under way).
+BUSY = frozenset(
+    {
+        VolumeStatus.CREATING,
+        VolumeStatus.DOWNLOADING,
+        VolumeStatus.RESTORING_BACKUP,
+        VolumeStatus.EXTENDING,
+        VolumeStatus.RETYPING,
+        VolumeStatus.RESERVED,
+        VolumeStatus.BACKING_UP,
+    }
+)
+DECIDED = (
+    *SETTLED,
+    VolumeStatus.ERROR,
+    VolumeStatus.ERROR_RESTORING,
+    VolumeStatus.ERROR_EXTENDING,
+    VolumeStatus.ERROR_MANAGING,
+    VolumeStatus.ERROR_BACKING_UP,
+    VolumeStatus.DELETING,
+)
 
 
 class VolumeChanges:
@@ -42,7 +66,8 @@ class VolumeChanges:
         if not is_storage_id(volume_id):
             return  # Spec: "If a volume ... does not exist ..., the Plugin MUST reply 0 OK."
         try:
-            volume = await self._stale.remove_all_if_gone(await self._storage.get_volume(volume_id))
+            volume = await self._settled(await self._storage.get_volume(volume_id))
+            volume = await self._stale.remove_all_if_gone(volume)
             await self._check_deletable(volume)
             if volume.group_id and self._release is not None:
                 await self._release(volume)
@@ -54,6 +79,26 @@ class VolumeChanges:
         except cloud.NotFound:
             return
         log.debug("deleted volume %s", volume_id)
+
+    async def _settled(self, volume: Volume) -> Volume:
+        """The volume once the cloud is done with its transition, waited for within the call's deadline.
+
+        A volume still being created, restored, grown or retyped cannot be deleted yet, and the spec's
+        DeleteVolume has no error for that: wait, and answer ABORTED (an operation is pending on the
+        volume, the CO retries) only when the deadline comes first.
+        """
+        if volume.status not in BUSY:
+            return volume
+        budget = within_call(self._timeouts.delete_seconds, time.monotonic())
+        try:
+            return await self._storage.wait_for_volume(
+                volume.id, *DECIDED, timeout_seconds=budget, expect=volume.raw_status
+            )
+        except cloud.WaitTimeout:
+            raise Aborted(
+                f"volume {volume.id} is still {volume.raw_status} after {budget:.0f} s; the cloud refuses to "
+                "delete it until it is done: call DeleteVolume again"
+            ) from None
 
     async def _start_delete(self, volume: Volume) -> None:
         """Ask for deletion; a volume a failed deletion left behind is retried, and its failure explained."""

@@ -18,6 +18,7 @@ from typing import Protocol, TypeVar
 
 from csi_xloud.clock import Clock
 from csi_xloud.cloud import errors as cloud
+from csi_xloud.deadline import CALL_DEADLINE
 from csi_xloud.rpc.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class LateRequests:
             task.add_done_callback(self._sweeps.discard)
 
     async def _sweep_after(self, delay: float, sweep: Callable[[], Awaitable[object]]) -> None:
+        CALL_DEADLINE.set(None)  # the call that started the check has long answered
         await self._clock.sleep(delay)
         for _ in range(_SWEEP_TRIES):
             try:

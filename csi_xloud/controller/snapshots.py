@@ -14,6 +14,7 @@ are looked at again (a chain frees one link at a time), and at start-up every ma
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from csi_xloud.cloud import errors as cloud
@@ -22,13 +23,27 @@ from csi_xloud.cloud.storage import StorageApi
 from csi_xloud.controller.ids import DELETED_METADATA_KEY, parse_snapshot_id
 from csi_xloud.controller.late import LateRequests, keep_the_first
 from csi_xloud.controller.volumes import Timeouts, fetch_volume
-from csi_xloud.rpc.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
+from csi_xloud.deadline import within_call
+from csi_xloud.rpc.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+)
 from csi_xloud.validation import SnapshotKind, SnapshotParameters
 
 log = logging.getLogger(__name__)
 
 Item = Snapshot | Backup
 GONE = frozenset({SnapshotStatus.DELETING.value, SnapshotStatus.ERROR_DELETING.value})
+# Statuses the cloud leaves on its own and refuses to delete in; then those it may be deleted from
+# (or is being deleted in already).
+SNAPSHOT_BUSY = frozenset({SnapshotStatus.CREATING, SnapshotStatus.BACKING_UP, SnapshotStatus.RESTORING})
+SNAPSHOT_SETTLED = (SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR, SnapshotStatus.DELETING)
+BACKUP_BUSY = frozenset({BackupStatus.CREATING, BackupStatus.RESTORING})
+BACKUP_SETTLED = (BackupStatus.AVAILABLE, BackupStatus.ERROR, BackupStatus.DELETING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +198,7 @@ class Snapshotter:
                 "delete it with DeleteVolumeGroupSnapshot"
             )
         try:
+            item = await self._settled(item)
             if isinstance(item, Backup):
                 await self._delete_backup(item)
             else:
@@ -265,3 +281,24 @@ class Snapshotter:
             return False
         log.info("removed backup %s, marked deleted, now that nothing depends on it", backup.id)
         return True
+
+    async def _settled(self, item: Item) -> Item:
+        """The snapshot or backup once the cloud is done making it, waited for within the call's deadline.
+
+        The spec's DeleteSnapshot has no error for a snapshot still being made: the CO may delete a
+        VolumeSnapshot a second after creating it. Only a deadline too short to see it done answers
+        ABORTED (an operation is pending on it), which the CO retries.
+        """
+        busy = item.status in (BACKUP_BUSY if isinstance(item, Backup) else SNAPSHOT_BUSY)
+        if not busy:
+            return item
+        budget = within_call(self._timeouts.delete_seconds, time.monotonic())
+        try:
+            if isinstance(item, Backup):
+                return await self._storage.wait_for_backup(item.id, *BACKUP_SETTLED, timeout_seconds=budget)
+            return await self._storage.wait_for_snapshot(item.id, *SNAPSHOT_SETTLED, timeout_seconds=budget)
+        except cloud.WaitTimeout:
+            raise Aborted(
+                f"snapshot {item.id} is still {item.raw_status} after {budget:.0f} s; the cloud refuses to "
+                "delete it until it is done: call DeleteSnapshot again"
+            ) from None

@@ -23,7 +23,7 @@ from csi_xloud.inflight import InFlight
 from csi_xloud.metrics import Metrics
 from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.devices import DeviceFinder
-from csi_xloud.osutil.errors import DeviceHasData, MountConflict, NotResponding
+from csi_xloud.osutil.errors import DeviceHasData, MountConflict, NotResponding, PathNotAllowed
 from csi_xloud.osutil.filesystem import FILESYSTEMS, Filesystems, FsKind, fs_kind
 from csi_xloud.osutil.metadata import InstanceMetadata, MetadataReader
 from csi_xloud.osutil.mounts import BROKEN_MOUNT_ERRNOS, MountEntry, Mounter, check_mount_options
@@ -32,7 +32,7 @@ from csi_xloud.osutil.runner import CommandObserver, CommandResult, Runner
 from csi_xloud.osutil.stats import Stats
 from csi_xloud.rpc.errors import FailedPrecondition, InvalidArgument, NotFound
 from csi_xloud.rpc.types import Context
-from csi_xloud.validation import READ_ONLY_MODES, check_capabilities, check_fs_type, require
+from csi_xloud.validation import READ_ONLY_MODES, AccessMode, check_capabilities, check_fs_type, require
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ _NODE_CAPABILITIES = (
     _NodeCap.RPC.EXPAND_VOLUME,
     _NodeCap.RPC.GET_VOLUME_STATS,
     _NodeCap.RPC.VOLUME_CONDITION,
+    _NodeCap.RPC.SINGLE_NODE_MULTI_WRITER,
 )
 _Usage = csi_pb2.VolumeUsage
 # Tools the node cannot work without; losetup is not one of them (only the tests make loop devices).
@@ -58,6 +59,8 @@ class Access:
     fs: FsKind | None
     mount_flags: tuple[str, ...]
     read_only: bool
+    # SINGLE_NODE_SINGLE_WRITER: published at one target at a time.
+    single_writer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,8 @@ class NodeService(csi_pb2_grpc.NodeServicer):
                 # Spec: published already and compatible -> 0 OK; incompatible -> ALREADY_EXISTS.
                 await self._check_published(published, source, read_only, target)
                 return csi_pb2.NodePublishVolumeResponse()
+            if access.single_writer:
+                await self._refuse_second_target(volume_id, source, (staging, target))
             await self._blocking.call(target, _make_target, target, access.block)
             # A read-only bind of a device node stops nothing but path writes: the kernel checks the
             # mount only for files. The kubelet grants the container read-only device access ("r").
@@ -226,6 +231,17 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             raise MountConflict(
                 f"target_path {target} is already published {mode}; readonly={read_only} asked"
             )
+
+    async def _refuse_second_target(self, volume_id: str, source: Path, own: tuple[Path, ...]) -> None:
+        """Spec: a SINGLE_NODE_SINGLE_WRITER volume is published once at a time; another target is
+        9 FAILED_PRECONDITION (the CO exceeded the volume's capabilities)."""
+        identity = await self._mounter.bind_identity(source)
+        for entry in await self._mounter.entries():
+            if (entry.device_number, entry.root) == identity and entry.mount_point not in own:
+                raise FailedPrecondition(
+                    f"volume {volume_id} has access mode SINGLE_NODE_SINGLE_WRITER and is already published "
+                    f"at {entry.mount_point}; target_path can only be published after that one is unpublished"
+                )
 
     async def NodeUnpublishVolume(
         self, request: csi_pb2.NodeUnpublishVolumeRequest, context: Context
@@ -253,7 +269,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     async def _volume_stats(
         self, request: csi_pb2.NodeGetVolumeStatsRequest
     ) -> csi_pb2.NodeGetVolumeStatsResponse:
-        path = await self._path(request.volume_path, "volume_path")
+        path = await self._volume_path(request.volume_path)
         if request.staging_target_path:
             await self._path(request.staging_target_path, "staging_target_path")
         await self._blocking.call(path, _require_existing, path, "volume_path")
@@ -308,7 +324,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeExpandVolumeRequest, context: Context
     ) -> csi_pb2.NodeExpandVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
-        path = await self._path(request.volume_path, "volume_path")
+        path = await self._volume_path(request.volume_path)
         if request.staging_target_path:
             await self._path(request.staging_target_path, "staging_target_path")
         required = _required_bytes(request.capacity_range)
@@ -374,6 +390,18 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     async def _path(self, raw: str, field: str) -> Path:
         return await self._paths.check(require_path(raw, field), field)
 
+    async def _volume_path(self, raw: str) -> Path:
+        """volume_path of NodeGetVolumeStats and NodeExpandVolume, which name where a volume already is.
+
+        Spec: "volume does not exist on the specified path" is NOT_FOUND. This plugin stages and
+        publishes only at absolute paths inside the kubelet folder, so a path the guard refuses
+        (relative, or leading out) holds none of its volumes; only an empty one is INVALID_ARGUMENT.
+        """
+        try:
+            return await self._path(raw, "volume_path")
+        except PathNotAllowed as exc:
+            raise NotFound(f"the volume does not exist on volume_path: {exc}") from None
+
     async def _device(self, volume_id: str, publish_context: Mapping[str, str], min_bytes: int) -> Path:
         """The volume's block device, found by id first; Nova's device_path guess only as a last resort."""
         hint = publish_context.get(DEVICE_PATH_KEY)
@@ -409,11 +437,14 @@ def _access(request: csi_pb2.NodeStageVolumeRequest | csi_pb2.NodePublishVolumeR
     capability = request.volume_capability
     check_capabilities([capability], field)
     read_only = capability.access_mode.mode in READ_ONLY_MODES
+    single = capability.access_mode.mode == AccessMode.SINGLE_NODE_SINGLE_WRITER
     if capability.HasField("block"):
-        return Access(block=True, fs=None, mount_flags=(), read_only=read_only)
+        return Access(block=True, fs=None, mount_flags=(), read_only=read_only, single_writer=single)
     fs_type = check_fs_type(capability.mount.fs_type, f"{field}.mount.fs_type")
     flags = tuple(check_mount_options(capability.mount.mount_flags))
-    return Access(block=False, fs=fs_kind(fs_type.value), mount_flags=flags, read_only=read_only)
+    return Access(
+        block=False, fs=fs_kind(fs_type.value), mount_flags=flags, read_only=read_only, single_writer=single
+    )
 
 
 def _attached_size_bytes(publish_context: Mapping[str, str]) -> int:

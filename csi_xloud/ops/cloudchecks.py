@@ -30,7 +30,7 @@ QUOTA_RESOURCES = ("volumes", "gigabytes", "snapshots", "backups", "backup_gigab
 TYPE_ZONES_SPEC = "RESKEY:availability_zones"
 # Features worth a warning when the cloud lacks them: the driver still runs without them.
 STORAGE_FEATURES = (VOLUME_SHOW, ONLINE_EXTEND, BACKUP_METADATA, CREATE_FROM_BACKUP)
-_DOCTOR_RETRIES = 1
+_DOCTOR_RETRY_SECONDS = 1.0
 _DOCTOR_TIMEOUT_SECONDS = 15.0
 
 
@@ -302,7 +302,7 @@ def _quota_finding(resource: str, usage: QuotaUsage) -> Finding:
 def _patient_once(settings: CloudSettings) -> CloudSettings:
     """The driver's settings with fewer retries and a shorter timeout: a check should answer in seconds."""
     tuning = dataclasses.replace(
-        settings.tuning, retries=min(settings.tuning.retries, _DOCTOR_RETRIES),
+        settings.tuning, retry_seconds=_DOCTOR_RETRY_SECONDS,
         timeout_seconds=min(settings.tuning.timeout_seconds, _DOCTOR_TIMEOUT_SECONDS),
     )
     return dataclasses.replace(settings, tuning=tuning)

@@ -13,12 +13,14 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, MetricsHandler
 
+from csi_xloud.deadline import CALL_DEADLINE
 from csi_xloud.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ class ReadinessMonitor:
             await asyncio.sleep(self._interval)
 
     async def _run(self, name: str) -> str | None:
+        # The check's requests are retried only while its answer can still come in time (own task).
+        CALL_DEADLINE.set(time.monotonic() + self._timeout)
         try:
             return await asyncio.wait_for(self._checks[name](), self._timeout)
         except TimeoutError:

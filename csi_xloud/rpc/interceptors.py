@@ -20,6 +20,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from csi_xloud._proto import csi_pb2
+from csi_xloud.deadline import CALL_DEADLINE
 from csi_xloud.metrics import Metrics
 from csi_xloud.requestid import REQUEST_ID, new_request_id
 from csi_xloud.rpc.errors import status_for
@@ -73,6 +74,8 @@ class CallInterceptor(_InterceptorBase):
             request_id = new_request_id()
             token = REQUEST_ID.set(request_id)
             started = time.monotonic()
+            remaining = context.time_remaining()
+            deadline = CALL_DEADLINE.set(None if remaining is None else started + remaining)
             code = grpc.StatusCode.OK
             in_flight = self._metrics.rpc_in_flight.labels(method)
             in_flight.inc()
@@ -104,6 +107,7 @@ class CallInterceptor(_InterceptorBase):
                 if log.isEnabledFor(level):
                     about = subject(request, response)
                     log.log(level, "%s %s %.1fms%s", method, code.name, elapsed * 1000.0, about)
+                CALL_DEADLINE.reset(deadline)
                 REQUEST_ID.reset(token)
 
         return call

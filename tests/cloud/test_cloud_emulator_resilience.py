@@ -17,6 +17,7 @@ from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.errors import Unauthorized, Unavailable, WaitTimeout
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import STORAGE, AuthType, CloudSettings
+from csi_xloud.deadline import CALL_DEADLINE
 from csi_xloud.emulator.process import EmulatorProcess
 from csi_xloud.metrics import Metrics
 from tests.cloud.conftest import MakeClient, emulator_settings, purge
@@ -48,16 +49,39 @@ async def test_503_burst_on_a_read_is_retried(emulator: EmulatorProcess, make_cl
     )
 
 
-async def test_503_burst_longer_than_the_retries_is_unavailable(
+async def test_503_burst_of_five_is_ridden_out_within_the_calls_deadline(
     emulator: EmulatorProcess, make_client: MakeClient
 ) -> None:
-    client = make_client(retries=2, retry_initial_seconds=0.05)
+    client = make_client(retry_initial_seconds=0.05)
     await client.storage.versions()
     before = count(emulator, LIST)
-    emulator.set_faults([{"method": "GET", "path": "/volumes/detail", "status": 503, "count": 10}])
-    with pytest.raises(Unavailable):
+    emulator.set_faults([{"method": "GET", "path": "/volumes/detail", "status": 503, "count": 5}])
+    token = CALL_DEADLINE.set(time.monotonic() + 10.0)
+    try:
         await client.storage.list_volumes()
-    assert count(emulator, LIST) - before == 3
+    finally:
+        CALL_DEADLINE.reset(token)
+    assert count(emulator, LIST) - before == 6
+
+
+async def test_503_burst_longer_than_the_calls_deadline_is_unavailable_before_it(
+    emulator: EmulatorProcess, make_client: MakeClient
+) -> None:
+    client = make_client(retry_initial_seconds=0.05, retry_max_seconds=0.2)
+    await client.storage.versions()
+    before = count(emulator, LIST)
+    emulator.set_faults([{"method": "GET", "path": "/volumes/detail", "status": 503, "count": 1000}])
+    started = time.monotonic()
+    token = CALL_DEADLINE.set(started + 2.0)
+    try:
+        with pytest.raises(Unavailable):
+            await client.storage.list_volumes()
+        elapsed = time.monotonic() - started
+    finally:
+        CALL_DEADLINE.reset(token)
+        emulator.clear_faults()
+    assert elapsed < 2.0, "the call's answer came after its deadline"
+    assert count(emulator, LIST) - before >= 6
 
 
 async def test_creating_post_is_not_retried(emulator: EmulatorProcess, make_client: MakeClient) -> None:
@@ -89,7 +113,7 @@ async def test_429_honours_retry_after(emulator: EmulatorProcess, make_client: M
 
 
 async def test_slow_answer_beyond_the_timeout(emulator: EmulatorProcess, make_client: MakeClient) -> None:
-    client = make_client(timeout_seconds=0.3, retries=2, retry_initial_seconds=0.05)
+    client = make_client(timeout_seconds=0.3, retry_initial_seconds=0.05)
     await client.storage.versions()
     emulator.set_faults([{"method": "GET", "path": "/volumes/detail", "delay": 2.0, "count": 1}])
     started = time.monotonic()

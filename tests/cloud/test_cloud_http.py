@@ -28,6 +28,7 @@ from csi_xloud.cloud.errors import (
 from csi_xloud.cloud.http import HttpTuning, retry_after_seconds, version_root
 from csi_xloud.cloud.models import VolumeStatus
 from csi_xloud.cloud.settings import COMPUTE, STORAGE, AuthType, CloudSettings
+from csi_xloud.deadline import CALL_DEADLINE
 from csi_xloud.emulator.process import free_port
 from csi_xloud.metrics import Metrics
 from csi_xloud.requestid import REQUEST_ID
@@ -143,12 +144,44 @@ async def test_get_retries_5xx_with_jittered_backoff(make: Any) -> None:
     assert h.sample("csi_xloud_cloud_requests_total", service="volume", method="GET", status="200") == 2
 
 
-async def test_get_gives_up_after_the_configured_retries(make: Any) -> None:
+async def test_get_is_retried_until_the_calls_deadline(make: Any) -> None:
     script = with_versions(Script()).on("GET", "/volumes/v1", json_response(503, {"message": "busy"}))
-    h = make(no_auth(retries=2), script)
+    h = make(no_auth(), script)
+    await h.client.storage.versions()
+    started = h.clock.now
+    token = CALL_DEADLINE.set(started + 20.0)
+    try:
+        with pytest.raises(Unavailable, match="busy"):
+            await h.client.storage.get_volume("v1")
+    finally:
+        CALL_DEADLINE.reset(token)
+    # 0.25, 0.5, 1, 2, 4, 8, 8 s at most (each jittered down to half): every pause ends before the
+    # deadline less the second its answer needs, and one more would not.
+    assert 6 <= len(h.clock.sleeps) <= 10
+    assert h.clock.now <= started + 19.0
+    assert script.count("GET", "/volumes/v1") == len(h.clock.sleeps) + 1
+
+
+async def test_a_burst_shorter_than_the_deadline_is_ridden_out(make: Any) -> None:
+    burst = [json_response(503)] * 5
+    script = with_versions(Script()).on("GET", "/volumes/v1", *burst, json_response(200, {"volume": VOLUME}))
+    h = make(no_auth(), script)
+    token = CALL_DEADLINE.set(h.clock.now + 10.0)
+    try:
+        assert (await h.client.storage.get_volume("v1")).id == "v1"
+    finally:
+        CALL_DEADLINE.reset(token)
+    assert script.count("GET", "/volumes/v1") == 6
+
+
+async def test_a_call_without_deadline_retries_for_api_timeout_from_the_first_failure(make: Any) -> None:
+    script = with_versions(Script()).on("GET", "/volumes/v1", json_response(503, {"message": "busy"}))
+    h = make(no_auth(timeout_seconds=5), script)
+    await h.client.storage.versions()
+    started = h.clock.now
     with pytest.raises(Unavailable, match="busy"):
         await h.client.storage.get_volume("v1")
-    assert script.count("GET", "/volumes/v1") == 3
+    assert len(h.clock.sleeps) >= 3 and h.clock.now < started + 5
 
 
 async def test_creating_post_is_not_retried_on_5xx_or_read_timeout(make: Any) -> None:
@@ -197,14 +230,40 @@ async def test_429_waits_retry_after_for_any_method(make: Any) -> None:
     assert h.sample("csi_xloud_cloud_throttled_total", service="volume", reason="429") == 1
 
 
-async def test_retry_after_is_capped_and_rate_limit_retries_end(make: Any) -> None:
+async def test_retry_seconds_shortens_the_retries_of_a_call_without_deadline(make: Any) -> None:
+    script = with_versions(Script()).on("GET", "/volumes/v1", httpx.ConnectError("refused"))
+    h = make(no_auth(retry_seconds=1.0), script)
+    await h.client.storage.versions()
+    started = h.clock.now
+    with pytest.raises(Unavailable, match="ConnectError"):
+        await h.client.storage.get_volume("v1")
+    assert h.clock.now < started + 1.0 and len(h.clock.sleeps) >= 2
+
+
+async def test_retry_after_is_capped_and_rate_limit_retries_end_at_the_deadline(make: Any) -> None:
     script = with_versions(Script()).on(
         "GET", "/volumes/v1", json_response(429, None, {"Retry-After": "3600"})
     )
-    h = make(no_auth(rate_limit_retries=2, max_retry_after_seconds=10), script)
-    with pytest.raises(Unavailable):
+    h = make(no_auth(timeout_seconds=25, max_retry_after_seconds=10), script)
+    with pytest.raises(Unavailable, match=r"rate-limiting .* until the call's deadline"):
         await h.client.storage.get_volume("v1")
-    assert h.clock.sleeps.count(10) == 2
+    assert h.clock.sleeps == [10, 10]
+
+
+async def test_a_retry_after_beyond_the_deadline_is_unavailable_at_once(make: Any) -> None:
+    script = with_versions(Script()).on(
+        "POST", "/volumes", json_response(429, None, {"Retry-After": "30"}), json_response(202, {"volume": VOLUME})
+    )
+    h = make(no_auth(), script)
+    await h.client.storage.versions()
+    token = CALL_DEADLINE.set(h.clock.now + 10.0)
+    try:
+        with pytest.raises(Unavailable, match="rate-limiting"):
+            await h.client.storage.create_volume("pvc-1", 1)
+    finally:
+        CALL_DEADLINE.reset(token)
+    assert h.clock.sleeps == []
+    assert script.count("POST", "/volumes") == 1
 
 
 async def test_413_quota_body_is_quota_exceeded_not_a_rate_limit(make: Any) -> None:
@@ -273,7 +332,7 @@ async def test_error_bodies_map_to_named_errors(make: Any) -> None:
         (500, {"computeFault": {"code": 500, "message": "The server has either erred"}}, Unavailable),
     ]
     script = with_versions(Script()).on("DELETE", "/volumes/v1", *[json_response(s, b) for s, b, _ in cases])
-    h = make(no_auth(retries=0), script)
+    h = make(no_auth(), script)
     for status, body, kind in cases:
         with pytest.raises(CloudError) as caught:
             await h.client.storage.delete_volume("v1")
@@ -618,13 +677,14 @@ async def test_unreachable_cloud_makes_readiness_say_why() -> None:
         and reason.startswith("cloud not ready: volume API GET")
         and "ConnectError" in reason
     )
-    # Connection refused means the request never left: retried with growing, jittered pauses.
-    assert len(clock.sleeps) == HttpTuning().retries
+    # Connection refused means the request never left: retried with growing, jittered pauses, for
+    # api_timeout from the first failure when the call has no deadline.
+    assert len(clock.sleeps) >= 5 and sum(clock.sleeps) < HttpTuning().timeout_seconds
     assert (
         metrics.registry.get_sample_value(
             "csi_xloud_cloud_requests_total", {"service": "volume", "method": "GET", "status": "error"}
         )
-        == HttpTuning().retries + 1
+        == len(clock.sleeps) + 1
     )
 
 

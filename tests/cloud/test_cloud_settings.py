@@ -160,12 +160,9 @@ def test_tls_settings(tmp_path: Path) -> None:
 
 
 def test_tuning_keys() -> None:
-    settings = load_env(
-        {**PASSWORD_ENV, "OS_API_TIMEOUT": "7.5", "OS_RATE_LIMIT": "3", "OS_STATUS_CODE_RETRIES": "2"}
-    )
+    settings = load_env({**PASSWORD_ENV, "OS_API_TIMEOUT": "7.5", "OS_RATE_LIMIT": "3"})
     assert settings.tuning.timeout_seconds == 7.5
     assert settings.tuning.requests_per_second == 3
-    assert settings.tuning.retries == 2
 
 
 def drop(env: dict[str, str], *keys: str) -> dict[str, str]:
@@ -188,7 +185,6 @@ def drop(env: dict[str, str], *keys: str) -> dict[str, str]:
         ({**PASSWORD_ENV, "OS_API_TIMEOUT": "soon"}, "OS_API_TIMEOUT"),
         ({**PASSWORD_ENV, "OS_API_TIMEOUT": "0"}, "OS_API_TIMEOUT"),
         ({**PASSWORD_ENV, "OS_RATE_LIMIT": "-1"}, "OS_RATE_LIMIT"),
-        ({**PASSWORD_ENV, "OS_STATUS_CODE_RETRIES": "many"}, "OS_STATUS_CODE_RETRIES"),
         ({**PASSWORD_ENV, "OS_COMPUTE_ENDPOINT_OVERRIDE": "ftp://x"}, "OS_COMPUTE_ENDPOINT_OVERRIDE"),
         (
             {

@@ -256,6 +256,25 @@ async def test_deletions_learn_too() -> None:
     assert counts[-1] <= 5 < counts[0]
 
 
+async def test_answers_slowed_by_the_cloud_teach_only_the_transitions_time() -> None:
+    """Polls that took seconds to answer (retried 503s) do not make the transition look longer."""
+    clock = FakeClock()
+    waiter = Waiter(clock, rng=random.Random(9))
+    for _ in range(3):
+        resource = Resource(clock, [(0, "creating"), (1.0, "available")])
+
+        async def slow_fetch(resource: Resource = resource) -> str:
+            status = await resource.fetch()
+            await clock.sleep(5.0)  # a burst of failures retried before this answer came
+            return status
+
+        await waiter.wait_for_status(
+            slow_fetch, resource.check("available"), timeout_seconds=900, what="volume v"
+        )
+    taught = await _one_wait(waiter, clock, 1.0)
+    assert taught.polls[1] < 1.5, taught.polls  # head start from about 1 s, not from the 6 s the waits took
+
+
 def test_bad_learning_settings_are_refused() -> None:
     for bad in ({"head_start_fraction": 1.0}, {"learn_after": 0}, {"learn_after": 5, "remember": 2}):
         with pytest.raises(ValueError):

@@ -128,6 +128,14 @@ class AdminApi:
         response = await self._http.delete(await self._url(f"types/{type_id}"), headers=await self._headers())
         response.raise_for_status()
 
+    async def reset_snapshot_status(self, snapshot_id: str, status: str) -> None:
+        response = await self._http.post(
+            await self._url(f"snapshots/{snapshot_id}/action"),
+            json={"os-reset_status": {"status": status}},
+            headers=await self._headers(),
+        )
+        response.raise_for_status()
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

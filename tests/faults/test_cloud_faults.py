@@ -37,7 +37,7 @@ async def volumes_named(cluster: FaultCluster, name: str) -> list[str]:
 
 
 async def test_503_bursts_on_every_service(cluster: FaultCluster, co: Sidecars) -> None:
-    """Bursts longer than the client's own retries reach the sidecar as UNAVAILABLE, then pass."""
+    """Bursts on requests that create reach the sidecar as UNAVAILABLE; reads ride theirs out; all pass."""
     assert cluster.emulator is not None
     node_a, node_b = cluster.server_ids()[:2]
     before = cluster.emulator.stats()

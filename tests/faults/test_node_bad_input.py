@@ -169,7 +169,9 @@ CASES = [
     Case("NodeGetVolumeStats", "a path that does not exist",
          make(C.NodeGetVolumeStatsRequest, volume_id=vid, volume_path=target), NOT_FOUND, "volume_path"),
     Case("NodeGetVolumeStats", "path outside the kubelet dir",
-         make(C.NodeGetVolumeStatsRequest, volume_id=vid, volume_path=outside), INVALID, "volume_path"),
+         make(C.NodeGetVolumeStatsRequest, volume_id=vid, volume_path=outside), NOT_FOUND, "volume_path"),
+    Case("NodeGetVolumeStats", "relative path",
+         make(C.NodeGetVolumeStatsRequest, volume_id=vid, volume_path="some/path"), NOT_FOUND, "volume_path"),
     Case("NodeExpandVolume", "missing volume_id", make(C.NodeExpandVolumeRequest, volume_path=target), INVALID,
          "volume_id"),
     Case("NodeExpandVolume", "missing volume_path", make(C.NodeExpandVolumeRequest, volume_id=vid), INVALID,
@@ -179,7 +181,12 @@ CASES = [
               capacity_range=C.CapacityRange(required_bytes=2 << 30, limit_bytes=1 << 30)), INVALID,
          "capacity_range"),
     Case("NodeExpandVolume", "path through a symlink that leads out",
-         make(C.NodeExpandVolumeRequest, volume_id=vid, volume_path=via_symlink), INVALID, "volume_path"),
+         make(C.NodeExpandVolumeRequest, volume_id=vid, volume_path=via_symlink), NOT_FOUND, "volume_path"),
+    Case("NodeExpandVolume", "relative path",
+         make(C.NodeExpandVolumeRequest, volume_id=vid, volume_path="some/path"), NOT_FOUND, "volume_path"),
+    Case("NodeExpandVolume", "staging path outside the kubelet dir",
+         make(C.NodeExpandVolumeRequest, volume_id=vid, volume_path=target, staging_target_path=outside), INVALID,
+         "staging_target_path"),
 ]  # fmt: skip
 
 

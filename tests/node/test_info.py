@@ -206,6 +206,7 @@ async def test_capabilities(node: Node) -> None:
         rpc.EXPAND_VOLUME,
         rpc.GET_VOLUME_STATS,
         rpc.VOLUME_CONDITION,
+        rpc.SINGLE_NODE_MULTI_WRITER,
     }
 
 

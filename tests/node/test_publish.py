@@ -11,6 +11,7 @@ import grpc
 import pytest
 from nodekit import (
     MIB,
+    AccessMode,
     Node,
     block_capability,
     mount_capability,
@@ -205,7 +206,9 @@ async def test_unpublish_keeps_a_target_that_holds_files(node: Node) -> None:
     assert (target / "not ours").read_text() == "data"
 
 
-async def test_paths_that_escape_the_kubelet_folder_are_refused(node: Node, tmp_path: Path) -> None:
+async def test_paths_that_escape_the_kubelet_folder_are_refused_or_hold_no_volume(
+    node: Node, tmp_path: Path
+) -> None:
     volume_id, staging = await staged_volume(node)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -233,8 +236,12 @@ async def test_paths_that_escape_the_kubelet_folder_are_refused(node: Node, tmp_
         expand = await rpc_error(
             node.stub.NodeExpandVolume(csi_pb2.NodeExpandVolumeRequest(volume_id=volume_id, volume_path=path))
         )
-        for error in (publish, unpublish, stage, stats, expand):
+        for error in (publish, unpublish, stage):
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, error.details())
+        # These two name where a volume already is: a path it cannot be at holds none (spec: NOT_FOUND).
+        for error in (stats, expand):
+            assert error.code() == grpc.StatusCode.NOT_FOUND, (path, error.details())
+            assert "volume_path" in (error.details() or "")
     assert list(outside.iterdir()) == []
     assert not mounted_at(outside / "mount")
 
@@ -261,3 +268,42 @@ async def test_publish_arguments_are_checked(node: Node) -> None:
     assert "target_path is required" in missing_target.details()
     assert "volume_capability is required" in missing_capability.details()
     assert "volume_id is required" in missing_volume.details()
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["mount", "block"])
+async def test_a_single_writer_volume_is_published_at_one_target_at_a_time(node: Node, block: bool) -> None:
+    """Spec: SINGLE_NODE_SINGLE_WRITER is published once on the node at any given time; a second target
+    is FAILED_PRECONDITION, the same target again is OK, and once unpublished another target may have it."""
+    volume_id = new_volume_id()
+    node.host.disk(64, volume_id)
+    single = AccessMode.SINGLE_NODE_SINGLE_WRITER
+    capability = block_capability(single) if block else mount_capability(mode=single)
+    staging = node.host.staging(volume_id, block=block)
+    first = node.host.target(volume_id, "pod-1", block=block)
+    second = node.host.target(volume_id, "pod-2", block=block)
+    await node.stub.NodeStageVolume(stage_request(volume_id, staging, capability))
+    await node.stub.NodePublishVolume(publish_request(volume_id, staging, first, capability))
+    await node.stub.NodePublishVolume(publish_request(volume_id, staging, first, capability))
+
+    refused = await rpc_error(
+        node.stub.NodePublishVolume(publish_request(volume_id, staging, second, capability))
+    )
+
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert str(first) in (refused.details() or "")
+    assert not mounted_at(second)
+    await node.stub.NodeUnpublishVolume(unpublish_request(volume_id, first))
+    await node.stub.NodePublishVolume(publish_request(volume_id, staging, second, capability))
+    assert mounted_at(second)
+    await node.stub.NodeUnpublishVolume(unpublish_request(volume_id, second))
+
+
+async def test_a_multi_writer_volume_is_published_at_many_targets(node: Node) -> None:
+    volume_id, staging = await staged_volume(node)
+    capability = mount_capability(mode=AccessMode.SINGLE_NODE_MULTI_WRITER)
+    targets = [node.host.target(volume_id, f"pod-{n}") for n in range(2)]
+    for target in targets:
+        await node.stub.NodePublishVolume(publish_request(volume_id, staging, target, capability))
+    assert all(mounted_at(target) for target in targets)
+    for target in targets:
+        await node.stub.NodeUnpublishVolume(unpublish_request(volume_id, target))
