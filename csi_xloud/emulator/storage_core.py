@@ -188,7 +188,7 @@ class StorageCore:
     def page(
         self, call: Call, items: list[Any], collection: str, not_found_kind: str
     ) -> tuple[list[Any], list[dict[str, str]] | None]:
-        """Apply marker/limit; the next link when the page is full."""
+        """Apply marker/limit (capped at the max page size); the next link when the page is full."""
         marker = call.query.get("marker")
         if marker:
             ids = [i.id for i in items]
@@ -196,20 +196,27 @@ class StorageCore:
                 raise not_found(f"{not_found_kind} {marker} could not be found.")
             items = items[ids.index(marker) + 1 :]
         raw_limit = call.query.get("limit")
-        if raw_limit is None:
-            return items, None
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise bad_request("limit param must be an integer") from None
-        if limit < 0:
-            raise bad_request("limit param must be positive")
+        limit = self.config.max_page_size
+        if raw_limit is not None:
+            try:
+                asked = int(raw_limit)
+            except ValueError:
+                raise bad_request("limit param must be an integer") from None
+            if asked < 0:
+                raise bad_request("limit param must be positive")
+            # As Cinder: a page never holds more than osapi_max_limit items, whatever was asked.
+            limit = min(asked, limit)
         page = items[:limit]
         if not page or len(page) < limit:
             return page, None
         params = [(k, v) for k, v in call.query.multi_items() if k != "marker"]
         query = urllib.parse.urlencode([*params, ("marker", page[-1].id)])
         return page, self.views.collection_link(call.project_id, collection, query)
+
+    @staticmethod
+    def wants_count(call: Call) -> bool:
+        """with_count=true (3.45): the answer carries the number of items across all pages."""
+        return call.mv.at_least("3.45") and call.query.get("with_count", "").lower() in ("true", "1")
 
     @staticmethod
     def sort_keys(call: Call, allowed: set[str]) -> list[tuple[str, bool]]:
