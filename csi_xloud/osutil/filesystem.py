@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -10,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from csi_xloud.osutil.errors import CommandFailed, DeviceHasData, OsUtilError
+from csi_xloud.osutil.libs import SAFEPROBE_AMBIVALENT, SAFEPROBE_NOTHING, LibBlkid
 from csi_xloud.osutil.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -130,11 +132,26 @@ def _argv(template: tuple[str, ...], device: Path | None = None, mount: Path | N
 class Filesystems:
     """Probes, formats, measures and grows filesystems with the tools of the fs table."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, blkid: LibBlkid | None = None) -> None:
         self._runner = runner
+        self._blkid = blkid
 
     async def probe(self, device: Path) -> Signature:
-        """Low-level probe (-p: no cache, superblocks and partition tables) of everything on the device."""
+        """Low-level probe (as `blkid -p`: no cache, superblocks and partition tables) of everything on
+        the device; in the process with libblkid when it is loaded, else with the blkid command."""
+        if self._blkid is not None:
+            probing = asyncio.to_thread(self._blkid.probe, device)
+            found = await asyncio.wait_for(probing, _PROBE_TIMEOUT_SECONDS)
+            if found.code == SAFEPROBE_NOTHING:
+                return Signature()
+            if found.code == SAFEPROBE_AMBIVALENT:
+                return Signature(ambivalent=True)
+            if found.code == 0:
+                return _signature(found.values)
+            # The probe failed (the device cannot be read?): the command says why, in its own words.
+        return await self._probe_command(device)
+
+    async def _probe_command(self, device: Path) -> Signature:
         result = await self._runner.run(
             ["blkid", "-p", "-o", "export", str(device)],
             ok_codes=(0, _BLKID_NOTHING_FOUND, _BLKID_AMBIVALENT),
@@ -144,13 +161,7 @@ class Filesystems:
             return Signature()
         if result.returncode == _BLKID_AMBIVALENT:
             return Signature(ambivalent=True)
-        fields = _export_fields(result.stdout)
-        return Signature(
-            type=fields.get("TYPE"),
-            usage=fields.get("USAGE"),
-            partition_table=fields.get("PTTYPE"),
-            label=fields.get("LABEL"),
-        )
+        return _signature(_export_fields(result.stdout))
 
     async def format_blank(self, device: Path, kind: FsKind) -> None:
         """mkfs, after probing once more right before it: a device holding anything is refused, untouched."""
@@ -204,6 +215,15 @@ class Filesystems:
             timeout_seconds=_PROBE_TIMEOUT_SECONDS,
         )
         return [Path(line) for line in result.stdout.split() if line]
+
+
+def _signature(fields: Mapping[str, str]) -> Signature:
+    return Signature(
+        type=fields.get("TYPE"),
+        usage=fields.get("USAGE"),
+        partition_table=fields.get("PTTYPE"),
+        label=fields.get("LABEL"),
+    )
 
 
 def _export_fields(text: str) -> dict[str, str]:
