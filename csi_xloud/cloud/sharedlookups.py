@@ -1,18 +1,19 @@
 """Look-ups by name shared between creates: one listing of the project serves every pending look-up.
 
 CreateVolume and CreateSnapshot stay idempotent by looking their name up before they create. A
-look-up on its own is one filtered request (`?name=N`). While one is on its way, later look-ups
-wait for it to end, and then all of them are served together: by one listing of the project
-when that costs fewer requests than one filtered request each, else by their filtered requests
-as before. A lone look-up therefore costs what it always did, and a hundred look-ups at once
-cost two requests when the project fits on one page.
+look-up on its own is one filtered request (`?name=N`), as before. Look-ups asked while a round of
+requests is on its way wait for it to end, and are then served together: by one listing of the
+project when that is worth it, else by their filtered requests. So a hundred creates at once cost
+one or two listing requests instead of a hundred look-ups.
 
-The listing must never cost more than the requests it replaces, however large the project: it
-asks for the project's item count (`with_count`, Storage API 3.45) with its first page and reads
-the cloud's largest page from the pages it answers (Cinder caps them at its osapi_max_limit, 1000
-by default, whatever `limit` asks). When the pages needed are not fewer than the names waiting,
-it stops after that first page and the names are looked up one by one; the count is remembered,
-so later rounds of a big project go straight to the filtered requests. A cloud that reports no
+A listing is worth it when it takes fewer requests than the look-ups it serves and brings at most
+50 items per look-up: a filtered request answers with the few items of its name, and a listing of a
+thousand volumes for two names would spare one request at a high price for the cloud. To know, the
+first page asks for the project's item count (`with_count`, Storage API 3.45), and the pages
+answered tell the cloud's largest page (Cinder caps them at its osapi_max_limit, 1000 by default,
+whatever `limit` asks). When the listing is not worth it, it stops after that first page and the
+names are looked up one by one; the count is remembered, so later rounds of a big project go
+straight to the filtered requests (one request more than before, once). A cloud that reports no
 count is listed only while the project fits on one page; the first next link turns sharing off.
 
 A look-up is only served by requests sent after it began, so it sees every item made before it
@@ -84,6 +85,12 @@ class SharedLookups(Generic[T]):
             return 1.0  # unknown: one page is tried, and tells
         return max(1, math.ceil(self._size / (self._page_size or REQUESTED_PAGE)))
 
+    def _worth_listing(self, names: int) -> bool:
+        """Whether one listing should serve `names` look-ups: fewer requests, and not too many items each."""
+        if names < 2 or self.pages_needed() >= names:
+            return False
+        return self._size is None or self._size <= ITEMS_PER_NAME * names
+
     async def _serve_all(self) -> None:
         """Rounds until nobody waits: each takes every look-up pending when it starts."""
         while self._pending:
@@ -97,7 +104,7 @@ class SharedLookups(Generic[T]):
         for pending in batch:
             by_name.setdefault(pending.name, []).append(pending)
         try:
-            if len(by_name) > 1 and self.pages_needed() < len(by_name):
+            if self._worth_listing(len(by_name)):
                 listed = await self._listing(len(by_name))
                 if listed is not None:
                     for name, members in by_name.items():
@@ -142,13 +149,16 @@ class SharedLookups(Generic[T]):
                 self.sharing = False
                 log.info("the Storage API does not count list items; look-ups by name are no longer shared")
                 return None
-            if pages == 1 and self.pages_needed() >= names:
+            if pages == 1 and not self._worth_listing(names):
                 return None
             marker = page.next_marker
 
 
 # The page size asked for; the cloud may answer fewer per page (its own maximum).
 REQUESTED_PAGE = 1000
+# A listing serves look-ups only while it brings at most this many items per look-up: a filtered
+# request answers with the few items of its name, so the cloud's work per look-up stays bounded.
+ITEMS_PER_NAME = 50
 
 
 def _settle(future: asyncio.Future[list[T]], answer: list[T] | BaseException) -> None:

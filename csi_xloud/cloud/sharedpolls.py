@@ -68,6 +68,8 @@ class SharedVolumePolls:
         # False once the cloud has answered a time-filtered list with volumes outside it.
         self.sharing_changes = True
         self.changes_requests = 0  # how many lists of changed volumes were sent (for tests)
+        # Volume id -> the newest cloud time shown by the last status list that showed it unchanged.
+        self._listed_since: dict[str, datetime] = {}
 
     def of(self, volume_id: str, seen: Volume | None = None) -> VolumeViews:
         """The views of one volume, for the waiter; `seen` is the caller's latest view of it."""
@@ -81,6 +83,7 @@ class SharedVolumePolls:
             if delay > 0:
                 await self._clock.sleep(delay)
             return await self._get_one(volume_id)
+        since = _later(since, self._listed_since.pop(volume_id, None))
         member = _Member(volume_id, self._clock.monotonic() + (1 - EARLY_SHARE) * delay, since)
         members = self._waiting.setdefault(believed, [])
         members.append(member)
@@ -91,6 +94,8 @@ class SharedVolumePolls:
             return member.future.result()
         finally:
             self._forget(believed, member)
+            if not member.future.done() or member.future.cancelled() or member.future.exception():
+                self._listed_since.pop(volume_id, None)
 
     async def _until(self, future: asyncio.Future[Volume], delay: float) -> None:
         """Sleep for `delay`, or less when a shared round serves the future first."""
@@ -141,6 +146,11 @@ class SharedVolumePolls:
                     self.sharing = False
                     log.warning("the Storage API ignores the status filter of volume lists; "
                                 "waits on volumes poll each volume on their own from now on")
+                # Nothing in the answer changed later than the cloud read it, so a volume seen here
+                # that moves on later is updated no earlier than the newest time the answer shows.
+                horizon = max((t for v in listed if (t := _last_change(v)) is not None), default=None)
+                if horizon is not None:
+                    self._listed_since.update(dict.fromkeys(found, horizon))
             for volume_id, view in found.items():
                 for member in by_volume[volume_id]:
                     _settle(member.future, view)
@@ -203,6 +213,12 @@ def _settle(future: asyncio.Future[Volume], answer: Volume | BaseException) -> N
         future.set_exception(answer)
     else:
         future.set_result(answer)
+
+
+def _later(one: datetime | None, other: datetime | None) -> datetime | None:
+    if one is None or other is None:
+        return one or other
+    return max(one, other)
 
 
 def _last_change(volume: Volume) -> datetime | None:

@@ -69,7 +69,9 @@ class StorageApi:
             self.get_volume, self._volumes_in_status, waiter.clock, self._volumes_changed_since
         )
         self.volume_names = SharedLookups(self._volumes_named, self._volumes_counted, lambda v: v.name)
-        self.snapshot_names = SharedLookups(self._snapshots_named, self._snapshots_counted, lambda s: s.name)
+        self.snapshot_names = SharedLookups(
+            self._snapshots_named, self._snapshots_counted, lambda s: s.name
+        )
         self.backup_names = SharedLookups(self._backups_named, self._backups_counted, lambda b: b.name)
 
     # -- versions -------------------------------------------------------------------------------

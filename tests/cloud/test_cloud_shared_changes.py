@@ -116,3 +116,14 @@ async def test_a_cancelled_look_up_leaves_the_others_served() -> None:
     doomed.cancel()
     assert await kept == ["n2"]
     assert doomed.cancelled()
+
+
+async def test_a_listing_serves_look_ups_only_while_it_brings_at_most_50_items_each() -> None:
+    project = Pages(120, 1000, counts=True)
+    lookups = SharedLookups(project.find_one, project.list_page, lambda n: n)
+    assert await asyncio.gather(lookups.find("n7"), lookups.find("x")) == [["n7"], []]
+    assert project.pages == 1 and project.filtered == []  # the first listing tells the size
+    await asyncio.gather(lookups.find("a"), lookups.find("b"))  # 120 items for 2 names: filtered
+    assert project.pages == 1 and project.filtered == ["a", "b"]
+    await asyncio.gather(*(lookups.find(n) for n in ("c", "d", "e")))  # 40 each: listed
+    assert project.pages == 2 and len(project.filtered) == 2
