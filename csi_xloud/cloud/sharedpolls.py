@@ -9,9 +9,11 @@ per tick plus one request per volume that changed, where n separate waits would 
 per tick; with a single wait, a list would buy nothing, so it is fetched on its own as before.
 
 When several volumes of a round have moved on, they are not fetched one by one either: one
-`GET /volumes/detail?updated_at=gte:T` (Storage API 3.60), T being the oldest cloud time at which
-one of them was last seen, lists every volume changed since, and only the volumes it does not
-show (deleted ones, or more changes than a few pages hold) are fetched on their own. So many
+`GET /volumes/detail?updated_at=gte:T` (Storage API 3.60) lists every volume changed since T, and
+only the volumes it does not show (deleted ones, or more changes than a few pages hold) are
+fetched on their own. T is the oldest of the moved volumes' last-seen times: the newest time the
+status list that last showed one of them held (nothing it showed changed later than the cloud
+read it), else the volume's own updated_at or created_at. So many
 creates finishing together cost two list requests per tick, not one request each.
 
 Serving a wait early costs no request and never makes it later; a wait is never served later
@@ -174,7 +176,11 @@ class SharedVolumePolls:
             return {}
         since = min(stamps)
         self.changes_requests += 1
-        listed = await self._list_changed_since(since, len(moved))
+        try:
+            listed = await self._list_changed_since(since, len(moved))
+        except Exception as exc:  # each volume is then fetched on its own, and fails on its own
+            log.debug("listing the volumes changed since %s failed: %s", since, exc)
+            return {}
         if listed is None:
             self.sharing_changes = False
             return {}

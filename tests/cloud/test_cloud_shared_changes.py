@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from csi_xloud.clock import SystemClock
+from csi_xloud.cloud.errors import Unavailable
 from csi_xloud.cloud.models import Page, Volume
 from csi_xloud.cloud.sharedlookups import SharedLookups
 from csi_xloud.cloud.sharedpolls import SharedVolumePolls
@@ -127,3 +128,15 @@ async def test_a_listing_serves_look_ups_only_while_it_brings_at_most_50_items_e
     assert project.pages == 1 and project.filtered == ["a", "b"]
     await asyncio.gather(*(lookups.find(n) for n in ("c", "d", "e")))  # 40 each: listed
     assert project.pages == 2 and len(project.filtered) == 2
+
+
+async def test_a_failed_list_of_changes_leaves_each_volume_to_its_own_get() -> None:
+    cloud = TimedCloud({f"v{i}": 0.3 for i in range(10)})
+
+    async def broken(since: datetime, budget: int) -> list[Volume]:
+        cloud.changes.append(since)
+        raise Unavailable("the list failed")
+
+    polls = SharedVolumePolls(cloud.get_one, cloud.list_in_status, SystemClock(), broken)
+    await wait_with_seen(cloud, polls)
+    assert cloud.changes and set(cloud.gets) == set(cloud.done_after)
