@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from csi_xloud.osutil.errors import CommandFailed, DeviceHasData, OsUtilError
+from csi_xloud.osutil.errors import CommandFailed, OsUtilError
 from csi_xloud.osutil.libs import SAFEPROBE_AMBIVALENT, SAFEPROBE_NOTHING, LibBlkid
 from csi_xloud.osutil.runner import Runner
 
@@ -163,17 +163,22 @@ class Filesystems:
             return Signature(ambivalent=True)
         return _signature(_export_fields(result.stdout))
 
-    async def format_blank(self, device: Path, kind: FsKind) -> None:
-        """mkfs, after probing once more right before it: a device holding anything is refused, untouched."""
+    async def format_if_blank(self, device: Path, kind: FsKind, *, writable: bool) -> Signature:
+        """Probe, and when nothing at all is there and the device is writable, make the filesystem at
+        once; returns what the probe found (blank: formatted, if writable).
+
+        The probe is the last step before mkfs, so whatever was written before it is seen, and a
+        device holding anything is left untouched. mke2fs without a terminal overwrites a filesystem
+        unasked, so this probe is the only guard; a second one right before it would guard no
+        moment this one does not.
+        """
         signature = await self.probe(device)
-        if not signature.blank:
-            raise DeviceHasData(
-                f"{device} holds {signature.describe()}; refusing to format it as {kind.name}"
+        if signature.blank and writable:
+            log.debug("formatting %s as %s", device, kind.name)
+            await self._runner.run(
+                _argv(kind.mkfs, device=device), timeout_seconds=_MKFS_TIMEOUT_SECONDS, cancellable=False
             )
-        log.debug("formatting %s as %s", device, kind.name)
-        await self._runner.run(
-            _argv(kind.mkfs, device=device), timeout_seconds=_MKFS_TIMEOUT_SECONDS, cancellable=False
-        )
+        return signature
 
     async def size_bytes(self, kind: FsKind, device: Path, mount: Path | None) -> int:
         """The size the filesystem itself believes it has (mount may be None for an unmounted ext4)."""

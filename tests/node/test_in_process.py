@@ -13,9 +13,9 @@ from test_stage import XFS_MIB, _put_ext4, _put_gpt, _put_luks, _put_lvm, _put_m
 
 from csi_xloud._proto import csi_pb2_grpc
 from csi_xloud.demo.orchestrator import mount_capability
-from csi_xloud.osutil.errors import CommandFailed, DeviceHasData
+from csi_xloud.osutil.errors import CommandFailed
 from csi_xloud.osutil.filesystem import Filesystems, _export_fields, fs_kind
-from csi_xloud.osutil.libs import LibBlkid, LibcMount, ProbeResult, syscall_mount_args
+from csi_xloud.osutil.libs import LibBlkid, LibcMount, syscall_mount_args
 from csi_xloud.osutil.mounts import Mounter
 from csi_xloud.osutil.runner import CommandResult, Runner
 
@@ -55,34 +55,19 @@ async def test_the_in_process_probe_finds_what_blkid_p_finds(
     assert in_process.type == exported.get("TYPE") and in_process.label == exported.get("LABEL")
 
 
-class SignatureAppears(LibBlkid):
-    """libblkid, but someone writes a filesystem on the disk right after the first probe."""
-
-    def __init__(self, writes: Callable[[Path], None]) -> None:
-        loaded = LibBlkid.load()
-        assert loaded is not None
-        super().__init__(loaded._lib)
-        self.writes = writes
-        self.probes = 0
-
-    def probe(self, device: Path) -> ProbeResult:
-        found = super().probe(device)
-        self.probes += 1
-        if self.probes == 1:
-            self.writes(device)
-        return found
-
-
-async def test_a_signature_written_after_the_blank_probe_stops_the_format(host: Host) -> None:
-    disk = host.disk(XFS_MIB)
+async def test_the_probe_before_mkfs_formats_only_a_blank_writable_disk(host: Host) -> None:
     commands: list[CommandResult] = []
-    filesystems = Filesystems(Runner(observers=[commands.append]), SignatureAppears(_put_xfs))
-    assert (await filesystems.probe(disk.device)).blank
-    before = disk.checksum()
-    with pytest.raises(DeviceHasData, match="xfs"):
-        await filesystems.format_blank(disk.device, fs_kind("ext4"))
-    assert not [c for c in commands if c.argv[0].startswith("mkfs")]
-    assert disk.checksum() == before
+    filesystems = Filesystems(Runner(observers=[commands.append]), LibBlkid.load())
+    held = host.disk(XFS_MIB)
+    _put_xfs(held.device)
+    before = held.checksum()
+    assert (await filesystems.format_if_blank(held.device, fs_kind("ext4"), writable=True)).type == "xfs"
+    blank = host.disk(64)
+    assert (await filesystems.format_if_blank(blank.device, fs_kind("ext4"), writable=False)).blank
+    assert not [c for c in commands if c.argv[0].startswith("mkfs")] and held.checksum() == before
+    assert (await filesystems.format_if_blank(blank.device, fs_kind("ext4"), writable=True)).blank
+    assert [c.argv[0] for c in commands] == ["mkfs.ext4"]
+    assert (await filesystems.probe(blank.device)).type == "ext4"
 
 
 def test_only_options_mount_maps_the_same_way_go_to_the_system_call() -> None:
@@ -143,7 +128,7 @@ async def test_stage_without_the_libraries_runs_blkid_and_mount(host: Host, shor
             await csi_pb2_grpc.NodeStub(channel).NodeStageVolume(request)
             assert mount_entry(staging).fs_type == "ext4"
             ran = [c.argv[0] for c in commands]
-            assert ran.count("blkid") == 2 and ran.count("mount") == 1 and ran.count("mkfs.ext4") == 1
+            assert ran.count("blkid") == 1 and ran.count("mount") == 1 and ran.count("mkfs.ext4") == 1
             await Mounter(Runner()).unmount(staging)
     finally:
         await server.stop(0)
