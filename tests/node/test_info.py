@@ -162,8 +162,10 @@ async def test_node_info_from_a_config_drive_found_by_its_udev_label_link(host: 
     by_label.mkdir()
     (by_label / label).symlink_to(os.path.relpath(device, by_label))
     commands: list[CommandResult] = []
+    # The commands, not libblkid in the process, so the test sees which device was probed.
     service = build_service(
-        host, commands, node_id=None, zone=None, config_drive_label=label, by_label_dir=by_label
+        host, commands, node_id=None, zone=None, config_drive_label=label, by_label_dir=by_label,
+        in_process=False,
     )
 
     info = await node_info(service, short_tmp / "cd.sock")
