@@ -57,7 +57,8 @@ RUN --mount=type=secret,id=pip-conf \
 
 FROM ${PYTHON_IMAGE} AS runtime
 # Node tools: mkfs.ext4/resize2fs/e2fsck (e2fsprogs), mkfs.xfs/xfs_growfs (xfsprogs),
-# blkid/findmnt/wipefs (util-linux), mount/umount/losetup (mount), udevadm (udev; with the
+# blkid/findmnt/wipefs (util-linux, whose libblkid.so.1 the node plugin also loads to probe disks
+# in its own process), mount/umount/losetup (mount), udevadm (udev; with the
 # stand-alone sysusers instead of all of systemd). dpkg leaves out documentation, translations,
 # and xfs_scrub with the ICU data only it loads (37 MB): the node plugin never scrubs.
 # The base's pip (and setuptools, where it has them) go: nothing installs at run time.

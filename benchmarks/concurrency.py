@@ -7,13 +7,17 @@ driver's default client-side rate limit (50 requests/s per service, as shipped) 
 high it never binds, which shows what the driver itself can carry. Three creates run unmeasured
 first, so the controller has learned how long a create takes, as a running controller has.
 
-    python -m benchmarks.concurrency            # 200 and 500 in flight at 2 s and 10 s
+    python -m benchmarks.concurrency            # 100, 200 and 500 in flight at 2 s and 10 s
     python -m benchmarks.concurrency --quick    # 20 in flight at 0.3 s
+    python -m benchmarks.concurrency --only 2:100 --only 10:500 --limit default   # some rows
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import shutil
+import sys
 from dataclasses import dataclass
 from functools import partial
 
@@ -28,7 +32,6 @@ from benchmarks.common import (
     percentile,
     proc_kib,
     run_all,
-    run_script,
     seconds,
     verdict,
 )
@@ -82,14 +85,36 @@ async def one_run(op_seconds: float, in_flight: int, rate_limit: float | None) -
         shutil.rmtree(root, ignore_errors=True)
 
 
-FULL = [(2.0, 200, None), (2.0, 500, None), (10.0, 200, None), (10.0, 500, None),
-        (2.0, 200, UNBOUND_RATE), (2.0, 500, UNBOUND_RATE),
-        (10.0, 200, UNBOUND_RATE), (10.0, 500, UNBOUND_RATE)]
-QUICK = [(0.3, 20, None), (0.3, 20, UNBOUND_RATE)]
+Plan = tuple[float, int, float | None]
+FULL: list[Plan] = [
+    (op, n, rate) for rate in (None, UNBOUND_RATE) for op in (2.0, 10.0) for n in (100, 200, 500)
+]
+QUICK: list[Plan] = [(0.3, 20, None), (0.3, 20, UNBOUND_RATE)]
 
 
-async def main_async(quick: bool) -> None:
-    runs = [await one_run(*plan) for plan in (QUICK if quick else FULL)]
+def _row(spec: str) -> tuple[float, int]:
+    op, _, n = spec.partition(":")
+    return float(op), int(n)
+
+
+def plan_from(args: argparse.Namespace) -> list[Plan]:
+    """The runs the command line asks for: --quick, the full set, or the --only rows at --limit."""
+    if args.quick:
+        return QUICK
+    if not args.only:
+        return FULL
+    rates = {"default": [None], "unbound": [UNBOUND_RATE], "both": [None, UNBOUND_RATE]}[args.limit]
+    return [(op, n, rate) for rate in rates for op, n in args.only]
+
+
+async def main_async(plan: list[Plan]) -> None:
+    runs = []
+    for one in plan:
+        runs.append(await one_run(*one))
+        r = runs[-1]
+        print(f"{r.op_seconds:g} s x {r.in_flight} ({'default' if r.rate_limit is None else 'unbound'}): "
+              f"wall {r.wall:.2f} s, p95 {r.p95:.2f} s, {r.calls / r.in_flight:.2f} calls each",
+              file=sys.stderr, flush=True)
     table = Table("CreateVolume calls in flight at once (target: all done within 1.5x the op time; "
                   "controller <= 100 MB RSS)",
                   ["op s", "in flight", "client rate limit", "wall s", "wall / op", "target", "p50 s",
@@ -106,4 +131,12 @@ async def main_async(quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    run_script(__doc__, main_async)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="one small run, for the smoke test")
+    parser.add_argument("--only", action="append", type=_row, metavar="OP_SECONDS:IN_FLIGHT",
+                        help="run only these rows (repeatable)")
+    parser.add_argument("--limit", choices=("default", "unbound", "both"), default="both",
+                        help="client rate limit of the --only rows")
+    asyncio.run(main_async(plan_from(parser.parse_args())))

@@ -6,12 +6,14 @@ operation runs at each concurrency (all calls started at once); latency is per c
 are counted at the emulator. The reference columns replay a model of cinder-csi-plugin's wait
 schedule (see benchmarks/reference.py) against the same emulator, at the same concurrency.
 
-    python -m benchmarks.overhead             # the full matrix (about 26 minutes on 2 cores)
+    python -m benchmarks.overhead             # the full matrix (about 35 minutes on 2 cores)
     python -m benchmarks.overhead --quick     # one small run, a few seconds
+    python -m benchmarks.overhead --only 2:1,100,500 --limit default   # some levels (first one cold)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import shutil
@@ -30,7 +32,6 @@ from benchmarks.common import (
     machine,
     percentile,
     run_all,
-    run_script,
     seconds,
     verdict,
 )
@@ -183,16 +184,31 @@ WARM_UP = 3
 # default limit (50 requests/s per service) and, to show what the driver itself adds, with a limit
 # too high to bind. 500 in flight is measured for CreateVolume by benchmarks.concurrency.
 UNBOUND = 100000.0
-FULL: list[tuple[float, list[int], float | None, bool]] = [
-    (0.3, [1, 1, 10, 100], None, True), (2.0, [1, 1, 10, 100], None, True),
-    (10.0, [1, 1, 10, 100], None, True),
+Plan = tuple[float, list[int], float | None, bool]
+FULL: list[Plan] = [
+    (0.3, [1, 1, 10, 100], None, True), (2.0, [1, 1, 10, 100, 500], None, True),
+    (10.0, [1, 1, 10, 100, 500], None, True),
     (0.3, [10, 100], UNBOUND, False), (2.0, [10, 100], UNBOUND, False), (10.0, [10, 100], UNBOUND, False),
 ]
-QUICK: list[tuple[float, list[int], float | None, bool]] = [(0.3, [1], None, False)]
+QUICK: list[Plan] = [(0.3, [1], None, False)]
 
 
-async def main_async(quick: bool) -> None:
-    plan = QUICK if quick else FULL
+def _levels(spec: str) -> tuple[float, list[int]]:
+    op, _, levels = spec.partition(":")
+    return float(op), [int(n) for n in levels.split(",")]
+
+
+def plan_from(args: argparse.Namespace) -> list[Plan]:
+    """--quick, the full matrix, or the --only op times and levels (the first level on a cold controller)."""
+    if args.quick:
+        return QUICK
+    if not args.only:
+        return FULL
+    rate = None if args.limit == "default" else UNBOUND
+    return [(op, levels, rate, True) for op, levels in args.only]
+
+
+async def main_async(plan: list[Plan], quick: bool = False) -> None:
     attach_cap = 1 if quick else 10
     results: list[Sample] = []
     for op_seconds, levels, rate_limit, cold_first in plan:
@@ -206,4 +222,13 @@ async def main_async(quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    run_script(__doc__, main_async)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="one small run, for the smoke test")
+    parser.add_argument("--only", action="append", type=_levels, metavar="OP_SECONDS:N[,N...]",
+                        help="run only these op times and concurrency levels (repeatable)")
+    parser.add_argument("--limit", choices=("default", "unbound"), default="default",
+                        help="client rate limit of the --only runs")
+    arguments = parser.parse_args()
+    asyncio.run(main_async(plan_from(arguments), arguments.quick))

@@ -240,6 +240,7 @@ def build_node_service(config: DriverConfig, metrics: Metrics | None = None) -> 
     from csi_xloud.osutil.blocking import BlockingCalls
     from csi_xloud.osutil.devices import DeviceFinder
     from csi_xloud.osutil.filesystem import Filesystems
+    from csi_xloud.osutil.libs import LibBlkid, LibcMount
     from csi_xloud.osutil.metadata import MetadataReader
     from csi_xloud.osutil.mounts import Mounter
     from csi_xloud.osutil.paths import PathGuard
@@ -251,8 +252,8 @@ def build_node_service(config: DriverConfig, metrics: Metrics | None = None) -> 
         metrics.attach_limit.set(config.max_volumes_per_node)  # what NodeGetInfo tells kubelet
     blocking = BlockingCalls()  # one deadline and one record of stuck paths for every system call
     stats = Stats(blocking=blocking)
-    mounter = Mounter(runner, blocking=blocking)
-    filesystems = Filesystems(runner)
+    mounter = Mounter(runner, blocking=blocking, libc=LibcMount.load())
+    filesystems = Filesystems(runner, LibBlkid.load())
     return NodeService(
         runner=runner,
         devices=DeviceFinder(runner, stats, SystemClock(), config.device_dir, blocking=blocking),

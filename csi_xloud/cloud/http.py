@@ -45,9 +45,10 @@ class HttpTuning:
     retry_initial_seconds: float = 0.25
     retry_max_seconds: float = 8.0
     max_retry_after_seconds: float = 60.0
-    # A CreateVolume costs about 3 requests (look-up by name, create, one look once it is done; the
-    # polls in between are shared). 500 at once at 2 s per operation: 29 s at 50/s, 3.7 s unlimited.
-    # Operators whose cloud takes more raise `rate_limit` in clouds.yaml.
+    # One CreateVolume alone costs about 3 requests (look-up by name, create, one look once it is
+    # done); many at once about 1.1 each, as look-ups and looks are shared (sharedlookups, sharedpolls),
+    # so the creates themselves set the pace: 500 need 9 s at 50/s. Operators whose cloud takes more
+    # raise `rate_limit` in clouds.yaml.
     requests_per_second: float = 50.0
     burst: int = 50
 

@@ -543,3 +543,4 @@ class Page(Generic[T]):
 
     items: tuple[T, ...]
     next_marker: str | None = None
+    count: int | None = None  # items across all pages, when asked for (with_count) and answered

@@ -8,8 +8,16 @@ then fetched on its own. So with n volumes in the same transition the cloud sees
 per tick plus one request per volume that changed, where n separate waits would send n requests
 per tick; with a single wait, a list would buy nothing, so it is fetched on its own as before.
 
+When several volumes of a round have moved on, they are not fetched one by one either: one
+`GET /volumes/detail?updated_at=gte:T` (Storage API 3.60) lists every volume changed since T, and
+only the volumes it does not show (deleted ones, or more changes than a few pages hold) are
+fetched on their own. T is the oldest of the moved volumes' last-seen times: the newest time the
+status list that last showed one of them held (nothing it showed changed later than the cloud
+read it), else the volume's own updated_at or created_at. So many
+creates finishing together cost two list requests per tick, not one request each.
+
 Serving a wait early costs no request and never makes it later; a wait is never served later
-than its own schedule says.
+than its own schedule says. Every view a wait gets comes from a request sent after it asked.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from csi_xloud.clock import Clock
@@ -35,6 +44,7 @@ EARLY_SHARE = 0.5
 class _Member:
     volume_id: str
     early: float  # may be served from this moment on
+    since: datetime | None  # the cloud's time of the volume's last view, when known
     future: asyncio.Future[Volume] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -46,9 +56,11 @@ class SharedVolumePolls:
         get_one: Callable[[str], Awaitable[Volume]],
         list_in_status: Callable[[str], Awaitable[list[Volume]]],
         clock: Clock,
+        list_changed_since: Callable[[datetime, int], Awaitable[list[Volume] | None]] | None = None,
     ) -> None:
         self._get_one = get_one
         self._list_in_status = list_in_status
+        self._list_changed_since = list_changed_since
         self._clock = clock
         self._waiting: dict[str, list[_Member]] = {}
         self._rounds: dict[str, asyncio.Task[None]] = {}
@@ -56,18 +68,26 @@ class SharedVolumePolls:
         # False once the cloud has answered a list with volumes of other statuses: it ignores the
         # filter, so every list would page through the whole project; waits then poll on their own.
         self.sharing = True
+        # False once the cloud has answered a time-filtered list with volumes outside it.
+        self.sharing_changes = True
+        self.changes_requests = 0  # how many lists of changed volumes were sent (for tests)
+        # Volume id -> the newest cloud time shown by the last status list that showed it unchanged.
+        self._listed_since: dict[str, datetime] = {}
 
-    def of(self, volume_id: str) -> VolumeViews:
-        """The views of one volume, for the waiter."""
-        return VolumeViews(self, volume_id)
+    def of(self, volume_id: str, seen: Volume | None = None) -> VolumeViews:
+        """The views of one volume, for the waiter; `seen` is the caller's latest view of it."""
+        return VolumeViews(self, volume_id, seen)
 
-    async def view(self, volume_id: str, delay: float, believed: str | None) -> Volume:
+    async def view(
+        self, volume_id: str, delay: float, believed: str | None, since: datetime | None = None,
+    ) -> Volume:
         """A view of the volume `delay` seconds from now at the latest."""
         if believed is None or not self.sharing:
             if delay > 0:
                 await self._clock.sleep(delay)
             return await self._get_one(volume_id)
-        member = _Member(volume_id, self._clock.monotonic() + (1 - EARLY_SHARE) * delay)
+        since = _later(since, self._listed_since.pop(volume_id, None))
+        member = _Member(volume_id, self._clock.monotonic() + (1 - EARLY_SHARE) * delay, since)
         members = self._waiting.setdefault(believed, [])
         members.append(member)
         try:
@@ -77,6 +97,8 @@ class SharedVolumePolls:
             return member.future.result()
         finally:
             self._forget(believed, member)
+            if not member.future.done() or member.future.cancelled() or member.future.exception():
+                self._listed_since.pop(volume_id, None)
 
     async def _until(self, future: asyncio.Future[Volume], delay: float) -> None:
         """Sleep for `delay`, or less when a shared round serves the future first."""
@@ -128,20 +150,48 @@ class SharedVolumePolls:
                     self.sharing = False
                     log.warning("the Storage API ignores the status filter of volume lists; "
                                 "waits on volumes poll each volume on their own from now on")
+                # Nothing in the answer changed later than the cloud read it, so a volume seen here
+                # that moves on later is updated no earlier than the newest time the answer shows.
+                horizon = max((t for v in listed if (t := _last_change(v)) is not None), default=None)
+                if horizon is not None:
+                    self._listed_since.update(dict.fromkeys(found, horizon))
             for volume_id, view in found.items():
                 for member in by_volume[volume_id]:
                     _settle(member.future, view)
-            # A volume missing from the list has moved on to another status, or is gone. Each wait
-            # has its answer as soon as its own volume's does, not when the last of the round's has.
-            await asyncio.gather(*(
-                self._fetch(volume_id, members) for volume_id, members in by_volume.items()
-                if volume_id not in found
-            ))
+            # A volume missing from the list has moved on to another status, or is gone.
+            moved = {v: members for v, members in by_volume.items() if v not in found}
+            for volume_id, view in (await self._changed(moved)).items():
+                for member in moved.pop(volume_id):
+                    _settle(member.future, view)
+            # Each wait has its answer as soon as its own volume's does, not when the last one's has.
+            await asyncio.gather(*(self._fetch(volume_id, members) for volume_id, members in moved.items()))
         except BaseException as exc:
             for member in taken:
                 _settle(member.future, exc)
             if not isinstance(exc, Exception):
                 raise
+
+    async def _changed(self, moved: dict[str, list[_Member]]) -> dict[str, Volume]:
+        """Views of moved-on volumes from one list of the volumes changed since the oldest was seen."""
+        stamps = [m.since for members in moved.values() for m in members if m.since is not None]
+        if len(moved) < 2 or not stamps or not self.sharing_changes or self._list_changed_since is None:
+            return {}
+        since = min(stamps)
+        self.changes_requests += 1
+        try:
+            listed = await self._list_changed_since(since, len(moved))
+        except Exception as exc:  # each volume is then fetched on its own, and fails on its own
+            log.debug("listing the volumes changed since %s failed: %s", since, exc)
+            return {}
+        if listed is None:
+            self.sharing_changes = False
+            return {}
+        if any(v.updated_at is None or v.updated_at < since for v in listed):
+            self.sharing_changes = False
+            log.warning("the Storage API ignores the updated_at filter of volume lists; "
+                        "volumes that moved on are fetched on their own from now on")
+            return {}
+        return {v.id: v for v in listed if v.id in moved}
 
     async def _fetch(self, volume_id: str, members: list[_Member]) -> None:
         view: Volume | Exception
@@ -173,12 +223,26 @@ def _settle(future: asyncio.Future[Volume], answer: Volume | BaseException) -> N
         future.set_result(answer)
 
 
-class VolumeViews:
-    """One volume's views through the shared polls (the waiter's view source)."""
+def _later(one: datetime | None, other: datetime | None) -> datetime | None:
+    if one is None or other is None:
+        return one or other
+    return max(one, other)
 
-    def __init__(self, polls: SharedVolumePolls, volume_id: str) -> None:
+
+def _last_change(volume: Volume) -> datetime | None:
+    """When the cloud last changed the volume, by its own clock."""
+    return volume.updated_at or volume.created_at
+
+
+class VolumeViews:
+    """One volume's views through the shared polls (the waiter's view source); remembers the last."""
+
+    def __init__(self, polls: SharedVolumePolls, volume_id: str, seen: Volume | None = None) -> None:
         self._polls = polls
         self._volume_id = volume_id
+        self._last = seen
 
     async def view(self, delay: float, believed: str | None) -> Volume:
-        return await self._polls.view(self._volume_id, delay, believed)
+        since = _last_change(self._last) if self._last is not None else None
+        self._last = await self._polls.view(self._volume_id, delay, believed, since)
+        return self._last

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +29,7 @@ from csi_xloud.cloud.models import (
     VolumeStatus,
     VolumeType,
 )
+from csi_xloud.cloud.sharedlookups import REQUESTED_PAGE, SharedLookups
 from csi_xloud.cloud.sharedpolls import SharedVolumePolls
 from csi_xloud.cloud.versions import Feature, MicroversionPicker
 from csi_xloud.cloud.waiters import Rollback, StatusCheck, Waiter
@@ -51,6 +54,9 @@ DEFAULT_TYPE = Feature("show the default volume type", ApiVersion(3, 62))
 ATTACHMENTS = Feature("manage volume attachments", ApiVersion(3, 27))
 SNAPSHOT_SHOW = Feature("show snapshots", V3_0, ApiVersion(3, 14))  # 3.14 adds group_snapshot_id
 PLAIN = Feature("basic volume calls", V3_0)
+LIST_COUNT = Feature("count the items of a list (with_count)", ApiVersion(3, 45))
+SNAPSHOT_LIST = Feature("list snapshots", V3_0, ApiVersion(3, 45))
+TIME_FILTERS = Feature("filter volume lists by time", ApiVersion(3, 60))
 
 
 class StorageApi:
@@ -60,7 +66,14 @@ class StorageApi:
         self._http = http
         self._waiter = waiter
         self._versions = MicroversionPicker(http, "volume")
-        self.shared_polls = SharedVolumePolls(self.get_volume, self._volumes_in_status, waiter.clock)
+        self.shared_polls = SharedVolumePolls(
+            self.get_volume, self._volumes_in_status, waiter.clock, self._volumes_changed_since
+        )
+        self.volume_names = SharedLookups(self._volumes_named, self._volumes_counted, lambda v: v.name)
+        self.snapshot_names = SharedLookups(
+            self._snapshots_named, self._snapshots_counted, lambda s: s.name
+        )
+        self.backup_names = SharedLookups(self._backups_named, self._backups_counted, lambda b: b.name)
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -105,13 +118,51 @@ class StorageApi:
         return Volume.from_api(answer.field("volume"))
 
     async def find_volume_by_name(self, name: str) -> list[Volume]:
-        """Every volume with exactly this name (names are not unique in the Storage API)."""
-        items = await self._all_pages(lambda marker: self._volume_page({"name": name}, 1000, marker))
+        """Every volume with exactly this name (names are not unique in the Storage API).
+
+        Look-ups made at the same time share requests (see sharedlookups).
+        """
+        return await self.volume_names.find(name)
+
+    async def _volumes_named(self, name: str) -> list[Volume]:
+        items = await self._all_pages(lambda m: self._volume_page({"name": name}, REQUESTED_PAGE, m))
         return [v for v in items if v.name == name]
+
+    async def _volumes_counted(self, marker: str | None) -> Page[Volume]:
+        """One page of every volume of the project, with the count when the cloud can give it."""
+        return await self._volume_page(await self._count_filter(), REQUESTED_PAGE, marker)
+
+    async def _count_filter(self) -> dict[str, str]:
+        return {"with_count": "true"} if await self._versions.supports(LIST_COUNT) else {}
 
     async def _volumes_in_status(self, status: str) -> list[Volume]:
         """Every volume of the project in one status (all pages)."""
-        return await self._all_pages(lambda marker: self._volume_page({"status": status}, 1000, marker))
+        return await self._all_pages(
+            lambda marker: self._volume_page({"status": status}, REQUESTED_PAGE, marker)
+        )
+
+    async def _volumes_changed_since(self, since: datetime, budget: int) -> list[Volume] | None:
+        """Volumes updated at or after `since` (the cloud's clock), listing at most about `budget` pages.
+
+        None when the cloud cannot filter by time (before 3.60). The listing stops after its first
+        page when the whole of it would take `budget` requests or more: the caller then fetches on
+        their own the volumes it did not find.
+        """
+        if not await self._versions.supports(TIME_FILTERS):
+            return None
+        stamp = since.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+        filters = {"updated_at": f"gte:{stamp}", **await self._count_filter()}
+        items: list[Volume] = []
+        marker: str | None = None
+        while True:
+            page = await self._volume_page(filters, REQUESTED_PAGE, marker)
+            items.extend(page.items)
+            if page.next_marker is None or not page.items:
+                return items
+            pages = math.ceil(page.count / len(page.items)) if page.count is not None else math.inf
+            if pages >= budget:
+                return items
+            marker = page.next_marker
 
     async def list_volumes(
         self, *, limit: int | None = None, marker: str | None = None,
@@ -202,9 +253,19 @@ class StorageApi:
         return Snapshot.from_api(answer.field("snapshot"))
 
     async def find_snapshot_by_name(self, name: str) -> list[Snapshot]:
-        """Every snapshot with exactly this name."""
-        items = await self._all_pages(lambda m: self.list_snapshots(limit=1000, marker=m, name=name))
+        """Every snapshot with exactly this name; look-ups made at the same time share requests."""
+        return await self.snapshot_names.find(name)
+
+    async def _snapshots_named(self, name: str) -> list[Snapshot]:
+        items = await self._all_pages(
+            lambda m: self.list_snapshots(limit=REQUESTED_PAGE, marker=m, name=name)
+        )
         return [s for s in items if s.name == name]
+
+    async def _snapshots_counted(self, marker: str | None) -> Page[Snapshot]:
+        params = _page_params(REQUESTED_PAGE, marker, await self._count_filter())
+        answer = await self._get("snapshots/detail", SNAPSHOT_LIST, params)
+        return _page(answer, "snapshots", Snapshot.from_api)
 
     async def list_snapshots(
         self, *, limit: int | None = None, marker: str | None = None, volume_id: str | None = None,
@@ -245,9 +306,17 @@ class StorageApi:
         return Backup.from_api(answer.field("backup"))
 
     async def find_backup_by_name(self, name: str) -> list[Backup]:
-        """Every backup with exactly this name."""
-        items = await self._all_pages(lambda m: self.list_backups(limit=1000, marker=m, name=name))
+        """Every backup with exactly this name; look-ups made at the same time share requests."""
+        return await self.backup_names.find(name)
+
+    async def _backups_named(self, name: str) -> list[Backup]:
+        items = await self._all_pages(lambda m: self.list_backups(limit=REQUESTED_PAGE, marker=m, name=name))
         return [b for b in items if b.name == name]
+
+    async def _backups_counted(self, marker: str | None) -> Page[Backup]:
+        params = _page_params(REQUESTED_PAGE, marker, await self._count_filter())
+        answer = await self._get("backups/detail", BACKUP_SHOW, params)
+        return _page(answer, "backups", Backup.from_api)
 
     async def list_backups(
         self, *, limit: int | None = None, marker: str | None = None, volume_id: str | None = None,
@@ -343,13 +412,14 @@ class StorageApi:
     async def wait_for_volume(
         self, volume_id: str, *wanted: VolumeStatus, timeout_seconds: float,
         done: Callable[[Volume], bool] | None = None, expect: str | None = None,
-        rollback: Rollback[Volume] | None = None,
+        rollback: Rollback[Volume] | None = None, seen: Volume | None = None,
     ) -> Volume:
         """Poll a volume until a wanted status (and `done`); CloudError with the reason on error.
 
         `expect` is the status the caller's own request has just left the volume in; polls of many
         volumes in the same status share one list request. `rollback` tells when the cloud undid the
-        change (RolledBack at once, not at the deadline).
+        change (RolledBack at once, not at the deadline). `seen` is the caller's latest view of the
+        volume (the create's answer), whose time lets a shared list find it once it moves on.
         """
         check: StatusCheck[Volume] = StatusCheck(
             status_of=lambda v: v.raw_status, wanted={str(s) for s in wanted},
@@ -357,7 +427,7 @@ class StorageApi:
             rollback=rollback,
         )
         return await self._waiter.wait_for_status(
-            self.shared_polls.of(volume_id), check, timeout_seconds=timeout_seconds,
+            self.shared_polls.of(volume_id, seen), check, timeout_seconds=timeout_seconds,
             what=f"volume {volume_id}", expect=expect,
         )
 
@@ -498,11 +568,13 @@ def _page_params(limit: int | None, marker: str | None, extra: Mapping[str, str 
 
 
 def _page(answer: Answer, key: str, build: Callable[[Json], T]) -> Page[T]:
-    """A page and the marker of the next one, read from the `<key>_links` next link."""
+    """A page, the marker of the next one (from the `<key>_links` next link) and the count, if any."""
     items = tuple(build(item) for item in answer.body.get(key) or ())
+    raw_count = answer.body.get("count")
+    count = raw_count if isinstance(raw_count, int) and not isinstance(raw_count, bool) else None
     for link in answer.body.get(f"{key}_links") or ():
         if link.get("rel") == "next":
             markers = parse_qs(urlsplit(str(link.get("href") or "")).query).get("marker")
             if markers and items:
-                return Page(items, markers[0])
-    return Page(items, None)
+                return Page(items, markers[0], count)
+    return Page(items, None, count)

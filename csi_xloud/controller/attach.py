@@ -99,6 +99,7 @@ class Attacher:
                 lambda v: self._attach_undone(v, node_id),
                 self._action_reason(node_id, started.request_id if started else None),
             ),
+            seen=volume,
         )
 
     async def _attach_undone(self, volume: Volume, node_id: str) -> bool:

@@ -151,6 +151,7 @@ class VolumeChanges:
             done=lambda v: v.size_gib >= new_size_gib,
             expect=VolumeStatus.EXTENDING.value,
             rollback=self._extend_rollback(new_size_gib),
+            seen=volume,
         )
 
     def _extend_rollback(self, new_size_gib: int) -> Rollback[Volume]:

@@ -245,6 +245,7 @@ class VolumeCreator:
                     VolumeStatus.IN_USE,
                     timeout_seconds=self._timeouts.create_seconds,
                     expect=volume.raw_status,
+                    seen=volume,
                 )
             except (cloud.WaitTimeout, cloud.Unavailable, cloud.NotFound):
                 raise

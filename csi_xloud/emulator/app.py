@@ -84,7 +84,8 @@ class Emulator:
     """One emulator instance over a data directory."""
 
     def __init__(
-        self, data_dir: Path, base_url: str, servers: list[ServerSpec], op_seconds: float, token_ttl: float
+        self, data_dir: Path, base_url: str, servers: list[ServerSpec], op_seconds: float, token_ttl: float,
+        max_page_size: int = 1000,
     ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(data_dir / "state.sqlite")
@@ -92,7 +93,9 @@ class Emulator:
         if project_id is None:
             project_id = secrets.token_hex(16)
             self.store.set_meta("project_id", project_id)
-        self.config = EmulatorConfig(data_dir, base_url, op_seconds, token_ttl, project_id, PROJECT_NAME)
+        self.config = EmulatorConfig(
+            data_dir, base_url, op_seconds, token_ttl, project_id, PROJECT_NAME, max_page_size=max_page_size
+        )
         self.faults = Faults()
         data = DataPlane(data_dir)
         self.ops = Operations(self.store, data, ChunkStore(data_dir / "backups"), op_seconds)

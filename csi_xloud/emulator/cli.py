@@ -27,6 +27,13 @@ def _non_negative(value: str) -> float:
     return number
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return number
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's flags to a parser."""
     parser.add_argument(
@@ -41,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--token-ttl", type=_non_negative, default=3600.0, help="Keystone token lifetime in seconds"
+    )
+    parser.add_argument(
+        "--max-page-size", type=_positive_int, default=1000,
+        help="most items one list page holds, as Cinder's osapi_max_limit (default 1000)",
     )
     parser.add_argument("--log-level", default="warning", help="log level")
 
@@ -70,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).error("%s", exc)
         return 2
     emulator = Emulator(
-        Path(args.data_dir).resolve(), f"http://{host}:{port}", servers, args.op_seconds, args.token_ttl
+        Path(args.data_dir).resolve(), f"http://{host}:{port}", servers, args.op_seconds, args.token_ttl,
+        args.max_page_size,
     )
     emulator.write_files()
     config = uvicorn.Config(

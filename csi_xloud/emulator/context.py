@@ -32,6 +32,8 @@ class EmulatorConfig:
     domain_id: str = "default"
     domain_name: str = "Default"
     region: str = "RegionOne"
+    # Cinder's osapi_max_limit: no list answers more items than this in one page.
+    max_page_size: int = 1000
 
     @property
     def identity_url(self) -> str:

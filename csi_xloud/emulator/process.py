@@ -54,6 +54,7 @@ class EmulatorProcess:
         token_ttl: float = 3600.0,
         port: int | None = None,
         start_timeout: float = 30.0,
+        max_page_size: int = 1000,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self._servers_arg = servers
@@ -61,6 +62,7 @@ class EmulatorProcess:
         self._token_ttl = token_ttl
         self.port = port or free_port()
         self._start_timeout = start_timeout
+        self._max_page_size = max_page_size
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path = self.data_dir / "emulator.log"
 
@@ -118,6 +120,8 @@ class EmulatorProcess:
             str(self._op_seconds),
             "--token-ttl",
             str(self._token_ttl),
+            "--max-page-size",
+            str(self._max_page_size),
         ]
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])

@@ -121,6 +121,8 @@ class BackupRoutes:
         body: dict[str, Any] = {"backups": items}
         if links:
             body["backups_links"] = links
+        if self._core.wants_count(call):
+            body["count"] = len(backups)
         return self._core.ok(body)
 
     async def list_summary(self, call: Call) -> Response:

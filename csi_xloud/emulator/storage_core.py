@@ -207,7 +207,8 @@ class StorageCore:
     def page(
         self, call: Call, items: list[Any], collection: str, not_found_kind: str
     ) -> tuple[list[Any], list[dict[str, str]] | None]:
-        """Apply marker, offset and limit; a full page gets a next link to the same list (detail or not)."""
+        """Apply marker, offset and limit (capped at the max page size); a full page gets a next link to
+        the same list (detail or not)."""
         marker = call.query.get("marker")
         if marker:
             ids = [i.id for i in items]
@@ -216,14 +217,16 @@ class StorageCore:
             items = items[ids.index(marker) + 1 :]
         items = items[_offset(call) :]
         raw_limit = call.query.get("limit")
-        if raw_limit is None:
-            return items, None
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise bad_request("limit param must be an integer") from None
-        if limit < 0:
-            raise bad_request("limit param must be positive")
+        limit = self.config.max_page_size
+        if raw_limit is not None:
+            try:
+                asked = int(raw_limit)
+            except ValueError:
+                raise bad_request("limit param must be an integer") from None
+            if asked < 0:
+                raise bad_request("limit param must be positive")
+            # As Cinder: a page never holds more than osapi_max_limit items, whatever was asked.
+            limit = min(asked, limit)
         page = items[:limit]
         if not page or len(page) < limit:
             return page, None
@@ -248,6 +251,11 @@ class StorageCore:
         invalid = [k for k in call.query if k not in not_filters and k not in allowed]
         if invalid:
             raise bad_request(f"Invalid filters {','.join(invalid)} are found in query options.")
+
+    @staticmethod
+    def wants_count(call: Call) -> bool:
+        """with_count=true (3.45): the answer carries the number of items across all pages."""
+        return call.mv.at_least("3.45") and call.query.get("with_count", "").lower() in ("true", "1")
 
     @staticmethod
     def sort_keys(call: Call, allowed: set[str]) -> list[tuple[str, bool]]:

@@ -141,11 +141,14 @@ class SnapshotRoutes:
         return self._core.sort(snaps, self._core.sort_keys(call, SNAPSHOT_SORT), _sort_value)
 
     def _list(self, call: Call, detail: bool) -> Response:
-        page, links = self._core.page(call, self._listed(call), "snapshots", "Snapshot")
+        listed = self._listed(call)
+        page, links = self._core.page(call, listed, "snapshots", "Snapshot")
         views = [self._core.views.snapshot(s, call.mv, call.caller, detail, detail) for s in page]
         body: dict[str, Any] = {"snapshots": views}
         if links:
             body["snapshots_links"] = links
+        if self._core.wants_count(call):
+            body["count"] = len(listed)
         return self._core.ok(body)
 
     async def list_summary(self, call: Call) -> Response:

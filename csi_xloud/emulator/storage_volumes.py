@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import Response
@@ -138,7 +140,7 @@ class VolumeRoutes:
         for key, value in call.query.multi_items():
             if key in LIST_PARAMS:
                 continue
-            vols = [v for v in vols if self._matches(v, key, value)]
+            vols = [v for v in vols if self._matches(v, key, value, call)]
         keys = self._core.sort_keys(call, SORT_KEYS)
         return self._core.sort(vols, keys, self._sort_value)
 
@@ -149,7 +151,7 @@ class VolumeRoutes:
             return vol.name
         return getattr(vol, key, None)
 
-    def _matches(self, vol: Volume, key: str, value: str) -> bool:
+    def _matches(self, vol: Volume, key: str, value: str, call: Call) -> bool:
         if key in ("name", "display_name"):
             return vol.name == value
         if key in ("name~", "display_name~"):
@@ -173,6 +175,8 @@ class VolumeRoutes:
             return vol.project_id == value
         if key == "migration_status":
             return str(vol.migration_status) == value
+        if key in ("created_at", "updated_at") and call.mv.at_least("3.60"):
+            return _time_matches(getattr(vol, key), value)
         return False
 
     async def list_summary(self, call: Call) -> Response:
@@ -194,7 +198,7 @@ class VolumeRoutes:
         body: dict[str, Any] = {"volumes": items}
         if links:
             body["volumes_links"] = links
-        if call.mv.at_least("3.45") and call.query.get("with_count", "").lower() in ("true", "1"):
+        if self._core.wants_count(call):
             body["count"] = len(vols)
         return self._core.ok(body)
 
@@ -640,3 +644,24 @@ class VolumeRoutes:
             "enforce_multipath": False,
         }
         return self._core.ok({"connection_info": info})
+
+
+_TIME_OPERATORS: dict[str, Callable[[dt.datetime, dt.datetime], bool]] = {
+    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "eq": lambda a, b: a == b,
+    "neq": lambda a, b: a != b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+}
+
+
+def _time_matches(stamp: str | None, value: str) -> bool:
+    """3.60's time comparison filter, e.g. updated_at=gte:2026-01-01T00:00:00 (eq without an operator)."""
+    operator, sep, moment = value.partition(":")
+    if not sep or operator not in _TIME_OPERATORS:
+        operator, moment = "eq", value
+    try:
+        wanted = dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(f"Invalid input received: invalid time {moment!r}") from None
+    if stamp is None:
+        return False
+    wanted = wanted.astimezone(dt.UTC).replace(tzinfo=None) if wanted.tzinfo else wanted
+    return _TIME_OPERATORS[operator](dt.datetime.fromisoformat(stamp), wanted)

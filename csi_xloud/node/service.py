@@ -150,13 +150,13 @@ class NodeService(csi_pb2_grpc.NodeServicer):
 
     async def _ensure_filesystem(self, device: Path, fs: FsKind) -> bool:
         """Format a blank device (True); accept the asked filesystem (False); refuse anything else."""
-        signature = await self._fs.probe(device)
+        writable = not await self._stats.device_read_only(device)
+        signature = await self._fs.format_if_blank(device, fs, writable=writable)
         if signature.blank:
-            if await self._stats.device_read_only(device):
+            if not writable:
                 raise FailedPrecondition(
                     f"{device} is blank but attached read-only, so it cannot be formatted"
                 )
-            await self._fs.format_blank(device, fs)
             return True
         if signature.type != fs.name or signature.partition_table is not None:
             raise DeviceHasData(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from csi_xloud.osutil.errors import CommandFailed, DeviceHasData, OsUtilError
+from csi_xloud.osutil.errors import CommandFailed, OsUtilError
+from csi_xloud.osutil.libs import SAFEPROBE_AMBIVALENT, SAFEPROBE_NOTHING, LibBlkid
 from csi_xloud.osutil.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -130,11 +132,26 @@ def _argv(template: tuple[str, ...], device: Path | None = None, mount: Path | N
 class Filesystems:
     """Probes, formats, measures and grows filesystems with the tools of the fs table."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, blkid: LibBlkid | None = None) -> None:
         self._runner = runner
+        self._blkid = blkid
 
     async def probe(self, device: Path) -> Signature:
-        """Low-level probe (-p: no cache, superblocks and partition tables) of everything on the device."""
+        """Low-level probe (as `blkid -p`: no cache, superblocks and partition tables) of everything on
+        the device; in the process with libblkid when it is loaded, else with the blkid command."""
+        if self._blkid is not None:
+            probing = asyncio.to_thread(self._blkid.probe, device)
+            found = await asyncio.wait_for(probing, _PROBE_TIMEOUT_SECONDS)
+            if found.code == SAFEPROBE_NOTHING:
+                return Signature()
+            if found.code == SAFEPROBE_AMBIVALENT:
+                return Signature(ambivalent=True)
+            if found.code == 0:
+                return _signature(found.values)
+            # The probe failed (the device cannot be read?): the command says why, in its own words.
+        return await self._probe_command(device)
+
+    async def _probe_command(self, device: Path) -> Signature:
         result = await self._runner.run(
             ["blkid", "-p", "-o", "export", str(device)],
             ok_codes=(0, _BLKID_NOTHING_FOUND, _BLKID_AMBIVALENT),
@@ -144,25 +161,24 @@ class Filesystems:
             return Signature()
         if result.returncode == _BLKID_AMBIVALENT:
             return Signature(ambivalent=True)
-        fields = _export_fields(result.stdout)
-        return Signature(
-            type=fields.get("TYPE"),
-            usage=fields.get("USAGE"),
-            partition_table=fields.get("PTTYPE"),
-            label=fields.get("LABEL"),
-        )
+        return _signature(_export_fields(result.stdout))
 
-    async def format_blank(self, device: Path, kind: FsKind) -> None:
-        """mkfs, after probing once more right before it: a device holding anything is refused, untouched."""
+    async def format_if_blank(self, device: Path, kind: FsKind, *, writable: bool) -> Signature:
+        """Probe, and when nothing at all is there and the device is writable, make the filesystem at
+        once; returns what the probe found (blank: formatted, if writable).
+
+        The probe is the last step before mkfs, so whatever was written before it is seen, and a
+        device holding anything is left untouched. mke2fs without a terminal overwrites a filesystem
+        unasked, so this probe is the only guard; a second one right before it would guard no
+        moment this one does not.
+        """
         signature = await self.probe(device)
-        if not signature.blank:
-            raise DeviceHasData(
-                f"{device} holds {signature.describe()}; refusing to format it as {kind.name}"
+        if signature.blank and writable:
+            log.debug("formatting %s as %s", device, kind.name)
+            await self._runner.run(
+                _argv(kind.mkfs, device=device), timeout_seconds=_MKFS_TIMEOUT_SECONDS, cancellable=False
             )
-        log.debug("formatting %s as %s", device, kind.name)
-        await self._runner.run(
-            _argv(kind.mkfs, device=device), timeout_seconds=_MKFS_TIMEOUT_SECONDS, cancellable=False
-        )
+        return signature
 
     async def size_bytes(self, kind: FsKind, device: Path, mount: Path | None) -> int:
         """The size the filesystem itself believes it has (mount may be None for an unmounted ext4)."""
@@ -204,6 +220,15 @@ class Filesystems:
             timeout_seconds=_PROBE_TIMEOUT_SECONDS,
         )
         return [Path(line) for line in result.stdout.split() if line]
+
+
+def _signature(fields: Mapping[str, str]) -> Signature:
+    return Signature(
+        type=fields.get("TYPE"),
+        usage=fields.get("USAGE"),
+        partition_table=fields.get("PTTYPE"),
+        label=fields.get("LABEL"),
+    )
 
 
 def _export_fields(text: str) -> dict[str, str]:

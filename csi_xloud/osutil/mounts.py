@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.errors import BadMountOption, CommandFailed, OsUtilError
+from csi_xloud.osutil.libs import LibcMount, syscall_mount_args
 from csi_xloud.osutil.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -131,10 +133,12 @@ class Mounter:
         runner: Runner,
         mountinfo: Path = Path("/proc/self/mountinfo"),
         blocking: BlockingCalls | None = None,
+        libc: LibcMount | None = None,
     ) -> None:
         self._runner = runner
         self._mountinfo = mountinfo
         self._blocking = blocking or BlockingCalls()
+        self._libc = libc
 
     async def entries(self) -> list[MountEntry]:
         """The mount table; read in a thread, as a long table (or a busy kernel) takes its time."""
@@ -170,7 +174,17 @@ class Mounter:
         return holder.device_number, str(PurePosixPath(holder.root, inside))
 
     async def mount(self, source: Path, target: Path, fs_type: str, options: Sequence[str] = ()) -> None:
+        """Mount a filesystem: with mount(2) when the options map onto it exactly as mount(8) maps them,
+        else (SELinux contexts, options mount(8) handles itself) or when the call fails, with mount(8)."""
         log.debug("mounting %s (%s) at %s with %s", source, fs_type, target, ",".join(options) or "defaults")
+        syscall = syscall_mount_args(options) if self._libc is not None else None
+        if syscall is not None and self._libc is not None:
+            mounting = asyncio.to_thread(self._libc.mount, source, target, fs_type, *syscall)
+            failed = await _unabandoned(mounting)
+            if not failed:
+                return
+            # mount(8) reports the failure in its words, and retries read-only where it would.
+            log.debug("mount(2) of %s failed: %s; running mount(8)", source, os.strerror(failed))
         argv = ["mount", "-t", fs_type]
         if options:
             argv += ["-o", ",".join(options)]
@@ -208,3 +222,13 @@ class Mounter:
                 raise
             log.warning("%s is a broken mount; detaching it lazily", target)
             await self._runner.run(["umount", "--lazy", "--force", "--", str(target)])
+
+
+async def _unabandoned(call: Awaitable[int]) -> int:
+    """Await a call in a thread; a cancelled caller still waits for it: no mount lands after the answer."""
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise

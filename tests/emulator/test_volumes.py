@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from csi_xloud.emulator.process import EmulatorProcess
@@ -362,3 +364,46 @@ def test_legacy_attach_actions(api: Api) -> None:
     assert api.volume("POST", path, json={"os-detach": {}}).status_code == 202
     assert api.get_volume(vol["id"])["status"] == "available"  # type: ignore[index]
     api.delete_volume(vol["id"])
+
+
+def test_pages_are_capped_at_the_max_page_size_and_counted(emu_root: Path) -> None:
+    with EmulatorProcess(emu_root / "pages", op_seconds=0.05, max_page_size=2) as emulator:
+        api = Api(emulator)
+        ids = [api.create_volume(name=f"page-{i}")["id"] for i in range(3)]
+        try:
+            # No limit, or a larger one: two per page and a next link, as Cinder's osapi_max_limit.
+            for query in ("", "?limit=50"):
+                first = api.volume("GET", f"/volumes/detail{query}").json()
+                assert len(first["volumes"]) == 2 and first["volumes_links"][0]["rel"] == "next"
+            counted = api.volume("GET", "/volumes/detail?with_count=true&sort=created_at:asc", mv="3.45").json()
+            assert counted["count"] == 3 and [v["id"] for v in counted["volumes"]] == ids[:2]
+            rest = api.http.get(counted["volumes_links"][0]["href"], headers={"X-Auth-Token": api.token}).json()
+            assert [v["id"] for v in rest["volumes"]] == ids[2:] and "volumes_links" not in rest
+            assert "count" not in api.volume("GET", "/volumes?with_count=true", mv="3.44").json()
+            snapshots = api.volume("GET", "/snapshots/detail?with_count=true", mv="3.45").json()
+            backups = api.volume("GET", "/backups/detail?with_count=true", mv="3.45").json()
+            assert snapshots["count"] == 0 and backups["count"] == 0
+        finally:
+            for vid in ids:
+                api.delete_volume(vid)
+
+
+def test_volume_lists_filter_by_time_from_3_60(api: Api) -> None:
+    vol = api.create_volume(name="timed")
+    try:
+        shown = api.volume("GET", f"/volumes/{vol['id']}").json()["volume"]
+        updated = shown["updated_at"]
+
+        def ids(query: str, mv: str = "3.60") -> list[str]:
+            listed = api.volume("GET", f"/volumes/detail?name=timed&{query}", mv=mv).json()["volumes"]
+            return [v["id"] for v in listed]
+
+        assert ids(f"updated_at=gte:{updated}") == [vol["id"]]
+        assert ids(f"updated_at=gt:{updated}") == []
+        assert ids(f"updated_at=lt:{updated}") == []
+        assert ids(f"created_at=lte:{shown['created_at']}") == [vol["id"]]
+        assert ids(f"created_at={shown['created_at']}") == [vol["id"]]
+        assert ids(f"updated_at=gte:{updated}", mv="3.59") == []  # before 3.60 no time comparison
+        assert api.volume("GET", "/volumes/detail?updated_at=gte:yesterday", mv="3.60").status_code == 400
+    finally:
+        api.delete_volume(vol["id"])

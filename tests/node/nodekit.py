@@ -23,6 +23,7 @@ from csi_xloud.node.service import NodeService, NodeTimeouts
 from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.devices import DeviceFinder, WaitPolicy
 from csi_xloud.osutil.filesystem import Filesystems
+from csi_xloud.osutil.libs import LibBlkid, LibcMount
 from csi_xloud.osutil.metadata import MetadataReader
 from csi_xloud.osutil.mounts import Mounter, parse_mountinfo
 from csi_xloud.osutil.paths import PathGuard
@@ -175,12 +176,15 @@ def build_service(
     device_dir: Path | None = None,
     blocking: BlockingCalls | None = None,
     by_label_dir: Path | None = None,
+    in_process: bool = True,
 ) -> NodeService:
+    """The node service as the driver builds it: with `in_process`, probes with libblkid and mounts
+    with mount(2) (else runs blkid and mount, as where those libraries are missing)."""
     runner = runner or Runner(observers=[commands.append])
     blocking = blocking or BlockingCalls()
     stats = Stats(blocking=blocking)
-    mounter = Mounter(runner, blocking=blocking)
-    filesystems = Filesystems(runner)
+    mounter = Mounter(runner, blocking=blocking, libc=LibcMount.load() if in_process else None)
+    filesystems = Filesystems(runner, LibBlkid.load() if in_process else None)
     wait = WaitPolicy(timeout_seconds=device_wait_seconds, first_delay_seconds=0.05, max_delay_seconds=0.2)
     return NodeService(
         runner=runner,

@@ -137,8 +137,10 @@ async def test_node_info_from_a_config_drive_found_by_a_scan(host: Host, short_t
     label = f"csx-{secrets.token_hex(4)}"  # a label of our own: other tests on this machine may hold config-2
     make_config_drive(host, label)
     commands: list[CommandResult] = []
+    # mount(8) here, so the test sees the read-only mount it made (mount(2) is used alike elsewhere).
     service = build_service_for(
-        host, node_id=None, zone=None, metadata_url="http://127.0.0.1:9", label=label, commands=commands
+        host, node_id=None, zone=None, metadata_url="http://127.0.0.1:9", label=label, commands=commands,
+        in_process=False,
     )
 
     info = await node_info(service, short_tmp / "cd.sock")
@@ -160,8 +162,10 @@ async def test_node_info_from_a_config_drive_found_by_its_udev_label_link(host: 
     by_label.mkdir()
     (by_label / label).symlink_to(os.path.relpath(device, by_label))
     commands: list[CommandResult] = []
+    # The commands, not libblkid in the process, so the test sees which device was probed.
     service = build_service(
-        host, commands, node_id=None, zone=None, config_drive_label=label, by_label_dir=by_label
+        host, commands, node_id=None, zone=None, config_drive_label=label, by_label_dir=by_label,
+        in_process=False,
     )
 
     info = await node_info(service, short_tmp / "cd.sock")
@@ -238,10 +242,12 @@ def build_service_for(
     label: str = "csx-no-such-label",
     commands: list[CommandResult] | None = None,
     runner: Runner | None = None,
+    in_process: bool = True,
 ) -> NodeService:
     return build_service(
         host,
         commands if commands is not None else [],
+        in_process=in_process,
         node_id=node_id,
         zone=zone,
         metadata_url=metadata_url,
