@@ -11,7 +11,7 @@ import pytest
 
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.errors import CloudError
-from csi_xloud.cloud.models import Volume
+from csi_xloud.cloud.models import Volume, VolumeStatus
 from csi_xloud.emulator.process import EmulatorProcess
 from csi_xloud.metrics import Metrics
 from tests.cloud.conftest import emulator_settings
@@ -93,11 +93,12 @@ async def test_a_project_of_many_pages_is_listed_only_when_that_is_cheaper(
         # Made before this look-up was asked, so it is found, though a round was already under way.
         assert [v.id for v in await storage.find_volume_by_name(late_name)] == [made.id]
         await asyncio.gather(*pending)
+        await storage.wait_for_volume(made.id, VolumeStatus.AVAILABLE, timeout_seconds=30)  # deletable
         await asyncio.gather(*(storage.delete_volume(v.id) for v in [*volumes, made]))
 
 
 async def test_a_failed_request_fails_only_the_look_ups_it_serves(small_pages: EmulatorProcess) -> None:
-    async with CloudClient(emulator_settings(small_pages, retries=0), Metrics()) as client:
+    async with CloudClient(emulator_settings(small_pages, retry_seconds=0), Metrics()) as client:
         storage = client.storage
         small_pages.set_faults([{"method": "GET", "path": "volumes/detail", "status": 400, "count": 1}])
         try:
