@@ -10,7 +10,9 @@ of its own, named like it and marked as ours by its description:
    out of that one first; a group someone else made is never touched);
 3. find the group snapshot by name, or take it, and wait until it is available;
 4. take the volumes out again, so they are as they were. The group stays, empty, as long as its
-   group snapshot: the cloud deletes no group that has snapshots.
+   group snapshot: the cloud deletes no group that has snapshots. In the first window after
+   start-up, the group is emptied once more when the window is over: a request of a killed
+   predecessor adding the volumes may land after step 4.
 
 Each step finds what an earlier try did by name, so a retry after an error, a timeout or a crash
 goes on from where the last one stopped; a create whose answer was lost is waited for as
@@ -125,7 +127,6 @@ class GroupSnapshotter:
             ", ".join(v.id for v in volumes),
             gsnap.id,
         )
-        self._late.after_create(lambda: self._find_group_snapshot(request.name))
         return await self._finish(gsnap, request)
 
     async def _finish(self, gsnap: GroupSnapshot, request: NewGroupSnapshot) -> TakenGroupSnapshot:
@@ -150,7 +151,23 @@ class GroupSnapshotter:
                 f"{', '.join(sorted(request.source_volume_ids))}"
             )
         await self._empty(gsnap.group_id)
+        self._late.after_create(lambda: self._settle(request.name))
         return TakenGroupSnapshot(gsnap, tuple(sorted(members, key=lambda m: m.volume_id)))
+
+    async def _settle(self, name: str) -> None:
+        """Once a predecessor's requests can no longer land: no duplicate, and the volumes out again.
+
+        A predecessor killed while its request adding the volumes was in flight leaves that request
+        to land late, after this process took the volumes out: they would stay in the group, and a
+        volume in a group cannot be deleted.
+        """
+        gsnap = await self._find_group_snapshot(name)
+        if gsnap is None:
+            return
+        try:
+            await self._empty(gsnap.group_id)
+        except FailedPrecondition as exc:
+            raise Unavailable(f"group {gsnap.group_id} keeps its volumes for now: {exc.message}") from exc
 
     async def _find_group_snapshot(self, name: str) -> GroupSnapshot | None:
         found = await self._groups.find_group_snapshots_by_name(name)

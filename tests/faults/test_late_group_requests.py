@@ -1,8 +1,9 @@
 """Group snapshot creates that reach the cloud after the client gave up on them.
 
 As in test_late_requests: the controller's cloud client talks to the emulator through a proxy
-that delivers the first POST /groups or POST /group_snapshots late (api_timeout 1 s); the
-sidecar retries, the first request still lands, and one group and one group snapshot remain."""
+that delivers the first POST /groups, POST /group_snapshots or PUT /groups/{id} (adding the
+volumes) late (api_timeout 1 s); the sidecar retries, the first request still lands, one group
+and one group snapshot remain, and the volumes end in no group."""
 
 from __future__ import annotations
 
@@ -39,15 +40,19 @@ async def behind_proxy(
         yield co, proxy
 
 
-@pytest.mark.parametrize("late_path", [r"/groups$", r"/group_snapshots$"])
+@pytest.mark.parametrize(
+    ("method", "late_path"),
+    [("POST", r"/groups$"), ("POST", r"/group_snapshots$"), ("PUT", r"/groups/[0-9a-f-]{36}$")],
+    ids=["group", "group-snapshot", "adding-volumes"],
+)
 async def test_a_late_create_leaves_one_group_and_one_group_snapshot(
-    cloud_behind: EmulatorProcess, behind_proxy: tuple[Sidecars, LateProxy], late_path: str
+    cloud_behind: EmulatorProcess, behind_proxy: tuple[Sidecars, LateProxy], method: str, late_path: str
 ) -> None:
     co, proxy = behind_proxy
     pvs = [await co.provision(GIB, mount_capability(), name=f"pvc-late-group-{i}") for i in range(2)]
-    name = f"groupsnapshot-late-{late_path.strip('/$')}"
+    name = f"groupsnapshot-late-{method.lower()}-{late_path.strip('/$').split('/')[0]}"
     try:
-        proxy.rules.append(LateRule("POST", re.compile(late_path), LATE_SECONDS))
+        proxy.rules.append(LateRule(method, re.compile(late_path), LATE_SECONDS))
         group = await co.group_snapshot(pvs, GROUP_SNAPSHOT_PARAMETERS, name=name)
         await proxy.drain()
         assert proxy.delivered_late == 1 and co.retries["CreateVolumeGroupSnapshot UNAVAILABLE"] >= 1
