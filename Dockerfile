@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1
 # The csi-xloud image: one image for the controller and the node plugin.
 #
-#   scripts/build-image csi-xloud:0.1.0        # podman/buildah, online or air-gapped (see docs/install.md)
+#   scripts/build-image csi-xloud:0.1.0                        # the driver (the default target)
+#   scripts/build-image --emulator csi-xloud-emulator:0.1.0    # target "emulator", for evaluation
+#
+# podman/buildah, online or air-gapped (see docs/install.md).
 #
 # Stage "build" installs the driver and the exact dependencies of deploy/image/requirements.txt
 # (pinned with hashes) into a virtualenv without pip; only that virtualenv reaches the final
@@ -96,3 +99,44 @@ LABEL org.opencontainers.image.title="csi-xloud" \
       org.opencontainers.image.vendor="Xloud" \
       org.opencontainers.image.source="https://github.com/xloud/csi-xloud" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+
+# The emulator image (target "emulator", for the chart's evaluation install): the driver image plus
+# the `emulator` extra's packages, pinned with hashes in deploy/image/requirements-emulator.txt, and
+# the csi_xloud.emulator and csi_xloud.demo packages, which come from the named build context
+# "emulator-src" (the csi_xloud folder; the main context leaves them out). The driver image's tools
+# are all the emulator runs (losetup, blockdev, cp). It is built on the driver's stages and adds one
+# layer: the files this stage adds to the driver's virtualenv, nothing else.
+FROM build AS emulator-build
+COPY deploy/image/requirements-emulator.txt ./requirements-emulator.txt
+COPY --from=emulator-src emulator ./extra/emulator
+COPY --from=emulator-src demo ./extra/demo
+RUN --mount=type=secret,id=pip-conf \
+    --mount=type=secret,id=pip-ca \
+    set -eu; \
+    if [ -s /run/secrets/pip-conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip-conf; fi; \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    if [ -d /wheels ] && ls /wheels/*.whl >/dev/null 2>&1; then \
+      set -- --no-index --find-links /wheels; \
+    fi; \
+    touch /opt/before-extra; \
+    python3 -m pip --python /opt/venv/bin/python install "$@" \
+      --require-hashes --only-binary=:all: --no-deps -r requirements-emulator.txt; \
+    purelib=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
+    cp -r extra/emulator extra/demo "$purelib/csi_xloud/"; \
+    find "$purelib/csi_xloud/emulator" "$purelib/csi_xloud/demo" -name __pycache__ -prune -exec rm -rf {} +; \
+    /opt/venv/bin/python -m compileall -q /opt/venv/lib; \
+    /opt/venv/bin/csi-xloud emulator --help >/dev/null; \
+    mkdir /opt/added; \
+    find /opt/venv -cnewer /opt/before-extra ! -type d -print0 \
+      | tar --null --create --file - --files-from - | tar --directory /opt/added --extract --file -
+
+FROM runtime AS emulator
+COPY --from=emulator-build /opt/added/ /
+CMD ["emulator", "--help"]
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="csi-xloud-emulator" \
+      org.opencontainers.image.description="The csi-xloud driver with its Xloud emulator, for evaluation only (Identity, Storage and Compute APIs on loop devices)" \
+      org.opencontainers.image.version="${VERSION}"
+
+# The default target: the driver image.
+FROM runtime AS driver

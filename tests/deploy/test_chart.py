@@ -14,6 +14,7 @@ from deploy_support import (
     CHART_DIR,
     EMULATOR_VALUES,
     FULL_VALUES,
+    ROOT,
     Obj,
     chart_kube_versions,
     container,
@@ -214,6 +215,12 @@ def test_the_evaluation_install_runs_the_emulator_and_wires_the_driver_to_it(
     driver = container(controller, "csi-xloud")
     assert driver["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert driver["securityContext"]["readOnlyRootFilesystem"] is True
+    # The emulator image the release workflow publishes next to the driver image, at the same version.
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert container(emulator, "emulator")["image"] == f"{values['image']['repository']}-emulator:{chart['appVersion']}"
+    workflow = (ROOT / ".github" / "workflows" / "release.yml").read_text()
+    assert f"EMULATOR_IMAGE: {values['emulator']['image']['repository']}" in workflow
 
 
 def test_controller_host_network_is_a_value(default_objects: list[Obj], full_objects: list[Obj]) -> None:

@@ -72,7 +72,9 @@ def parse(text: str) -> tuple[list[Instruction], list[Stage]]:
 
 
 PREAMBLE, STAGES = parse((ROOT / "Dockerfile").read_text())
-FINAL = STAGES[-1]
+BY_NAME = {stage.name: stage for stage in STAGES}
+# The driver image: the stage "runtime", which the last stage (the default target) names alone.
+FINAL = BY_NAME["runtime"]
 
 
 def arg_defaults(instructions: list[Instruction]) -> dict[str, str | None]:
@@ -95,8 +97,12 @@ def test_multi_stage_on_a_slim_python_313_trixie_base() -> None:
     assert len(STAGES) >= 2
     base = arg_defaults(PREAMBLE)["PYTHON_IMAGE"]
     assert base == "docker.io/library/python:3.13-slim-trixie", base
-    assert all(stage.base == "${PYTHON_IMAGE}" for stage in STAGES)
-    assert [stage.name for stage in STAGES] == ["build", "runtime"]
+    assert [(stage.name, stage.base) for stage in STAGES] == [
+        ("build", "${PYTHON_IMAGE}"), ("runtime", "${PYTHON_IMAGE}"),
+        ("emulator-build", "build"), ("emulator", "runtime"), ("driver", "runtime"),
+    ]
+    # `docker build .` without a target builds the driver image, the stage "runtime" unchanged.
+    assert STAGES[-1].instructions == []
     script = (ROOT / "scripts" / "build-image").read_text()
     assert f"python_image=${{PYTHON_IMAGE:-{base}}}" in script
     # The lock is made for the base's Python; the script's own base is the same Debian release.
@@ -112,6 +118,8 @@ def test_every_variable_a_stage_uses_is_declared_in_it() -> None:
             declared |= set(re.findall(r"(\w+)=", rest))
         for instruction in stage.instructions:
             used = set(re.findall(r"\$\{?(\w+)", instruction.rest)) - {"PATH"}
+            if instruction.keyword == "RUN":  # the shell's own variables, set in the same RUN
+                used -= set(re.findall(r"(?:^|[;&|]\s*)(\w+)=", instruction.rest))
             assert used <= declared, f"{stage.name}: {instruction.keyword} uses {used - declared}"
 
 
@@ -168,6 +176,31 @@ def test_oci_labels_name_the_version_and_license() -> None:
     assert arg_defaults(FINAL.instructions)["VERSION"] == __version__
 
 
+def test_emulator_stage_adds_the_extra_and_its_packages_to_the_driver_image() -> None:
+    """One layer on the driver image: what the extra's install and the two packages add to its virtualenv."""
+    build, emulator = BY_NAME["emulator-build"], BY_NAME["emulator"]
+    assert build.all("COPY") == [
+        "deploy/image/requirements-emulator.txt ./requirements-emulator.txt",
+        "--from=emulator-src emulator ./extra/emulator",
+        "--from=emulator-src demo ./extra/demo",
+    ]
+    (install,) = build.all("RUN")
+    install = " ".join(install.split())
+    assert "--mount=type=secret,id=pip-conf" in install and "--no-index --find-links /wheels" in install
+    assert (
+        'python3 -m pip --python /opt/venv/bin/python install "$@" '
+        "--require-hashes --only-binary=:all: --no-deps -r requirements-emulator.txt"
+    ) in install
+    assert "csi-xloud emulator --help" in install
+    assert emulator.all("COPY") == ["--from=emulator-build /opt/added/ /"]
+    assert not emulator.all("RUN") and not emulator.all("ENTRYPOINT")
+    assert emulator.all("CMD") == ['["emulator", "--help"]']
+    assert labels(emulator)["org.opencontainers.image.title"] == "csi-xloud-emulator"
+    script = (ROOT / "scripts" / "build-image").read_text()
+    assert '--build-context "emulator-src=$emulator_src"' in script
+    assert '--target "$stage"' in script
+
+
 def test_chart_app_version_is_the_package_version() -> None:
     chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
     assert chart["appVersion"] == __version__
@@ -216,9 +249,10 @@ def test_context_holds_what_the_build_copies_and_nothing_else() -> None:
     sources = [word for rest in STAGES[0].all("COPY") for word in rest.split()[:-1]]
     for source in sources:
         assert any(f == source or f.startswith(source.rstrip("/") + "/") for f in files), source
-    allowed = {"pyproject.toml", "README.md", "deploy/image/requirements.txt"}
+    allowed = {"pyproject.toml", "README.md", "deploy/image/requirements.txt", "deploy/image/requirements-emulator.txt"}
     assert all(f in allowed or f.startswith("csi_xloud/") for f in files), files
-    assert "deploy/image/requirements.txt" in files
+    assert "deploy/image/requirements.txt" in files and "deploy/image/requirements-emulator.txt" in files
+    assert not any(f.startswith(("csi_xloud/emulator/", "csi_xloud/demo/")) for f in files)
     assert "csi_xloud/__main__.py" in files and "csi_xloud/_proto/csi_pb2.py" in files
 
 

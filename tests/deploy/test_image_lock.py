@@ -1,4 +1,4 @@
-"""What goes into the image: the driver's dependencies alone, pinned with hashes, and podman's settings."""
+"""What goes into the images: the driver's dependencies alone, the emulator's on top, pinned with hashes; podman's settings."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from packaging.utils import canonicalize_name
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCK = (ROOT / "deploy" / "image" / "requirements.txt").read_text()
+EMULATOR_LOCK = (ROOT / "deploy" / "image" / "requirements-emulator.txt").read_text()
 EMULATOR_ONLY = {"starlette", "uvicorn"}
 
 
-def pins() -> dict[str, tuple[str, list[str]]]:
-    """name -> (version, hashes) of every requirement in the lock file."""
+def pins(lock: str = LOCK) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of every requirement in a lock file."""
     found: dict[str, tuple[str, list[str]]] = {}
-    for block in re.split(r"\n(?=\S)", LOCK):
+    for block in re.split(r"\n(?=\S)", lock):
         match = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", block)
         if match:
             found[canonicalize_name(match[1])] = (match[2], re.findall(r"--hash=sha256:([0-9a-f]{64})", block))
@@ -49,8 +50,22 @@ def test_lock_pins_every_dependency_exactly_with_hashes() -> None:
     assert "csi-xloud" not in locked
 
 
+def test_emulator_lock_is_the_driver_lock_plus_the_extra() -> None:
+    """The emulator image adds packages to the driver image's, never another version of one."""
+    driver, emulator = pins(), pins(EMULATOR_LOCK)
+    for name, pinned in driver.items():
+        assert emulator.get(name) == pinned, f"{name}: the two lock files differ, run scripts/lock-image"
+    added = set(emulator) - set(driver)
+    assert added >= EMULATOR_ONLY, added
+    for requirement in map(Requirement, PYPROJECT["project"]["optional-dependencies"]["emulator"]):
+        version, _ = emulator[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(version, prereleases=True), f"{requirement}: run scripts/lock-image"
+    assert all(hashes for _, hashes in emulator.values())
+    assert "csi-xloud" not in emulator
+
+
 def test_lock_names_how_it_is_made() -> None:
-    assert "#    scripts/lock-image" in LOCK
+    assert "#    scripts/lock-image" in LOCK and "#    scripts/lock-image" in EMULATOR_LOCK
     script = (ROOT / "scripts" / "lock-image").read_text()
     assert "uv pip compile pyproject.toml" in script and "--generate-hashes" in script
     uv_pins = [r for r in PYPROJECT["project"]["optional-dependencies"]["test"] if r.startswith("uv==")]

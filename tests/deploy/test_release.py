@@ -83,11 +83,34 @@ def test_release_builds_both_architectures_signs_and_attaches_an_sbom() -> None:
     assert jobs["image"]["permissions"]["id-token"] == "write"  # keyless signing
 
 
+def test_release_builds_the_emulator_image_like_the_driver_image() -> None:
+    """The same Dockerfile's target "emulator", on the driver's cache, for both architectures, signed, with an SBOM."""
+    builds = {
+        job: next(s for s in steps(job) if str(s.get("uses", "")).startswith("docker/build-push-action"))["with"]
+        for job in ("image", "emulator-image")
+    }
+    driver, emulator = builds["image"], builds["emulator-image"]
+    assert isinstance(driver, dict) and isinstance(emulator, dict)
+    assert (driver["target"], emulator["target"]) == ("driver", "emulator")
+    assert emulator["build-contexts"].split() == ["emulator-src=csi_xloud"]
+    assert emulator["platforms"] == driver["platforms"] and emulator["sbom"] is True and emulator["push"] is True
+    assert "type=gha,scope=driver" in emulator["cache-from"].split()
+    scripts = " ".join(str(s.get("run", "")) for s in steps("emulator-image"))
+    assert 'cosign sign --yes "${EMULATOR_IMAGE}@${DIGEST}"' in scripts
+    assert "cosign attest --yes --type spdxjson" in scripts
+    jobs = release()["jobs"]
+    assert isinstance(jobs, dict)
+    assert jobs["emulator-image"]["permissions"]["id-token"] == "write"
+    assert "emulator-image" in jobs["chart"]["needs"]
+
+
 def test_chart_defaults_to_the_image_the_release_pushes() -> None:
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     env = release()["env"]
     assert isinstance(env, dict)
     assert values["image"]["repository"] == env["IMAGE"]
     assert values["image"]["tag"] == ""  # the chart's appVersion, which the release checks against the tag
+    assert values["emulator"]["image"]["repository"] == env["EMULATOR_IMAGE"]
+    assert values["emulator"]["image"]["tag"] == ""
     version_check = str(steps("versions")[1]["run"])
     assert "csi_xloud/__init__.py" in version_check and "appVersion" in version_check

@@ -99,13 +99,9 @@ capabilities:
 {{- end }}
 {{- end }}
 
-{{/* The emulator's image: its own when set, else the driver image (which then needs the emulator extra). */}}
+{{/* The emulator's image: the driver image plus the emulator extra, released with the same version. */}}
 {{- define "csi-xloud.emulatorImage" -}}
-{{- if .Values.emulator.image.repository }}
 {{- printf "%s:%s" .Values.emulator.image.repository (.Values.emulator.image.tag | default .Chart.AppVersion) }}
-{{- else }}
-{{- include "csi-xloud.driverImage" . }}
-{{- end }}
 {{- end }}
 
 {{/* Where the in-cluster emulator answers: only host-network pods of its node reach it. */}}
