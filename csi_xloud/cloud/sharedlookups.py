@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from csi_xloud.cloud.models import Page
+from csi_xloud.cloud.sharedpolls import settle
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +111,12 @@ class SharedLookups(Generic[T]):
                     for name, members in by_name.items():
                         found = [item for item in listed if self._name_of(item) == name]
                         for member in members:
-                            _settle(member.future, list(found))
+                            settle(member.future, list(found))
                     return
             await asyncio.gather(*(self._one(name, members) for name, members in by_name.items()))
         except BaseException as exc:
             for pending in batch:
-                _settle(pending.future, exc)
+                settle(pending.future, exc)
             if not isinstance(exc, Exception):
                 raise
 
@@ -126,7 +127,7 @@ class SharedLookups(Generic[T]):
         except Exception as exc:
             answer = exc
         for member in members:
-            _settle(member.future, list(answer) if isinstance(answer, list) else answer)
+            settle(member.future, list(answer) if isinstance(answer, list) else answer)
 
     async def _listing(self, names: int) -> list[T] | None:
         """Every item of the project, or None when that would take as many requests as `names` look-ups."""
@@ -159,14 +160,3 @@ REQUESTED_PAGE = 1000
 # A listing serves look-ups only while it brings at most this many items per look-up: a filtered
 # request answers with the few items of its name, so the cloud's work per look-up stays bounded.
 ITEMS_PER_NAME = 50
-
-
-def _settle(future: asyncio.Future[list[T]], answer: list[T] | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(answer, asyncio.CancelledError):
-        future.cancel()
-    elif isinstance(answer, BaseException):
-        future.set_exception(answer)
-    else:
-        future.set_result(answer)

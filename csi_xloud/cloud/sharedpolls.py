@@ -28,13 +28,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from csi_xloud.clock import Clock
 from csi_xloud.cloud.models import Volume
 from csi_xloud.deadline import CALL_DEADLINE
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 # How much of a wait's delay may be cut short when a shared list request passes by.
 EARLY_SHARE = 0.5
@@ -157,17 +159,17 @@ class SharedVolumePolls:
                     self._listed_since.update(dict.fromkeys(found, horizon))
             for volume_id, view in found.items():
                 for member in by_volume[volume_id]:
-                    _settle(member.future, view)
+                    settle(member.future, view)
             # A volume missing from the list has moved on to another status, or is gone.
             moved = {v: members for v, members in by_volume.items() if v not in found}
             for volume_id, view in (await self._changed(moved)).items():
                 for member in moved.pop(volume_id):
-                    _settle(member.future, view)
+                    settle(member.future, view)
             # Each wait has its answer as soon as its own volume's does, not when the last one's has.
             await asyncio.gather(*(self._fetch(volume_id, members) for volume_id, members in moved.items()))
         except BaseException as exc:
             for member in taken:
-                _settle(member.future, exc)
+                settle(member.future, exc)
             if not isinstance(exc, Exception):
                 raise
 
@@ -200,7 +202,7 @@ class SharedVolumePolls:
         except Exception as exc:
             view = exc
         for member in members:
-            _settle(member.future, view)
+            settle(member.future, view)
 
     def _forget(self, status: str, member: _Member) -> None:
         members = self._waiting.get(status)
@@ -212,7 +214,8 @@ class SharedVolumePolls:
             member.future.cancel()
 
 
-def _settle(future: asyncio.Future[Volume], answer: Volume | BaseException) -> None:
+def settle(future: asyncio.Future[R], answer: R | BaseException) -> None:
+    """Give a shared round's answer to one waiter, unless it has one already (or gave up)."""
     if future.done():
         return
     if isinstance(answer, asyncio.CancelledError):
