@@ -16,8 +16,13 @@ from csi_xloud.emulator.process import loop_devices_under
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    data_dir = Path(tempfile.mkdtemp(prefix="csx-e2e-"))
-    installation = Cluster(data_dir, op_seconds=0.05)
+    yield from running_cluster("csx-e2e-")
+
+
+def running_cluster(prefix: str, **options: str) -> Iterator[Cluster]:
+    """A cluster in a fresh folder; when it stops, the folder goes and nothing may be left mounted or attached."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    installation = Cluster(data_dir, op_seconds=0.05, **options)
     try:
         with installation:
             yield installation

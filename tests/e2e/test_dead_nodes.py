@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,11 +19,11 @@ import pytest
 from csi_xloud import GIB
 from csi_xloud.cloud.client import CloudClient
 from csi_xloud.cloud.settings import load_cloud_settings
-from csi_xloud.demo.cluster import Cluster, mounts_below
-from csi_xloud.demo.orchestrator import Orchestrator, PersistentVolume, RetryPolicy, mount_capability
+from csi_xloud.demo.cluster import Cluster
+from csi_xloud.demo.orchestrator import Orchestrator, PersistentVolume, mount_capability
 from csi_xloud.demo.scenario import verify_files, write_files
-from csi_xloud.emulator.process import loop_devices_under
 from csi_xloud.metrics import Metrics
+from tests.e2e.conftest import running_cluster
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="end-to-end tests attach loop devices and mount: run as root"
@@ -35,24 +33,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """Three nodes: each test loses one and moves its workload to the next."""
-    data_dir = Path(tempfile.mkdtemp(prefix="csx-e2e-dead-"))
-    installation = Cluster(data_dir, servers="node-a,node-b,node-c", op_seconds=0.05)
-    try:
-        with installation:
-            yield installation
-    finally:
-        leftovers = mounts_below(data_dir), loop_devices_under(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
-        assert leftovers == ([], []), f"left behind: mounts {leftovers[0]}, loop devices {leftovers[1]}"
-
-
-@pytest.fixture
-async def co(cluster: Cluster) -> AsyncIterator[Orchestrator]:
-    async with Orchestrator(
-        cluster.controller_socket, cluster.node_handles, RetryPolicy(max_attempts=50)
-    ) as orchestrator:
-        await orchestrator.wait_ready()
-        yield orchestrator
+    yield from running_cluster("csx-e2e-dead-", servers="node-a,node-b,node-c")
 
 
 @pytest.fixture
