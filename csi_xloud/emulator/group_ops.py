@@ -78,9 +78,7 @@ class GroupOperations:
     # -- groups -----------------------------------------------------------------------------------
 
     def _update_group(self, group_id: str, **changes: Any) -> None:
-        group = self._store.get(Group, group_id)
-        if group is not None:
-            self._store.put(dataclasses.replace(group, updated_at=now(), **changes))
+        self._store.touch(Group, group_id, **changes)
 
     async def _group_op(self, group_id: str) -> None:
         group = self._store.get(Group, group_id)
@@ -149,9 +147,7 @@ class GroupOperations:
     # -- group snapshots --------------------------------------------------------------------------
 
     def _update_group_snapshot(self, gsnap_id: str, **changes: Any) -> None:
-        gsnap = self._store.get(GroupSnapshot, gsnap_id)
-        if gsnap is not None:
-            self._store.put(dataclasses.replace(gsnap, updated_at=now(), **changes))
+        self._store.touch(GroupSnapshot, gsnap_id, **changes)
 
     async def _group_snapshot_op(self, gsnap_id: str) -> None:
         gsnap = self._store.get(GroupSnapshot, gsnap_id)

@@ -446,9 +446,7 @@ class Operations:
     # -- snapshots --------------------------------------------------------------------------------
 
     def _update_snapshot(self, snap_id: str, **changes: Any) -> None:
-        snap = self._store.get(Snapshot, snap_id)
-        if snap is not None:
-            self._store.put(dataclasses.replace(snap, updated_at=now(), **changes))
+        self._store.touch(Snapshot, snap_id, **changes)
 
     async def _snapshot_op(self, snap_id: str) -> None:
         snap = self._store.get(Snapshot, snap_id)
@@ -481,9 +479,7 @@ class Operations:
     # -- backups ----------------------------------------------------------------------------------
 
     def _update_backup(self, backup_id: str, **changes: Any) -> None:
-        backup = self._store.get(Backup, backup_id)
-        if backup is not None:
-            self._store.put(dataclasses.replace(backup, updated_at=now(), **changes))
+        self._store.touch(Backup, backup_id, **changes)
 
     async def _backup_op(self, backup_id: str) -> None:
         backup = self._store.get(Backup, backup_id)

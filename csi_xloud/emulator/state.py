@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from csi_xloud.emulator.models import RECORD_TYPES, R, Record
+from csi_xloud.emulator.models import RECORD_TYPES, R, Record, now
 
 
 class Store:
@@ -61,6 +61,12 @@ class Store:
             self._mem[r.KIND][r.id] = r
         for r in dels:
             self._mem[r.KIND].pop(r.id, None)
+
+    def touch(self, cls: type[R], rec_id: str, **changes: Any) -> None:
+        """Change fields of a record, stamping updated_at; a record gone meanwhile stays gone."""
+        record = self.get(cls, rec_id)
+        if record is not None:
+            self.put(dataclasses.replace(record, **{"updated_at": now(), **changes}))
 
     def put(self, *records: Record) -> None:
         """Store records in one transaction."""
