@@ -32,6 +32,10 @@ _ID_SEGMENT = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F-]{27}|[0-9a-fA-F]{32}|\d+
 NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
+# The default depth of the client's token bucket, in seconds of its rate.
+BURST_SECONDS = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class HttpTuning:
     """Timeouts, pool size, retry and rate-limit settings shared by all services."""
@@ -47,10 +51,13 @@ class HttpTuning:
     max_retry_after_seconds: float = 60.0
     # One CreateVolume alone costs about 3 requests (look-up by name, create, one look once it is
     # done); many at once about 1.1 each, as look-ups and looks are shared (sharedlookups, sharedpolls),
-    # so the creates themselves set the pace: 500 need 9 s at 50/s. Operators whose cloud takes more
-    # raise `rate_limit` in clouds.yaml.
+    # so the creates themselves set the pace. The bucket holds BURST_SECONDS of the rate (None) or
+    # `burst` requests: a scale-up of a few hundred volumes leaves at once, never more than
+    # max_connections requests are open at a time, and over any stretch the cloud sees no more than
+    # the rate plus that one burst. Operators whose cloud takes more raise `rate_limit` in clouds.yaml,
+    # those whose cloud wants smoother traffic lower `rate_limit_burst`.
     requests_per_second: float = 50.0
-    burst: int = 50
+    burst: int | None = None
 
     def __post_init__(self) -> None:
         if self.timeout_seconds <= 0 or self.connect_timeout_seconds <= 0:
@@ -61,8 +68,12 @@ class HttpTuning:
             raise ValueError("retry pauses must be positive and retry_max_seconds >= retry_initial_seconds")
         if self.max_connections < 1:
             raise ValueError("max_connections must be >= 1")
-        if self.requests_per_second <= 0 or self.burst < 1:
+        if self.requests_per_second <= 0 or (self.burst is not None and self.burst < 1):
             raise ValueError("requests_per_second must be > 0 and burst >= 1")
+
+    def burst_for(self, rate: float) -> int:
+        """How many requests the bucket of a service at `rate` lets through at once."""
+        return self.burst if self.burst is not None else max(1, round(rate * BURST_SECONDS))
 
     def httpx_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout_seconds, connect=self.connect_timeout_seconds)
@@ -128,7 +139,7 @@ class ServiceHttp:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         rate = requests_per_second if requests_per_second is not None else tuning.requests_per_second
-        self._bucket = TokenBucket(rate, tuning.burst, clock)
+        self._bucket = TokenBucket(rate, tuning.burst_for(rate), clock)
         self._project_in_path = project_in_path
 
     async def base_url(self) -> str:

@@ -57,6 +57,7 @@ _CLOUD_KEYS = (
     ("volume_endpoint_override", "OS_VOLUME_ENDPOINT_OVERRIDE"),
     ("compute_endpoint_override", "OS_COMPUTE_ENDPOINT_OVERRIDE"),
     ("api_timeout", "OS_API_TIMEOUT"), ("rate_limit", "OS_RATE_LIMIT"),
+    ("rate_limit_burst", "OS_RATE_LIMIT_BURST"),
 )
 
 
@@ -377,7 +378,11 @@ def _tuning(src: _Source) -> HttpTuning:
     timeout = _number(src, "api_timeout", minimum=0.001)
     rate = None if isinstance(src.values.get("rate_limit"), Mapping) else _number(src, "rate_limit",
                                                                                    minimum=0.001)
+    burst = _number(src, "rate_limit_burst", minimum=1)
+    if burst is not None and burst != int(burst):
+        raise BadSettings(f"{src.name('rate_limit_burst')} must be a whole number of requests")
     return HttpTuning(
         timeout_seconds=timeout if timeout is not None else defaults.timeout_seconds,
         requests_per_second=rate if rate is not None else defaults.requests_per_second,
+        burst=int(burst) if burst is not None else defaults.burst,
     )

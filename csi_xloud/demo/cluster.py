@@ -85,6 +85,8 @@ class Cluster:
     log_level: str = "INFO"
     # The controller's client-side requests per second (clouds.yaml `rate_limit`); None: the default.
     rate_limit: float | None = None
+    # How many of those may leave at once (clouds.yaml `rate_limit_burst`); None: the default.
+    rate_limit_burst: int | None = None
     emulator: EmulatorProcess | None = None
     controller: DriverProcess | None = None
     nodes: dict[str, DriverProcess] = field(default_factory=dict)
@@ -141,12 +143,13 @@ class Cluster:
         return ["--cloud", "xloud-emulator", "--cloud-config", str(self._controller_clouds_yaml())]
 
     def _controller_clouds_yaml(self) -> Path:
-        """The emulator's clouds.yaml, or a copy of it carrying `rate_limit` when one is set."""
+        """The emulator's clouds.yaml, or a copy carrying `rate_limit` and `rate_limit_burst` when set."""
         assert self.emulator is not None
-        if self.rate_limit is None:
+        limits = {"rate_limit": self.rate_limit, "rate_limit_burst": self.rate_limit_burst}
+        if all(value is None for value in limits.values()):
             return self.emulator.clouds_yaml
         clouds = yaml.safe_load(self.emulator.clouds_yaml.read_text())
-        clouds["clouds"]["xloud-emulator"]["rate_limit"] = self.rate_limit
+        clouds["clouds"]["xloud-emulator"].update({k: v for k, v in limits.items() if v is not None})
         path = self.data_dir / "controller-clouds.yaml"
         path.touch(mode=0o600)
         path.write_text(yaml.safe_dump(clouds, sort_keys=False))

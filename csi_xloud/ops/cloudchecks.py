@@ -266,11 +266,13 @@ class CloudDoctor:
         needed = expected * REQUESTS_PER_OPERATION
         rates = {"Storage": settings.rate_for("volume"), "Compute": settings.rate_for("compute")}
         text = ", ".join(f"{name} {rate:g}/s" for name, rate in rates.items())
-        binding = {name: rate for name, rate in rates.items() if rate < needed}
+        # Ten seconds of that load leave as the bucket (burst) and the rate allow.
+        wanted = 10 * needed
+        binding = {name: rate for name, rate in rates.items()
+                   if settings.tuning.burst_for(rate) + 10 * rate < wanted}
         if binding:
             name, rate = min(binding.items(), key=lambda item: item[1])
-            burst = 10 * expected * REQUESTS_PER_OPERATION
-            queued = math.ceil(burst / rate - 10)
+            queued = math.ceil((wanted - settings.tuning.burst_for(rate)) / rate - 10)
             return warn("rate limit", f"{text}: {expected:g} operations/s need about {needed:g} requests/s "
                         f"(~{REQUESTS_PER_OPERATION} each), so the {name} limit binds: a 10 s burst queues "
                         f"about {queued} s more", "raise rate_limit in clouds.yaml if the cloud allows it")

@@ -523,6 +523,18 @@ async def test_token_bucket_spaces_requests(make: Any) -> None:
     assert h.sample("csi_xloud_cloud_throttled_total", service="volume", reason="local") == 4
 
 
+async def test_the_default_bucket_lets_ten_seconds_of_its_rate_through_at_once(make: Any) -> None:
+    script = with_versions(Script()).on("GET", "/volumes/v1", json_response(200, {"volume": VOLUME}))
+    h = make(no_auth(requests_per_second=2), script)
+    await h.client.storage.versions()
+    h.clock.now += 100  # a full bucket: 20 requests
+    start = h.clock.now
+    await asyncio.gather(*(h.client.storage.get_volume("v1") for _ in range(22)))
+    # Twenty leave at once, the next two at the rate.
+    assert h.clock.now - start == pytest.approx(1.0)
+    assert h.sample("csi_xloud_cloud_throttled_total", service="volume", reason="local") == 2
+
+
 def test_version_root() -> None:
     assert version_root("http://h/volume/v3/abc123") == "http://h/volume/v3/"
     assert version_root("http://h:8776/v3/") == "http://h:8776/v3/"

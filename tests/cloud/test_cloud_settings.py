@@ -310,6 +310,26 @@ def test_rate_limit_per_service(tmp_path: Path) -> None:
     assert settings.rate_for("identity") == settings.tuning.requests_per_second
 
 
+def test_the_bucket_holds_ten_seconds_of_the_rate_unless_a_burst_is_set(tmp_path: Path) -> None:
+    path = write_clouds(tmp_path / "clouds.yaml", {"c": password_cloud(rate_limit={"compute": 2.5}),
+                                                   "d": password_cloud(rate_limit=20, rate_limit_burst=30)})
+    default = load_cloud_settings("c", path, {}, search_paths=[])
+    assert default.tuning.burst_for(default.rate_for("volume")) == 500
+    assert default.tuning.burst_for(default.rate_for("compute")) == 25
+    assert default.tuning.burst_for(0.01) == 1
+    chosen = load_cloud_settings("d", path, {}, search_paths=[])
+    assert chosen.tuning.burst_for(chosen.rate_for("volume")) == 30
+    from_env = load_env({**PASSWORD_ENV, "OS_RATE_LIMIT_BURST": "7"})
+    assert from_env.tuning.burst_for(50) == 7
+
+
+@pytest.mark.parametrize("burst", [0, 2.5, "many"])
+def test_a_bad_burst_is_refused_by_name(tmp_path: Path, burst: object) -> None:
+    path = write_clouds(tmp_path / "clouds.yaml", {"c": password_cloud(rate_limit_burst=burst)})
+    with pytest.raises(BadSettings, match=r"clouds\.c\.rate_limit_burst"):
+        load_cloud_settings("c", path, {}, search_paths=[])
+
+
 @pytest.mark.parametrize(
     ("rates", "named"),
     [({"network": 3}, "clouds.c.rate_limit.network"), ({"compute": "fast"}, "clouds.c.rate_limit.compute")],
