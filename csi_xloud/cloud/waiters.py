@@ -22,6 +22,21 @@ finish a few times, it waits `head_start_fraction` of that kind's median time
 before its second poll and only then starts the schedule above, so a 2 s create
 costs 3 to 4 polls instead of 9 while still being seen within the same bound
 (a faster than usual operation is seen at most that fraction of the median late).
+
+Before a transition has been seen three times, a prior stands in for its median: the shortest of
+its own waits so far, else, for a transition never seen, the quickest one of the same resource (an
+extend guessed from creates: a volume backend's operations take the same order of time; a backup's
+hour never stands in for a volume's attach). A prior is a guess, so a wait that finds the resource
+done at its first look after a prior's head start has shown it too long: the prior becomes half
+that wait's time, and the wait teaches nothing else (only that the transition was shorter).
+
+First waits: a transition the caller has just started and nothing is known of (a controller that has
+just started) is looked at after 0.4 s, then 1 s after it began, then at gaps growing from 1.2 s by
+x1.2 up to the cap. That is cinder-csi-plugin's schedule (1 s growing x1.2, after a look at once,
+which a transition just started does not need) with that look moved to 0.4 s: no more requests than
+that driver for any operation time, and a 0.3 s operation still seen within 0.4 s. The price is
+latency for those first waits only: an operation of 1.1 s is seen at 2.2 s. A wait without `expect`
+(a retry finding a transition begun earlier, whose end may be near) keeps the schedule above.
 """
 
 from __future__ import annotations
@@ -56,6 +71,12 @@ class Backoff:
     head_start_fraction: float = 0.85
     learn_after: int = 3
     remember: int = 32
+    # A transition just started that nothing is known of: the first look, the second (both from the
+    # start), then gaps from the second growing by first_factor (see the module's docstring). None:
+    # such waits keep the usual schedule.
+    first_look_seconds: float | None = 0.4
+    second_look_seconds: float = 1.0
+    first_factor: float = 1.2
 
     def __post_init__(self) -> None:
         if self.initial_seconds <= 0 or self.factor < 1 or self.max_seconds < self.initial_seconds:
@@ -64,6 +85,9 @@ class Backoff:
             raise ValueError("backoff jitter must be in [0, 1)")
         if not 0 <= self.head_start_fraction < 1 or self.learn_after < 1 or self.remember < self.learn_after:
             raise ValueError("backoff needs 0 <= head_start_fraction < 1 and remember >= learn_after >= 1")
+        first = self.first_look_seconds
+        if (first is not None and not 0 < first < self.second_look_seconds) or self.first_factor < 1:
+            raise ValueError("backoff needs 0 < first_look_seconds < second_look_seconds, first_factor >= 1")
 
     def delays(self, rng: random.Random | None = None) -> Iterator[float]:
         """The endless sequence of delays (jitter drawn from rng; none without one)."""
@@ -72,6 +96,16 @@ class Backoff:
             spread = rng.uniform(-self.jitter, self.jitter) if rng is not None and self.jitter else 0.0
             yield delay * (1 + spread)
             delay = min(self.max_seconds, delay * self.factor)
+
+    def first_delays(self) -> Iterator[float]:
+        """The delays of a first wait on a transition just started (no jitter: they are few and far apart)."""
+        first = self.first_look_seconds if self.first_look_seconds is not None else self.initial_seconds
+        yield first
+        yield self.second_look_seconds - first
+        delay = self.second_look_seconds * self.first_factor
+        while True:
+            yield min(self.max_seconds, delay)
+            delay *= self.first_factor
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +175,8 @@ class Waiter:
         self._rng = rng if rng is not None else random.Random()
         # (resource kind, transitional status) -> how long recent waits for it took.
         self._took: dict[tuple[str, str], deque[float]] = {}
+        # (resource kind, transitional status) -> a guess a wait showed too long, halved.
+        self._priors: dict[tuple[str, str], float] = {}
 
     @property
     def clock(self) -> Clock:
@@ -217,14 +253,19 @@ class Waiter:
             self._started = waiter._clock.monotonic()
             self._delays = waiter._backoff.delays(waiter._rng)
             self._believed = expect
+            self._expected = expect is not None
             self._key: tuple[str, str] | None = None
             self._delay = 0.0
             self._stalled = 0.0
+            self._looks = 0
+            # Which look waited for a prior's head start (a guess, not something learned); 0: none.
+            self._guessed_look = 0
             if expect is not None:
                 self.saw(expect)
 
         async def next_view(self) -> R:
             asked = self._waiter._clock.monotonic()
+            self._looks += 1
             try:
                 return await self._views.view(self._delay, self._believed)
             finally:
@@ -234,16 +275,26 @@ class Waiter:
 
         def saw(self, status: str) -> None:
             """The resource is still `status`: when is the next view due (WaitTimeout past the deadline)."""
-            delay = next(self._delays)
             if self._key is None:
                 self._key = (self._kind, status + self._suffix)
-                delay = max(delay, self._waiter._head_start(self._key))
+                head_start, guessed = self._waiter._head_start(self._key)
+                backoff = self._waiter._backoff
+                first_wait = self._expected and not head_start and backoff.head_start_fraction > 0
+                if first_wait and backoff.first_look_seconds is not None:
+                    self._delays = backoff.first_delays()
+                delay = max(next(self._delays), head_start)
+                self._guessed_look = self._looks + 1 if guessed else 0
+            else:
+                delay = next(self._delays)
             self._believed = status
             self._delay = self._waiter._next_delay(
                 delay, self._started, self._timeout, f"{self._what} is still {status}"
             )
 
         def learn(self) -> None:
+            if self._guessed_look and self._looks == self._guessed_look and self._key is not None:
+                self._waiter._guessed_too_long(self._key, self._started + self._stalled)
+                return
             self._waiter._learn(self._key, self._started + self._stalled)
 
         @contextlib.contextmanager
@@ -272,12 +323,30 @@ class Waiter:
                 elapsed = self._waiter._clock.monotonic() - self._started
                 metrics.wait_seconds.labels(self._kind, transition, outcome).observe(elapsed)
 
-    def _head_start(self, key: tuple[str, str]) -> float:
-        """How long to wait before the second poll: a share of this transition's median time, once known."""
-        took = self._took.get(key)
-        if took is None or len(took) < self._backoff.learn_after:
-            return 0.0
-        return self._backoff.head_start_fraction * statistics.median(took)
+    def _learned(self, key: tuple[str, str]) -> bool:
+        return len(self._took.get(key, ())) >= self._backoff.learn_after
+
+    def _head_start(self, key: tuple[str, str]) -> tuple[float, bool]:
+        """How long to wait before the second poll, and whether that rests on a prior (a guess): a share
+        of this transition's median time once known, else of its prior."""
+        fraction = self._backoff.head_start_fraction
+        if self._learned(key):
+            return fraction * statistics.median(self._took[key]), False
+        own = self._took.get(key)
+        prior = self._priors.get(key, min(own) if own else None)
+        if prior is None:
+            # No record of this transition: the quickest one of the same resource.
+            resource = key[0]
+            known = [statistics.median(t) for (kind, _), t in self._took.items() if t and kind == resource]
+            known += [seconds for (kind, _), seconds in self._priors.items() if kind == resource]
+            prior = min(known, default=None)
+        if prior is None or fraction == 0:
+            return 0.0, False
+        return fraction * prior, True
+
+    def _guessed_too_long(self, key: tuple[str, str], started: float) -> None:
+        """A wait found the resource done at its first look after a prior's head start: halve the prior."""
+        self._priors[key] = (self._clock.monotonic() - started) / 2
 
     def _learn(self, key: tuple[str, str] | None, started: float) -> None:
         """Remember how long a transition took (waits that found the resource done at once teach nothing)."""

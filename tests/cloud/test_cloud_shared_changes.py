@@ -12,8 +12,7 @@ from csi_xloud.cloud.errors import Unavailable
 from csi_xloud.cloud.models import Page, Volume
 from csi_xloud.cloud.sharedlookups import SharedLookups
 from csi_xloud.cloud.sharedpolls import SharedVolumePolls
-from csi_xloud.cloud.waiters import Waiter
-from tests.cloud.test_cloud_shared_polls import AVAILABLE, Cloud, check
+from tests.cloud.test_cloud_shared_polls import AVAILABLE, Cloud, check, usual_waiter
 
 
 class TimedCloud(Cloud):
@@ -39,7 +38,7 @@ class TimedCloud(Cloud):
 
 
 async def wait_with_seen(cloud: TimedCloud, polls: SharedVolumePolls) -> None:
-    waiter = Waiter(SystemClock())
+    waiter = usual_waiter()
 
     async def one(volume_id: str) -> None:
         seen = cloud.volume(volume_id, cloud.first)

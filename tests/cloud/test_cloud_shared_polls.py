@@ -12,7 +12,13 @@ from csi_xloud.clock import SystemClock
 from csi_xloud.cloud.errors import NotFound, Unavailable
 from csi_xloud.cloud.models import Volume, VolumeStatus
 from csi_xloud.cloud.sharedpolls import SharedVolumePolls
-from csi_xloud.cloud.waiters import StatusCheck, Waiter
+from csi_xloud.cloud.waiters import Backoff, StatusCheck, Waiter
+
+
+def usual_waiter() -> Waiter:
+    """A waiter whose first waits keep the usual schedule: these tests time the sharing against it (the
+    first-wait schedule of a controller just started is tested with the waiter itself)."""
+    return Waiter(SystemClock(), Backoff(first_look_seconds=None))
 
 AVAILABLE = VolumeStatus.AVAILABLE.value
 
@@ -78,7 +84,7 @@ async def wait_all(cloud: Cloud, polls: SharedVolumePolls, waiter: Waiter) -> di
 async def test_a_single_wait_fetches_its_volume_on_its_own() -> None:
     cloud = Cloud({"v1": 0.3})
     polls = polls_for(cloud)
-    seen = await wait_all(cloud, polls, Waiter(SystemClock()))
+    seen = await wait_all(cloud, polls, usual_waiter())
     assert cloud.lists == []
     assert set(cloud.gets) == {"v1"} and 2 <= len(cloud.gets) <= 8
     assert seen["v1"] <= 1.3 * 0.3 + 0.15
@@ -87,7 +93,7 @@ async def test_a_single_wait_fetches_its_volume_on_its_own() -> None:
 async def test_thirty_waits_cost_one_list_per_tick_and_one_get_per_volume() -> None:
     cloud = Cloud({f"v{i}": 0.6 for i in range(30)})
     polls = polls_for(cloud)
-    seen = await wait_all(cloud, polls, Waiter(SystemClock()))
+    seen = await wait_all(cloud, polls, usual_waiter())
     # Thirty separate waits would each poll about 8 times to see a 0.6 s operation (240 requests).
     assert len(cloud.lists) <= 12, cloud.lists
     assert len(cloud.gets) <= 40, len(cloud.gets)
@@ -99,7 +105,7 @@ async def test_thirty_waits_cost_one_list_per_tick_and_one_get_per_volume() -> N
 async def test_no_wait_is_served_later_than_its_own_schedule() -> None:
     done_after = {f"v{i}": 0.2 + 0.02 * i for i in range(20)}
     cloud = Cloud(done_after)
-    seen = await wait_all(cloud, polls_for(cloud), Waiter(SystemClock()))
+    seen = await wait_all(cloud, polls_for(cloud), usual_waiter())
     for volume_id, at in seen.items():
         assert at >= done_after[volume_id]
         assert at <= 1.3 * done_after[volume_id] + 0.15, (volume_id, at)
@@ -108,7 +114,7 @@ async def test_no_wait_is_served_later_than_its_own_schedule() -> None:
 async def test_a_volume_gone_from_the_list_and_the_cloud_ends_its_deletion_wait() -> None:
     cloud = Cloud({"v1": 0.25, "v2": 0.35, "v3": 0.5}, first="deleting", last=None)
     polls = polls_for(cloud)
-    waiter = Waiter(SystemClock())
+    waiter = usual_waiter()
     deleting: StatusCheck[Volume] = StatusCheck(status_of=lambda v: v.raw_status, wanted=(),
                                                 failed=lambda s: s == "error_deleting")
     await asyncio.gather(*(
@@ -123,7 +129,7 @@ async def test_a_failed_list_fails_every_wait_it_was_serving() -> None:
     cloud = Cloud({f"v{i}": 5.0 for i in range(5)})
     cloud.list_error = Unavailable("volume service answered 503")
     polls = polls_for(cloud)
-    waiter = Waiter(SystemClock())
+    waiter = usual_waiter()
     results = await asyncio.gather(*(
         waiter.wait_for_status(polls.of(v), check(AVAILABLE), timeout_seconds=5, what=f"volume {v}",
                                expect="creating")
@@ -136,7 +142,7 @@ async def test_a_failed_list_fails_every_wait_it_was_serving() -> None:
 async def test_a_cancelled_wait_leaves_the_others_served_and_nothing_behind() -> None:
     cloud = Cloud({f"v{i}": 0.5 for i in range(6)})
     polls = polls_for(cloud)
-    waiter = Waiter(SystemClock())
+    waiter = usual_waiter()
     tasks = {
         v: asyncio.ensure_future(waiter.wait_for_status(
             polls.of(v), check(AVAILABLE), timeout_seconds=5, what=f"volume {v}", expect="creating"))
@@ -154,7 +160,7 @@ async def test_a_cancelled_wait_leaves_the_others_served_and_nothing_behind() ->
 async def test_a_wrong_belief_costs_one_get_and_the_right_status_is_seen() -> None:
     cloud = Cloud({f"v{i}": 0.4 for i in range(4)}, first="attaching", last=VolumeStatus.IN_USE.value)
     polls = polls_for(cloud)
-    waiter = Waiter(SystemClock())
+    waiter = usual_waiter()
     # The caller believes the volumes are reserved; they are attaching.
     await asyncio.gather(*(
         waiter.wait_for_status(polls.of(v), check(VolumeStatus.IN_USE.value), timeout_seconds=5,
@@ -168,7 +174,7 @@ async def test_a_wrong_belief_costs_one_get_and_the_right_status_is_seen() -> No
 async def test_each_wait_is_answered_when_its_own_volume_is_not_after_the_whole_round() -> None:
     cloud = Cloud({f"v{i}": 0.3 for i in range(6)})
     cloud.slow_gets["v0"] = 1.0  # its look, once it has left the list, takes a second
-    seen = await wait_all(cloud, polls_for(cloud), Waiter(SystemClock()))
+    seen = await wait_all(cloud, polls_for(cloud), usual_waiter())
     assert seen["v0"] >= 1.0
     assert all(at <= 1.3 * 0.3 + 0.15 for v, at in seen.items() if v != "v0"), seen
 
@@ -177,7 +183,7 @@ async def test_a_cloud_that_ignores_the_status_filter_turns_sharing_off() -> Non
     cloud = Cloud({f"v{i}": 0.2 + 0.1 * i for i in range(4)})
     cloud.ignores_filter = True
     polls = polls_for(cloud)
-    seen = await wait_all(cloud, polls, Waiter(SystemClock()))
+    seen = await wait_all(cloud, polls, usual_waiter())
     assert not polls.sharing
     # Lists go on only until one answer holds a volume of another status (the first to leave
     # `creating` does so at 0.2 s, by the second list); the waits poll on their own from then on.

@@ -231,8 +231,10 @@ async def test_a_faster_than_usual_operation_is_late_by_at_most_the_head_start()
     for _ in range(3):
         await _one_wait(waiter, clock, 4.0)
     quick = await _one_wait(waiter, clock, 1.0)
-    assert quick.polls[1] == pytest.approx(0.85 * 4.0, rel=0.1)  # the second poll waits for the head start
-    assert clock.now - quick.start <= 0.85 * 4.3
+    # The second poll waits for the head start: 0.85 of the median learned (each wait saw its 4 s
+    # transition end at a poll a little later).
+    assert 0.85 * 4.0 <= quick.polls[1] <= 0.85 * 4.0 * 1.2
+    assert clock.now - quick.start == pytest.approx(quick.polls[1])  # seen at the look after it
 
 
 async def test_learning_is_per_kind_and_per_transition() -> None:
@@ -241,8 +243,10 @@ async def test_learning_is_per_kind_and_per_transition() -> None:
     for _ in range(3):
         await _one_wait(waiter, clock, 20.0, what="backup b")
     other_kind = await _one_wait(waiter, clock, 20.0, what="volume v")
+    assert other_kind.polls[1] < 0.2  # nothing known of volumes yet
+    # Another transition of backups starts from the quickest one known of backups (a prior).
     other_status = await _one_wait(waiter, clock, 20.0, what="backup b", first="restoring")
-    assert other_kind.polls[1] < 0.2 and other_status.polls[1] < 0.2  # nothing learned for them yet
+    assert 0.85 * 20.0 <= other_status.polls[1] <= 0.85 * 20.0 * 1.2
 
 
 async def test_deletions_learn_too() -> None:
@@ -348,3 +352,67 @@ async def test_a_rolled_back_deletion_ends_the_wait_and_an_unreadable_reason_is_
     with pytest.raises(RolledBack, match=r"^volume v1 is available again: the cloud undid the attach to node n$"):
         await Waiter(clock).wait_for_deletion(resource.fetch, check, timeout_seconds=120, what="volume v1")
     assert resource.polls[-1] < 1.0
+
+
+async def _expected_wait(waiter: Waiter, clock: FakeClock, seconds: float, first: str = "creating",
+                         what: str = "volume v") -> Resource:
+    """A wait started by the caller's own request, which left the resource in `first`."""
+    resource = Resource(clock, [(0, first), (seconds, "available")])
+    await waiter.wait_for_status(resource.fetch, resource.check("available"), timeout_seconds=900, what=what,
+                                 expect=first)
+    return resource
+
+
+@pytest.mark.parametrize(("operation_seconds", "most_looks"), [(0.3, 1), (2.0, 3), (10.0, 8), (60.0, 18)])
+async def test_a_first_wait_on_a_transition_just_started_looks_as_the_reference_driver(
+    operation_seconds: float, most_looks: int,
+) -> None:
+    """Looks at 0.4 s, 1 s, then gaps from 1.2 s growing x1.2: never more than cinder-csi-plugin's
+    schedule (at once, then 1 s growing x1.2) needs to see the same operation end."""
+    clock = FakeClock()
+    waiter = Waiter(clock, rng=random.Random(11))
+    first = await _expected_wait(waiter, clock, operation_seconds)
+    assert first.polls[:3] == pytest.approx([0.4, 1.0, 2.2][: len(first.polls[:3])])
+    reference, at, gap = [0.0], 0.0, 1.0
+    while at < operation_seconds:
+        at, gap = at + gap, min(5.0, gap * 1.2)
+        reference.append(at)
+    assert len(first.polls) == most_looks <= len(reference), first.polls
+    assert clock.now - first.start <= max(reference[-1], 0.4) + 1e-9
+
+
+async def test_a_wait_not_started_by_the_caller_keeps_the_quick_schedule() -> None:
+    clock = FakeClock()
+    waiter = Waiter(clock, rng=random.Random(12))
+    retry = await _one_wait(waiter, clock, 1.0)
+    assert retry.polls[:2] == pytest.approx([0.0, 0.1], rel=0.11)
+
+
+async def test_a_prior_too_long_is_halved_by_each_wait_that_shows_it() -> None:
+    clock = FakeClock()
+    waiter = Waiter(clock, rng=random.Random(13))
+    await _expected_wait(waiter, clock, 20.0)  # the cloud was slow once; now it takes 2 s
+    took = []
+    for _ in range(5):
+        resource = await _expected_wait(waiter, clock, 2.0)
+        took.append(clock.now - resource.start)
+    # Each wait found it done at its first look (0.85 of the prior) and halved the prior.
+    assert took[0] == pytest.approx(0.85 * 20.4, rel=0.05) and took[1] == pytest.approx(0.85 * took[0] / 2)
+    assert all(seconds <= 1.3 * 2.0 + 0.1 for seconds in took[3:]), took
+    # Those waits taught no time; the 2 s ones did, and once three have, their median leads.
+    for _ in range(3):
+        await _expected_wait(waiter, clock, 2.0)
+    taught = await _expected_wait(waiter, clock, 2.0)
+    assert 0.85 * 2.0 <= taught.polls[0] <= 0.85 * 2.0 * 1.3 and len(taught.polls) <= 3
+
+
+async def test_a_transition_never_seen_starts_from_the_quickest_one_of_its_resource() -> None:
+    clock = FakeClock()
+    waiter = Waiter(clock, rng=random.Random(14))
+    await _expected_wait(waiter, clock, 3.0)
+    await _expected_wait(waiter, clock, 60.0, first="restoring-backup")
+    extend = await _expected_wait(waiter, clock, 3.0, first="extending")
+    # The create was seen at 3.64 s: an extend's head start is 0.85 of that.
+    assert extend.polls[0] == pytest.approx(0.85 * 3.64) and len(extend.polls) <= 3
+    backup = await _expected_wait(waiter, clock, 3.0, first="creating", what="backup b")
+    assert backup.polls[0] == pytest.approx(0.4)  # nothing known of backups: a first wait
