@@ -114,6 +114,13 @@ def test_the_rate_limit_warns_when_the_expected_load_needs_more(emulator: Emulat
     assert line.startswith("warn ") and "160 requests/s" in line and "rate_limit" in line
 
 
+def test_the_rate_limit_counts_the_burst_the_bucket_lets_through(emulator: EmulatorProcess) -> None:
+    # 15 operations/s need about 60 requests/s, over the 50/s rate; ten seconds of them (600) fit in
+    # the bucket's 500 plus 500 more at the rate.
+    ran = csi_xloud("doctor", *cloud_args(emulator), "--expected-ops-per-second", "15")
+    assert ran.line("rate limit").startswith("ok "), ran.out
+
+
 def test_an_unreachable_identity_api_says_where_it_looked(tmp_path: Path) -> None:
     path = tmp_path / "clouds.yaml"
     auth = {"auth_url": "http://127.0.0.1:9/identity/v3", "username": "ops", "password": "pw-unseen",
