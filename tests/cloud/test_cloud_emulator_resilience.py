@@ -246,3 +246,19 @@ async def test_purge_leaves_nothing(emulator: EmulatorProcess) -> None:
     await purge(emulator)
     async with CloudClient(emulator_settings(emulator), Metrics()) as client:
         assert (await client.storage.list_volumes()).items == ()
+
+
+async def test_the_bucket_lets_ten_seconds_of_its_rate_leave_at_once(
+    emulator: EmulatorProcess, make_client: MakeClient,
+) -> None:
+    metrics = Metrics()
+    client = make_client(metrics=metrics, requests_per_second=2)
+    await client.storage.versions()  # the version document: one token of the 20
+    started = time.monotonic()
+    await asyncio.gather(*(client.storage.get_limits() for _ in range(19)))
+    assert time.monotonic() - started < 1.0  # at 2 per second alone, 9 s
+    assert sample(metrics, "csi_xloud_cloud_throttled_total", service="volume", reason="local") == 0
+    # The bucket holds at most one token left and two the rate gave back meanwhile: of five more, at
+    # least two wait their turn.
+    await asyncio.gather(*(client.storage.get_limits() for _ in range(5)))
+    assert sample(metrics, "csi_xloud_cloud_throttled_total", service="volume", reason="local") >= 2
