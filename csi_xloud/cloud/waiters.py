@@ -23,12 +23,12 @@ before its second poll and only then starts the schedule above, so a 2 s create
 costs 3 to 4 polls instead of 9 while still being seen within the same bound
 (a faster than usual operation is seen at most that fraction of the median late).
 
-Before a transition has been seen three times, a prior stands in for its median: the shortest of
-its own waits so far, else, for a transition never seen, the quickest one of the same resource (an
+Before a transition has been seen three times, the shortest of its own waits stands in for the
+median. A transition never seen starts from a guess: the quickest one of the same resource (an
 extend guessed from creates: a volume backend's operations take the same order of time; a backup's
-hour never stands in for a volume's attach). A prior is a guess, so a wait that finds the resource
-done at its first look after a prior's head start has shown it too long: the prior becomes half
-that wait's time, and the wait teaches nothing else (only that the transition was shorter).
+hour never stands in for a volume's attach). A wait that finds the resource done at its first look
+after a guess's head start has shown the guess too long: the guess becomes half that wait's time,
+and the wait teaches nothing else (only that the transition was shorter).
 
 First waits: a transition the caller has just started and nothing is known of (a controller that has
 just started) is looked at after 0.4 s, then 1 s after it began, then at gaps growing from 1.2 s by
@@ -175,7 +175,7 @@ class Waiter:
         self._rng = rng if rng is not None else random.Random()
         # (resource kind, transitional status) -> how long recent waits for it took.
         self._took: dict[tuple[str, str], deque[float]] = {}
-        # (resource kind, transitional status) -> a guess a wait showed too long, halved.
+        # (resource kind, transitional status) never seen -> a guess a wait showed too long, halved.
         self._priors: dict[tuple[str, str], float] = {}
 
     @property
@@ -327,13 +327,14 @@ class Waiter:
         return len(self._took.get(key, ())) >= self._backoff.learn_after
 
     def _head_start(self, key: tuple[str, str]) -> tuple[float, bool]:
-        """How long to wait before the second poll, and whether that rests on a prior (a guess): a share
-        of this transition's median time once known, else of its prior."""
+        """How long to wait before the second poll, and whether that rests on a guess: a share of this
+        transition's median time once known, of its shortest before that, else of a guess."""
         fraction = self._backoff.head_start_fraction
-        if self._learned(key):
-            return fraction * statistics.median(self._took[key]), False
         own = self._took.get(key)
-        prior = self._priors.get(key, min(own) if own else None)
+        if own:
+            # Seen once or twice: the shortest so far (each is when a look saw it done, so a little long).
+            return fraction * (statistics.median(own) if self._learned(key) else min(own)), False
+        prior = self._priors.get(key)
         if prior is None:
             # No record of this transition: the quickest one of the same resource.
             resource = key[0]

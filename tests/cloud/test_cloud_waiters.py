@@ -388,22 +388,33 @@ async def test_a_wait_not_started_by_the_caller_keeps_the_quick_schedule() -> No
     assert retry.polls[:2] == pytest.approx([0.0, 0.1], rel=0.11)
 
 
-async def test_a_prior_too_long_is_halved_by_each_wait_that_shows_it() -> None:
+async def test_a_guess_too_long_is_halved_by_each_wait_that_shows_it() -> None:
     clock = FakeClock()
     waiter = Waiter(clock, rng=random.Random(13))
-    await _expected_wait(waiter, clock, 20.0)  # the cloud was slow once; now it takes 2 s
+    create = await _expected_wait(waiter, clock, 20.0)  # creates take 20 s: extends are guessed from that
+    created = clock.now - create.start
     took = []
-    for _ in range(5):
-        resource = await _expected_wait(waiter, clock, 2.0)
+    for _ in range(4):
+        resource = await _expected_wait(waiter, clock, 2.0, first="extending")  # but extends take 2 s
         took.append(clock.now - resource.start)
-    # Each wait found it done at its first look (0.85 of the prior) and halved the prior.
-    assert took[0] == pytest.approx(0.85 * 20.4, rel=0.05) and took[1] == pytest.approx(0.85 * took[0] / 2)
-    assert all(seconds <= 1.3 * 2.0 + 0.1 for seconds in took[3:]), took
-    # Those waits taught no time; the 2 s ones did, and once three have, their median leads.
-    for _ in range(3):
-        await _expected_wait(waiter, clock, 2.0)
-    taught = await _expected_wait(waiter, clock, 2.0)
-    assert 0.85 * 2.0 <= taught.polls[0] <= 0.85 * 2.0 * 1.3 and len(taught.polls) <= 3
+    # The first three found it done at their first look (0.85 of the guess) and halved the guess:
+    # 17.7 s, 7.5 s, 3.2 s, then 1.4 s, before the 2 s.
+    assert took[0] == pytest.approx(0.85 * created) and took[1] == pytest.approx(0.85 * took[0] / 2)
+    assert took[2] == pytest.approx(0.85 * took[1] / 2) and took[3] <= 1.3 * 2.0 + 0.1, took
+    # Those three taught no time; the fourth saw the 2 s, and its own time leads from then on.
+    fifth = await _expected_wait(waiter, clock, 2.0, first="extending")
+    assert 0.85 * 2.0 <= fifth.polls[0] <= 0.85 * 2.0 * 1.3 and len(fifth.polls) <= 3
+
+
+async def test_a_transitions_own_waits_are_no_guess() -> None:
+    """A wait that finds it done at the first look after its own time's head start teaches that time."""
+    clock = FakeClock()
+    waiter = Waiter(clock, rng=random.Random(15))
+    await _expected_wait(waiter, clock, 10.0)  # seen at 12.9 s, the first schedule's look after 10 s
+    second = await _expected_wait(waiter, clock, 10.0)
+    assert len(second.polls) == 1  # its head start, 0.85 x 12.9 s, is past the 10 s
+    third = await _expected_wait(waiter, clock, 10.0)
+    assert third.polls[0] == pytest.approx(0.85 * 0.85 * 12.92, rel=0.01)  # the shortest of the two
 
 
 async def test_a_transition_never_seen_starts_from_the_quickest_one_of_its_resource() -> None:
