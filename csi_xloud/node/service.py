@@ -139,8 +139,8 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             _check_staged(staged, await self._stats.rdev(device), device, fs, staging)
             return
         await self._blocking.call(staging, _make_target, staging, False)
-        formatted = await self._ensure_filesystem(device, fs)
         writable = not await self._stats.device_read_only(device)
+        formatted = await self._ensure_filesystem(device, fs, writable)
         if not formatted and writable and fs.grow_unmounted:
             await self._grow_unmounted_if_smaller(fs, device)
         options = [*fs.mount_options, *flags, *([] if writable else ["ro"])]
@@ -148,9 +148,8 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         if not formatted and writable and not fs.grow_unmounted:
             await self._grow_if_smaller(fs, device, staging)
 
-    async def _ensure_filesystem(self, device: Path, fs: FsKind) -> bool:
+    async def _ensure_filesystem(self, device: Path, fs: FsKind, writable: bool) -> bool:
         """Format a blank device (True); accept the asked filesystem (False); refuse anything else."""
-        writable = not await self._stats.device_read_only(device)
         signature = await self._fs.format_if_blank(device, fs, writable=writable)
         if signature.blank:
             if not writable:
