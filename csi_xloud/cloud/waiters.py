@@ -97,11 +97,10 @@ class Backoff:
             yield delay * (1 + spread)
             delay = min(self.max_seconds, delay * self.factor)
 
-    def first_delays(self) -> Iterator[float]:
+    def first_delays(self, first_look: float) -> Iterator[float]:
         """The delays of a first wait on a transition just started (no jitter: they are few and far apart)."""
-        first = self.first_look_seconds if self.first_look_seconds is not None else self.initial_seconds
-        yield first
-        yield self.second_look_seconds - first
+        yield first_look
+        yield self.second_look_seconds - first_look
         delay = self.second_look_seconds * self.first_factor
         while True:
             yield min(self.max_seconds, delay)
@@ -176,7 +175,7 @@ class Waiter:
         # (resource kind, transitional status) -> how long recent waits for it took.
         self._took: dict[tuple[str, str], deque[float]] = {}
         # (resource kind, transitional status) never seen -> a guess a wait showed too long, halved.
-        self._priors: dict[tuple[str, str], float] = {}
+        self._guesses: dict[tuple[str, str], float] = {}
 
     @property
     def clock(self) -> Clock:
@@ -258,7 +257,7 @@ class Waiter:
             self._delay = 0.0
             self._stalled = 0.0
             self._looks = 0
-            # Which look waited for a prior's head start (a guess, not something learned); 0: none.
+            # Which look waited for a guess's head start (not something learned); 0: none.
             self._guessed_look = 0
             if expect is not None:
                 self.saw(expect)
@@ -281,7 +280,7 @@ class Waiter:
                 backoff = self._waiter._backoff
                 first_wait = self._expected and not head_start and backoff.head_start_fraction > 0
                 if first_wait and backoff.first_look_seconds is not None:
-                    self._delays = backoff.first_delays()
+                    self._delays = backoff.first_delays(backoff.first_look_seconds)
                 delay = max(next(self._delays), head_start)
                 self._guessed_look = self._looks + 1 if guessed else 0
             else:
@@ -334,20 +333,20 @@ class Waiter:
         if own:
             # Seen once or twice: the shortest so far (each is when a look saw it done, so a little long).
             return fraction * (statistics.median(own) if self._learned(key) else min(own)), False
-        prior = self._priors.get(key)
-        if prior is None:
+        guess = self._guesses.get(key)
+        if guess is None:
             # No record of this transition: the quickest one of the same resource.
             resource = key[0]
             known = [statistics.median(t) for (kind, _), t in self._took.items() if t and kind == resource]
-            known += [seconds for (kind, _), seconds in self._priors.items() if kind == resource]
-            prior = min(known, default=None)
-        if prior is None or fraction == 0:
+            known += [seconds for (kind, _), seconds in self._guesses.items() if kind == resource]
+            guess = min(known, default=None)
+        if guess is None or fraction == 0:
             return 0.0, False
-        return fraction * prior, True
+        return fraction * guess, True
 
     def _guessed_too_long(self, key: tuple[str, str], started: float) -> None:
-        """A wait found the resource done at its first look after a prior's head start: halve the prior."""
-        self._priors[key] = (self._clock.monotonic() - started) / 2
+        """A wait found the resource done at its first look after a guess's head start: halve the guess."""
+        self._guesses[key] = (self._clock.monotonic() - started) / 2
 
     def _learn(self, key: tuple[str, str] | None, started: float) -> None:
         """Remember how long a transition took (waits that found the resource done at once teach nothing)."""
