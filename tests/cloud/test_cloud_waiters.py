@@ -244,7 +244,7 @@ async def test_learning_is_per_kind_and_per_transition() -> None:
         await _one_wait(waiter, clock, 20.0, what="backup b")
     other_kind = await _one_wait(waiter, clock, 20.0, what="volume v")
     assert other_kind.polls[1] < 0.2  # nothing known of volumes yet
-    # Another transition of backups starts from the quickest one known of backups (a prior).
+    # Another transition of backups starts from the quickest one known of backups (a guess).
     other_status = await _one_wait(waiter, clock, 20.0, what="backup b", first="restoring")
     assert 0.85 * 20.0 <= other_status.polls[1] <= 0.85 * 20.0 * 1.2
 
