@@ -322,9 +322,6 @@ class Waiter:
                 elapsed = self._waiter._clock.monotonic() - self._started
                 metrics.wait_seconds.labels(self._kind, transition, outcome).observe(elapsed)
 
-    def _learned(self, key: tuple[str, str]) -> bool:
-        return len(self._took.get(key, ())) >= self._backoff.learn_after
-
     def _head_start(self, key: tuple[str, str]) -> tuple[float, bool]:
         """How long to wait before the second poll, and whether that rests on a guess: a share of this
         transition's median time once known, of its shortest before that, else of a guess."""
@@ -332,7 +329,8 @@ class Waiter:
         own = self._took.get(key)
         if own:
             # Seen once or twice: the shortest so far (each is when a look saw it done, so a little long).
-            return fraction * (statistics.median(own) if self._learned(key) else min(own)), False
+            learned = len(own) >= self._backoff.learn_after
+            return fraction * (statistics.median(own) if learned else min(own)), False
         guess = self._guesses.get(key)
         if guess is None:
             # No record of this transition: the quickest one of the same resource.
