@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 
 from csi_xloud.cloud import errors as cloud
-from csi_xloud.cloud.models import Backup, BackupStatus, Snapshot, SnapshotStatus, Volume, VolumeStatus
+from csi_xloud.cloud.models import Backup, BackupStatus, Snapshot, SnapshotStatus, VolumeStatus
 from csi_xloud.cloud.storage import StorageApi
-from csi_xloud.controller.ids import DELETED_METADATA_KEY, parse_snapshot_id
+from csi_xloud.controller.ids import DELETED_METADATA_KEY, is_storage_id, parse_snapshot_id
 from csi_xloud.controller.late import LateRequests, keep_the_first
-from csi_xloud.controller.volumes import Timeouts, fetch_volume
+from csi_xloud.controller.volumes import Timeouts
 from csi_xloud.deadline import within_call
 from csi_xloud.rpc.errors import (
     Aborted,
@@ -91,12 +91,17 @@ class Snapshotter:
                 raise await self._discard(existing)
             return existing
         self._late.refuse_while_in_flight(key, f"{request.parameters.kind.value} {request.name!r}")
-        volume = await fetch_volume(self._storage, request.source_volume_id, "source_volume_id")
+        volume_id = request.source_volume_id
+        if not is_storage_id(volume_id):
+            raise NotFound(f"source_volume_id {volume_id!r} does not name a volume")
         try:
             if request.parameters.kind is SnapshotKind.BACKUP:
-                item: Item = await self._start_backup(request, volume)
+                item: Item = await self._start_backup(request)
             else:
-                item = await self._start_snapshot(request, volume)
+                item = await self._start_snapshot(request)
+        except cloud.NotFound:
+            # The create names no other resource: the cloud's 404 is the source volume's.
+            raise NotFound(f"source_volume_id {volume_id}: no such volume") from None
         except cloud.CloudError as exc:
             if exc.may_still_land:
                 self._late.note(key)
@@ -119,31 +124,40 @@ class Snapshotter:
         else:
             await self._storage.delete_snapshot(item.id)
 
-    async def _start_snapshot(self, request: NewSnapshot, volume: Volume) -> Snapshot:
+    async def _start_snapshot(self, request: NewSnapshot) -> Snapshot:
+        """A snapshot; the cloud itself refuses an in-use volume without force (Conflict)."""
         params = request.parameters
+        volume_id = request.source_volume_id
         snapshot = await self._storage.create_snapshot(
-            volume.id, request.name, force=params.force, metadata=dict(params.metadata)
+            volume_id, request.name, force=params.force, metadata=dict(params.metadata)
         )
-        log.debug("snapshotting volume %s as %s", volume.id, snapshot.id)
+        log.debug("snapshotting volume %s as %s", volume_id, snapshot.id)
         return snapshot
 
-    async def _start_backup(self, request: NewSnapshot, volume: Volume) -> Backup:
-        """A backup; incremental only when a full one exists to build on (the cloud refuses otherwise)."""
+    async def _start_backup(self, request: NewSnapshot) -> Backup:
+        """A backup; incremental only when a full one exists to build on (the cloud refuses otherwise).
+
+        The cloud answers an in-use volume backed up without force with a plain Bad Request, so that
+        case alone reads the volume first to refuse it as a failed precondition.
+        """
         params = request.parameters
-        incremental = params.incremental and await self._has_backup(volume.id)
-        if volume.status is VolumeStatus.IN_USE and not params.force:
-            raise FailedPrecondition(
-                f"source_volume_id {volume.id} is attached and parameters[force-create] is false"
-            )
+        volume_id = request.source_volume_id
+        if not params.force:
+            volume = await self._storage.get_volume(volume_id)
+            if volume.status is VolumeStatus.IN_USE:
+                raise FailedPrecondition(
+                    f"source_volume_id {volume_id} is attached and parameters[force-create] is false"
+                )
+        incremental = params.incremental and await self._has_backup(volume_id)
         backup = await self._storage.create_backup(
-            volume.id,
+            volume_id,
             request.name,
             incremental=incremental,
             force=params.force,
             metadata=dict(params.metadata) or None,
         )
         log.debug(
-            "backing up volume %s as %s (%s)", volume.id, backup.id, "incremental" if incremental else "full"
+            "backing up volume %s as %s (%s)", volume_id, backup.id, "incremental" if incremental else "full"
         )
         return backup
 

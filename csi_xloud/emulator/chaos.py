@@ -124,6 +124,7 @@ class Faults:
     def __init__(self) -> None:
         self.rules: list[FaultRule] = []
         self.counts: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()  # of those, the ones answered with an error (4xx, 5xx)
         self.release = asyncio.Event()
 
     def clear(self) -> None:
@@ -148,7 +149,11 @@ class Faults:
 
     def stats(self) -> dict[str, Any]:
         """The /_emulator/stats body."""
-        return {"total": sum(self.counts.values()), "requests": dict(self.counts)}
+        return {
+            "total": sum(self.counts.values()),
+            "requests": dict(self.counts),
+            "refused": dict(self.refused),
+        }
 
 
 class RequestIdMiddleware:
@@ -195,7 +200,16 @@ class FaultMiddleware:
             await self._app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        self._faults.counts[f"{method} {path_template(path)}"] += 1
+        key = f"{method} {path_template(path)}"
+        self._faults.counts[key] += 1
+        refused, answer = self._faults.refused, send
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                refused[key] += 1
+            await answer(message)
+
+        send = counting_send
         rule = self._faults.take(method, path)
         if rule is not None:
             if rule.delay:

@@ -219,7 +219,8 @@ class EmulatorProcess:
         self._request("POST", "/_emulator/catalog", {"hide": service_types})
 
     def stats(self) -> dict[str, Any]:
-        """Request counts per method and path template since start."""
+        """Request counts per method and path template since start ("requests"), and of those the ones
+        answered with an error status ("refused")."""
         result: dict[str, Any] = self._request("GET", "/_emulator/stats")
         return result
 

@@ -41,7 +41,39 @@ async def test_same_snapshot_name_for_another_volume_already_exists(ctl: Harness
 
 
 async def test_snapshot_of_a_missing_volume_is_not_found(ctl: Harness) -> None:
-    await expect_code(ctl.snapshot(MISSING_ID), grpc.StatusCode.NOT_FOUND, "source_volume_id")
+    for kind in ("snapshot", "backup"):
+        for force in ("true", "false"):
+            parameters = {"type": kind, "force-create": force}
+            for missing in (MISSING_ID, "not-a-volume"):
+                await expect_code(
+                    ctl.snapshot(missing, **parameters), grpc.StatusCode.NOT_FOUND, "source_volume_id", missing
+                )
+    assert not await ctl.cloud.storage.list_all_backups()
+    assert not (await ctl.cloud.storage.list_snapshots()).items
+
+
+def _made(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key, 0)}
+
+
+async def test_a_first_create_snapshot_call_reads_only_what_it_answers_with(ctl: Harness) -> None:
+    """The name look-up and the create; a backup is read back, since the cloud answers its create with
+    the id alone. The source volume is not read first: the create's own 404 says it is missing."""
+    volume = await ctl.create_volume()
+    expected = {
+        "snapshot": {"GET /volume/v3/{id}/snapshots/detail": 1, "POST /volume/v3/{id}/snapshots": 1},
+        "backup": {
+            "GET /volume/v3/{id}/backups/detail": 1,
+            "POST /volume/v3/{id}/backups": 1,
+            "GET /volume/v3/{id}/backups/{id}": 1,
+        },
+    }
+    for kind, requests in expected.items():
+        before = dict(ctl.emulator.stats()["requests"])
+        first = await ctl.snapshot(volume.volume_id, type=kind)
+        assert _made(before, ctl.emulator.stats()["requests"]) == requests, kind
+        assert first.size_bytes == GIB and first.creation_time.seconds > 0
+        assert first.source_volume_id == volume.volume_id
 
 
 async def test_snapshot_of_an_attached_volume_needs_force_create(ctl: Harness) -> None:

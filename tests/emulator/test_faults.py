@@ -83,6 +83,11 @@ def test_stats_count_templates(api: Api) -> None:
     assert after["requests"][key] - before["requests"].get(key, 0) == 2
     assert after["total"] - before["total"] == 2
     assert not any(k.split()[1].startswith("/_emulator") for k in after["requests"])
+    # Both named no volume: answered 404, so counted as refused too; a request answered 200 is not.
+    assert after["refused"][key] - before["refused"].get(key, 0) == 2
+    listed = "GET /volume/v3/{id}/volumes/detail"
+    assert api.volume("GET", "/volumes/detail").status_code == 200
+    assert api.emu.stats()["refused"].get(listed, 0) == after["refused"].get(listed, 0)
 
 
 def test_bodies_follow_the_api(api: Api) -> None:

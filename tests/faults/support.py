@@ -132,8 +132,14 @@ async def settled_census(emulator: EmulatorProcess, seconds: float = 10.0) -> Ce
 
 
 def mutations(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, int]:
-    """Mutating API requests counted between two /_emulator/stats answers (token requests excepted)."""
-    old, new = before["requests"], after["requests"]
+    """Mutating API requests the cloud accepted between two /_emulator/stats answers (token requests
+    excepted); one it refused (a create naming a missing volume: 404) changed nothing."""
+
+    def accepted(stats: Mapping[str, Any]) -> dict[str, int]:
+        refused = stats["refused"]
+        return {key: n - refused.get(key, 0) for key, n in stats["requests"].items()}
+
+    old, new = accepted(before), accepted(after)
     changed = {key: new[key] - old.get(key, 0) for key in new if new[key] != old.get(key, 0)}
     return {k: n for k, n in changed.items() if k.startswith(MUTATING_METHODS) and k != TOKEN_PATH}
 
