@@ -8,14 +8,16 @@ Nothing here blocks the event loop: every system call that can hang on a sick di
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from csi_xloud import DEVICE_PATH_KEY, GIB, SIZE_GIB_KEY, TOPOLOGY_KEY
 from csi_xloud._proto import csi_pb2, csi_pb2_grpc
@@ -24,7 +26,7 @@ from csi_xloud.metrics import Metrics
 from csi_xloud.osutil.blocking import BlockingCalls
 from csi_xloud.osutil.devices import DeviceFinder
 from csi_xloud.osutil.errors import DeviceHasData, MountConflict, NotResponding, PathNotAllowed
-from csi_xloud.osutil.filesystem import FILESYSTEMS, Filesystems, FsKind, fs_kind
+from csi_xloud.osutil.filesystem import FILESYSTEMS, Filesystems, FsKind, Signature, fs_kind
 from csi_xloud.osutil.metadata import InstanceMetadata, MetadataReader
 from csi_xloud.osutil.mounts import BROKEN_MOUNT_ERRNOS, MountEntry, Mounter, check_mount_options
 from csi_xloud.osutil.paths import PathGuard
@@ -35,6 +37,8 @@ from csi_xloud.rpc.types import Context
 from csi_xloud.validation import READ_ONLY_MODES, AccessMode, check_capabilities, check_fs_type, require
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+U = TypeVar("U")
 
 _NodeCap = csi_pb2.NodeServiceCapability
 _NODE_CAPABILITIES = (
@@ -117,11 +121,15 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeStageVolumeRequest, context: Context
     ) -> csi_pb2.NodeStageVolumeResponse:
         volume_id = require(request.volume_id, "volume_id")
-        staging = await self._path(request.staging_target_path, "staging_target_path")
+        raw_staging = require_path(request.staging_target_path, "staging_target_path")
         access = _access(request, "volume_capability")
         min_bytes = _attached_size_bytes(request.publish_context)
         with self._inflight.guard(("volume", volume_id)):
-            device = await self._device(volume_id, request.publish_context, min_bytes)
+            # The device is looked for while the staging path is checked; a bad path is reported first.
+            staging, device = await _alongside(
+                self._path(raw_staging, "staging_target_path"),
+                self._device(volume_id, request.publish_context, min_bytes),
+            )
             with self._inflight.guard(("device", str(device))):
                 if access.fs is None:
                     # A raw block volume needs no staging: NodePublishVolume binds the device itself.
@@ -132,15 +140,27 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     async def _stage_filesystem(
         self, device: Path, staging: Path, fs: FsKind, flags: tuple[str, ...]
     ) -> None:
-        staged = await self._mounter.find(staging)
+        # Independent steps at once, so they take the time of the slowest, the probe of what the device
+        # holds. The probe stays the last look at the device before mkfs: nothing after it reads or
+        # writes the device until mkfs does. (A staging folder made for a volume staged already is
+        # the folder it is mounted on.)
+        staged_look, read_only_look, probe, target_made = await asyncio.gather(
+            self._mounter.find(staging),
+            self._stats.device_read_only(device),
+            self._fs.probe(device),
+            self._blocking.call(staging, _make_target, staging, False),
+            return_exceptions=True,
+        )
+        staged = _outcome(staged_look)
         if staged is not None:
             # Spec: staged already with the same arguments -> 0 OK; incompatible -> ALREADY_EXISTS.
             # Growing a staged volume is NodeExpandVolume's work, so a repeat never fails on it.
             _check_staged(staged, await self._stats.rdev(device), device, fs, staging)
             return
-        await self._blocking.call(staging, _make_target, staging, False)
-        writable = not await self._stats.device_read_only(device)
-        formatted = await self._ensure_filesystem(device, fs, writable)
+        writable = not _outcome(read_only_look)
+        found = _outcome(probe)
+        _outcome(target_made)
+        formatted = await self._ensure_filesystem(device, fs, found, writable)
         if not formatted and writable and fs.grow_unmounted:
             await self._grow_unmounted_if_smaller(fs, device)
         options = [*fs.mount_options, *flags, *([] if writable else ["ro"])]
@@ -148,18 +168,18 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         if not formatted and writable and not fs.grow_unmounted:
             await self._grow_if_smaller(fs, device, staging)
 
-    async def _ensure_filesystem(self, device: Path, fs: FsKind, writable: bool) -> bool:
+    async def _ensure_filesystem(self, device: Path, fs: FsKind, found: Signature, writable: bool) -> bool:
         """Format a blank device (True); accept the asked filesystem (False); refuse anything else."""
-        signature = await self._fs.format_if_blank(device, fs, writable=writable)
-        if signature.blank:
+        if found.blank:
             if not writable:
                 raise FailedPrecondition(
                     f"{device} is blank but attached read-only, so it cannot be formatted"
                 )
+            await self._fs.make(device, fs, found)
             return True
-        if signature.type != fs.name or signature.partition_table is not None:
+        if found.type != fs.name or found.partition_table is not None:
             raise DeviceHasData(
-                f"{device} holds {signature.describe()}, but volume_capability.mount.fs_type is {fs.name}; "
+                f"{device} holds {found.describe()}, but volume_capability.mount.fs_type is {fs.name}; "
                 "the device was left untouched"
             )
         return False
@@ -422,6 +442,27 @@ def command_recorder(metrics: Metrics) -> CommandObserver:
         metrics.node_commands.labels(os.path.basename(result.argv[0]), outcome).observe(result.seconds)
 
     return record
+
+
+async def _alongside(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
+    """Both at once; an error of the first is the one raised, and stops the second."""
+    later = asyncio.ensure_future(second)
+    try:
+        done = await first
+    except BaseException:
+        later.cancel()
+        await asyncio.wait([later])
+        if not later.cancelled():
+            later.exception()  # retrieved, so it is not reported as lost: the first error wins
+        raise
+    return done, await later
+
+
+def _outcome(look: T | BaseException) -> T:
+    """What one of several looks made at once found; its error, raised."""
+    if isinstance(look, BaseException):
+        raise look
+    return look
 
 
 def require_path(raw: str, field: str) -> str:

@@ -163,22 +163,17 @@ class Filesystems:
             return Signature(ambivalent=True)
         return _signature(_export_fields(result.stdout))
 
-    async def format_if_blank(self, device: Path, kind: FsKind, *, writable: bool) -> Signature:
-        """Probe, and when nothing at all is there and the device is writable, make the filesystem at
-        once; returns what the probe found (blank: formatted, if writable).
-
-        The probe is the last step before mkfs, so whatever was written before it is seen, and a
-        device holding anything is left untouched. mke2fs without a terminal overwrites a filesystem
-        unasked, so this probe is the only guard; a second one right before it would guard no
-        moment this one does not.
+    async def make(self, device: Path, kind: FsKind, found: Signature) -> None:
+        """Make the filesystem on a device that the caller's probe, its last look at the device, found
+        blank. mke2fs without a terminal overwrites a filesystem unasked, so that probe is the only
+        guard; a second one right before mkfs would guard no moment it does not.
         """
-        signature = await self.probe(device)
-        if signature.blank and writable:
-            log.debug("formatting %s as %s", device, kind.name)
-            await self._runner.run(
-                _argv(kind.mkfs, device=device), timeout_seconds=_MKFS_TIMEOUT_SECONDS, cancellable=False
-            )
-        return signature
+        if not found.blank:
+            raise OsUtilError(f"{device} holds {found.describe()}: it is not formatted")
+        log.debug("formatting %s as %s", device, kind.name)
+        await self._runner.run(
+            _argv(kind.mkfs, device=device), timeout_seconds=_MKFS_TIMEOUT_SECONDS, cancellable=False
+        )
 
     async def size_bytes(self, kind: FsKind, device: Path, mount: Path | None) -> int:
         """The size the filesystem itself believes it has (mount may be None for an unmounted ext4)."""

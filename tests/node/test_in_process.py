@@ -13,7 +13,7 @@ from test_stage import XFS_MIB, _put_ext4, _put_gpt, _put_luks, _put_lvm, _put_m
 
 from csi_xloud._proto import csi_pb2_grpc
 from csi_xloud.demo.orchestrator import mount_capability
-from csi_xloud.osutil.errors import CommandFailed
+from csi_xloud.osutil.errors import CommandFailed, OsUtilError
 from csi_xloud.osutil.filesystem import Filesystems, _export_fields, fs_kind
 from csi_xloud.osutil.libs import LibBlkid, LibcMount, syscall_mount_args
 from csi_xloud.osutil.mounts import Mounter
@@ -55,17 +55,21 @@ async def test_the_in_process_probe_finds_what_blkid_p_finds(
     assert in_process.type == exported.get("TYPE") and in_process.label == exported.get("LABEL")
 
 
-async def test_the_probe_before_mkfs_formats_only_a_blank_writable_disk(host: Host) -> None:
+async def test_mkfs_runs_only_on_what_a_probe_found_blank(host: Host) -> None:
     commands: list[CommandResult] = []
     filesystems = Filesystems(Runner(observers=[commands.append]), LibBlkid.load())
     held = host.disk(XFS_MIB)
     _put_xfs(held.device)
     before = held.checksum()
-    assert (await filesystems.format_if_blank(held.device, fs_kind("ext4"), writable=True)).type == "xfs"
+    found = await filesystems.probe(held.device)
+    assert found.type == "xfs"
+    with pytest.raises(OsUtilError, match="xfs"):
+        await filesystems.make(held.device, fs_kind("ext4"), found)
+    assert not commands and held.checksum() == before
     blank = host.disk(64)
-    assert (await filesystems.format_if_blank(blank.device, fs_kind("ext4"), writable=False)).blank
-    assert not [c for c in commands if c.argv[0].startswith("mkfs")] and held.checksum() == before
-    assert (await filesystems.format_if_blank(blank.device, fs_kind("ext4"), writable=True)).blank
+    found = await filesystems.probe(blank.device)
+    assert found.blank
+    await filesystems.make(blank.device, fs_kind("ext4"), found)
     assert [c.argv[0] for c in commands] == ["mkfs.ext4"]
     assert (await filesystems.probe(blank.device)).type == "ext4"
 
