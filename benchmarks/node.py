@@ -5,7 +5,7 @@ runs blkid, mkfs and mount on it as root. "Plain" is `mkfs.ext4 -q DEVICE` then 
 the same device once its signature is wiped, the runs of each alternating so neither is favoured
 by caches.
 
-    python -m benchmarks.node            # 1 GiB and 10 GiB, 10 rounds each; 20 volumes staged at once
+    python -m benchmarks.node            # 1 GiB and 10 GiB, 30 rounds each; 20 volumes staged at once
     python -m benchmarks.node --quick    # 1 GiB, 1 round; 3 volumes staged at once
 """
 
@@ -63,7 +63,7 @@ def timed_plain(device: Path, mountpoint: Path) -> float:
     return elapsed
 
 
-ROUNDS = 10
+ROUNDS = 30
 
 
 async def stage_vs_plain(
