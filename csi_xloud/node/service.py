@@ -444,14 +444,23 @@ def command_recorder(metrics: Metrics) -> CommandObserver:
     return record
 
 
+_RECANCEL_SECONDS = 0.05
+
+
 async def _alongside(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
-    """Both at once; an error of the first is the one raised, and stops the second."""
+    """Both at once; an error of the first is the one raised, and stops the second.
+
+    The second is cancelled again until it ends: a cancellation can be lost (asyncio.wait_for
+    returns the result of a future that finished as it was cancelled), and the second may be a
+    device search that would otherwise go on for its whole timeout.
+    """
     later = asyncio.ensure_future(second)
     try:
         done = await first
     except BaseException:
-        later.cancel()
-        await asyncio.wait([later])
+        while not later.done():
+            later.cancel()
+            await asyncio.wait([later], timeout=_RECANCEL_SECONDS)
         if not later.cancelled():
             later.exception()  # retrieved, so it is not reported as lost: the first error wins
         raise
