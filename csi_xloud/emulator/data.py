@@ -69,6 +69,10 @@ class DataPlane:
 
     def __init__(self, data_dir: Path) -> None:
         self._root = data_dir
+        # Loop devices read and write their files directly, as a hypervisor's disk does: without it the
+        # node's reads of a volume would fill a second cache, of the file, that no cloud disk has.
+        # Off for good after a set-up with it failed (a filesystem that cannot do it, on older kernels).
+        self._direct_io = True
 
     def volume_path(self, backend: str, volume_id: str) -> Path:
         """Where a volume's data lives."""
@@ -115,10 +119,14 @@ class DataPlane:
         # Concurrent set-ups (ours or other programs') can also race for the same free device.
         error: CommandError | None = None
         for attempt in range(tries):
+            direct = ("--direct-io=on",) if self._direct_io else ()
             try:
-                device = (await run("losetup", "--find", "--show", str(path))).strip()
+                device = (await run("losetup", "--find", "--show", *direct, str(path))).strip()
             except CommandError as exc:
                 error = exc
+                if direct:  # perhaps only direct I/O was refused: every later try goes without it
+                    self._direct_io = False
+                    continue
             else:
                 if not _read_only(device):
                     return device

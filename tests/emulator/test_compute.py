@@ -83,6 +83,8 @@ def test_attach_makes_loop_device_and_detach_removes_it(api: Api, servers: dict[
     device = os.readlink(link)
     assert device.startswith("/dev/loop")
     assert _blockdev_size(device) == GIB
+    # The disk reads and writes its file directly: no second cache of it in the node's memory.
+    assert Path(f"/sys/block/{Path(device).name}/loop/dio").read_text().strip() == "1"
     shown = api.compute("GET", f"/servers/{node['id']}/os-volume_attachments/{vol['id']}", mv="2.89").json()
     assert shown["volumeAttachment"]["attachment_id"] == in_use["attachments"][0]["attachment_id"]
     listed = api.compute("GET", f"/servers/{node['id']}/os-volume_attachments").json()["volumeAttachments"]

@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from csi_xloud.emulator import data
 from csi_xloud.emulator.process import EmulatorProcess
 from tests.emulator.helpers import Api
 
@@ -207,3 +210,26 @@ def test_backup_update_changes_name_description_and_metadata_by_microversion(api
         api.wait(lambda: None if api.volume("GET", path).status_code == 404 else {}, None)
     finally:
         api.delete_volume(volume["id"])
+
+
+async def test_loop_devices_fall_back_to_cached_io_when_direct_io_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    async def losetup(*argv: str) -> str:
+        calls.append(argv)
+        if "--direct-io=on" in argv:
+            raise data.CommandError("losetup exited 1: failed to set up loop device: Invalid argument")
+        return "/dev/loop-test\n"
+
+    monkeypatch.setattr(data, "run", losetup)
+    monkeypatch.setattr(data, "_read_only", lambda device: False)
+    plane = data.DataPlane(tmp_path)
+    assert await plane._writable_loop(tmp_path / "a.img") == "/dev/loop-test"
+    assert await plane._writable_loop(tmp_path / "b.img") == "/dev/loop-test"
+    assert calls == [
+        ("losetup", "--find", "--show", "--direct-io=on", str(tmp_path / "a.img")),
+        ("losetup", "--find", "--show", str(tmp_path / "a.img")),
+        ("losetup", "--find", "--show", str(tmp_path / "b.img")),
+    ]
