@@ -54,7 +54,11 @@ async def timed_stage(co: Orchestrator, pv: PersistentVolume, node: str) -> floa
 
 
 def timed_plain(device: Path, mountpoint: Path) -> float:
-    run_command(["wipefs", "-a", str(device)])
+    """mkfs.ext4 + mount on a device that holds nothing, then unmounted and wiped again.
+
+    Nothing reads the device before the timed commands: a wipefs first would probe it untimed and
+    leave the plain run a warm device where NodeStage, going first, meets a cold one.
+    """
     mountpoint.mkdir(parents=True, exist_ok=True)
     elapsed = run_command(["mkfs.ext4", "-q", str(device)])
     elapsed += run_command(["mount", str(device), str(mountpoint)])
@@ -72,7 +76,8 @@ async def stage_vs_plain(
     """Median NodeStage and median plain mkfs + mount, on fresh devices of one size.
 
     Whichever runs first in a round is slower (the device's first use), so each goes first in half
-    of the rounds: an even number of rounds keeps the medians fair.
+    of the rounds: an even number of rounds keeps the medians fair. Whichever goes second finds the
+    device as the first left it, unmounted and wiped.
     """
     node = cluster.server_ids()[0]
     stage_times: list[float] = []
