@@ -189,3 +189,36 @@ async def test_a_cloud_that_ignores_the_status_filter_turns_sharing_off() -> Non
     # `creating` does so at 0.2 s, by the second list); the waits poll on their own from then on.
     assert len(cloud.lists) <= 2, cloud.lists
     assert all(at <= 1.3 * cloud.done_after[v] + 0.15 for v, at in seen.items()), seen
+
+
+async def _two_entered_apart(cloud: Cloud, polls: SharedVolumePolls) -> tuple[float, float]:
+    """v1 enters `creating` now and v2 50 ms later; both are looked at once (0.3 s) and, still creating,
+    asked again a second later. How long after its own end each wait sees its volume."""
+
+    async def wait(volume_id: str, lag: float) -> float:
+        await asyncio.sleep(lag)
+        views = polls.of(volume_id)
+        view = await views.view(0.3 - lag, "creating")
+        while view.raw_status == "creating":
+            view = await views.view(1.0, "creating")
+        return time.monotonic() - cloud.start - cloud.done_after[volume_id]
+
+    first, second = await asyncio.gather(wait("v1", 0.0), wait("v2", 0.05))
+    return first, second
+
+
+async def test_a_volume_left_behind_by_a_peer_that_entered_before_it_is_looked_at_by_its_time() -> None:
+    # v1 is done by the shared look at 0.3 s; v2, which entered 50 ms after it, a moment after that
+    # look. By v1's time v2 is due 50 ms after the look: it is seen about 0.1 s later, not a second.
+    cloud = Cloud({"v1": 0.25, "v2": 0.32})
+    polls = polls_for(cloud)
+    _, late = await _two_entered_apart(cloud, polls)
+    assert late <= 0.5, late
+    assert polls._soon == {}  # the due time was used up
+
+
+async def test_a_volume_that_entered_before_every_peer_done_keeps_its_own_schedule() -> None:
+    # v2 entered 50 ms after v1 and is done first: v1 entered earlier, so v2's end says nothing of v1's.
+    cloud = Cloud({"v1": 0.32, "v2": 0.28})
+    late, _ = await _two_entered_apart(cloud, polls_for(cloud))
+    assert late >= 0.9, late
