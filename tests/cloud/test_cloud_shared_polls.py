@@ -191,20 +191,22 @@ async def test_a_cloud_that_ignores_the_status_filter_turns_sharing_off() -> Non
     assert all(at <= 1.3 * cloud.done_after[v] + 0.15 for v, at in seen.items()), seen
 
 
-async def _two_entered_apart(cloud: Cloud, polls: SharedVolumePolls) -> tuple[float, float]:
+async def _two_entered_apart(cloud: Cloud, polls: SharedVolumePolls) -> dict[str, tuple[float, int]]:
     """v1 enters `creating` now and v2 50 ms later; both are looked at once (0.3 s) and, still creating,
-    asked again a second later. How long after its own end each wait sees its volume."""
+    asked again a second later. How long after its own end each wait sees its volume, in how many views."""
 
-    async def wait(volume_id: str, lag: float) -> float:
+    async def wait(volume_id: str, lag: float) -> tuple[float, int]:
         await asyncio.sleep(lag)
         views = polls.of(volume_id)
         view = await views.view(0.3 - lag, "creating")
+        count = 1
         while view.raw_status == "creating":
             view = await views.view(1.0, "creating")
-        return time.monotonic() - cloud.start - cloud.done_after[volume_id]
+            count += 1
+        return time.monotonic() - cloud.start - cloud.done_after[volume_id], count
 
     first, second = await asyncio.gather(wait("v1", 0.0), wait("v2", 0.05))
-    return first, second
+    return {"v1": first, "v2": second}
 
 
 async def test_a_volume_left_behind_by_a_peer_that_entered_before_it_is_looked_at_by_its_time() -> None:
@@ -212,13 +214,25 @@ async def test_a_volume_left_behind_by_a_peer_that_entered_before_it_is_looked_a
     # look. By v1's time v2 is due 50 ms after the look: it is seen about 0.1 s later, not a second.
     cloud = Cloud({"v1": 0.25, "v2": 0.32})
     polls = polls_for(cloud)
-    _, late = await _two_entered_apart(cloud, polls)
+    late, _ = (await _two_entered_apart(cloud, polls))["v2"]
     assert late <= 0.5, late
     assert polls._soon == {}  # the due time was used up
+
+
+async def test_a_look_by_the_peers_time_that_finds_no_change_leaves_the_wait_its_own_schedule() -> None:
+    # v2 is slower than its peer: the look by v1's time (about 0.4 s) still finds it creating. The
+    # wait is not told: its own look a second after the first comes as it would have, and sees it done.
+    cloud = Cloud({"v1": 0.25, "v2": 0.6})
+    polls = polls_for(cloud)
+    late, views = (await _two_entered_apart(cloud, polls))["v2"]
+    assert views == 2, views
+    assert 0.5 <= late <= 0.9, late
+    # The list at 0.3 s and v1's own look once it had left it; v2's look at 0.4 s and its own at 1.3 s.
+    assert (len(cloud.lists), cloud.gets) == (1, ["v1", "v2", "v2"])
 
 
 async def test_a_volume_that_entered_before_every_peer_done_keeps_its_own_schedule() -> None:
     # v2 entered 50 ms after v1 and is done first: v1 entered earlier, so v2's end says nothing of v1's.
     cloud = Cloud({"v1": 0.32, "v2": 0.28})
-    late, _ = await _two_entered_apart(cloud, polls_for(cloud))
+    late, _ = (await _two_entered_apart(cloud, polls_for(cloud)))["v1"]
     assert late >= 0.9, late
