@@ -93,6 +93,7 @@ class SharedVolumePolls:
         # Volume id -> (status, when its next view is due): peers that entered the status before it
         # have left it (see the module's docstring).
         self._soon: dict[str, tuple[str, float]] = {}
+        self.cohort_looks = 0  # how many views came sooner by their peers' time (for tests)
 
     @property
     def clock(self) -> Clock:
@@ -119,6 +120,7 @@ class SharedVolumePolls:
             own = max(0.0, due - now)
             soon = self._soon.pop(volume_id, None)
             sooner = min(own, soon[1] - now) if soon is not None and soon[0] == believed else own
+            self.cohort_looks += sooner < own
             view = await self._member_view(volume_id, max(0.0, sooner), believed, since, entered)
             now = self._clock.monotonic()
             if sooner >= own or view.raw_status != believed or now >= due:

@@ -41,3 +41,23 @@ async def test_ten_waits_share_their_polls(short_tmp: Path) -> None:
     assert lists == storage.shared_polls.list_requests + storage.shared_polls.changes_requests
     assert storage.shared_polls.changes_requests >= 1
     assert took <= 1.3 * 1.0 + 0.3, took
+
+
+async def test_creates_made_one_after_another_are_looked_at_by_their_peers_time(short_tmp: Path) -> None:
+    # Made one after another, the volumes finish one after another: the shared look that sees the
+    # first ones done sets the others due by the first ones' time, and every wait still ends well.
+    with EmulatorProcess(short_tmp / "cloud", op_seconds=1.0) as emulator:
+        async with CloudClient(emulator_settings(emulator), Metrics()) as client:
+            storage = client.storage
+
+            async def create_and_wait(index: int) -> VolumeStatus:
+                await asyncio.sleep(0.03 * index)
+                volume = await storage.create_volume(f"peers-{uuid.uuid4().hex[:8]}", 1)
+                settled = await storage.wait_for_volume(
+                    volume.id, VolumeStatus.AVAILABLE, timeout_seconds=30, expect=volume.raw_status)
+                await storage.delete_volume(volume.id)
+                return settled.status
+
+            statuses = await asyncio.gather(*(create_and_wait(i) for i in range(10)))
+    assert set(statuses) == {VolumeStatus.AVAILABLE}
+    assert storage.shared_polls.cohort_looks >= 1
