@@ -16,6 +16,12 @@ names are looked up one by one; the count is remembered, so later rounds of a bi
 straight to the filtered requests (one request more than before, once). A cloud that reports no
 count is listed only while the project fits on one page; the first next link turns sharing off.
 
+Rounds start at least ROUND_GAP apart. A look-up asked when no round started in that time goes at
+once: a create is a look-up, a POST and a wait of seconds, so one caller's creates made one after
+another are never held. A look-up asked within the gap waits for its end, with every other look-up
+asked meanwhile: a burst of creates that reach the controller over a few hundred milliseconds is
+served by a few listings, not by one per round trip (a few milliseconds on a nearby cloud).
+
 A look-up is only served by requests sent after it began, so it sees every item made before it
 was asked, as its own filtered request would.
 """
@@ -59,6 +65,7 @@ class SharedLookups(Generic[T]):
         self._name_of = name_of
         self._pending: list[_Pending[T]] = []
         self._round: asyncio.Task[None] | None = None
+        self._last_start = -math.inf  # the event loop's time when the last round started
         # What the last listing taught: how many items the project holds (None: not yet known) and
         # how many items the cloud puts on a full page (its max page size, once a page was cut).
         self._size: int | None = None
@@ -94,10 +101,15 @@ class SharedLookups(Generic[T]):
 
     async def _serve_all(self) -> None:
         """Rounds until nobody waits: each takes every look-up pending when it starts."""
+        loop = asyncio.get_running_loop()
         while self._pending:
+            hold = self._last_start + ROUND_GAP - loop.time()
+            if hold > 0:  # a round started lately: gather the look-ups that follow it for the gap
+                await asyncio.sleep(hold)
             batch = [p for p in self._pending if not p.future.done()]
             self._pending = []
             if batch:
+                self._last_start = loop.time()
                 await self._serve(batch)
 
     async def _serve(self, batch: list[_Pending[T]]) -> None:
@@ -155,6 +167,9 @@ class SharedLookups(Generic[T]):
             marker = page.next_marker
 
 
+# The least time between the starts of two rounds in a row (seconds): what a look-up asked just after
+# a round started may wait, so that those asked in a burst share a listing.
+ROUND_GAP = 0.05
 # The page size asked for; the cloud may answer fewer per page (its own maximum).
 REQUESTED_PAGE = 1000
 # A listing serves look-ups only while it brings at most this many items per look-up: a filtered

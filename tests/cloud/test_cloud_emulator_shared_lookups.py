@@ -52,6 +52,25 @@ async def test_many_look_ups_at_once_share_the_listing_of_a_small_project(short_
     assert client.storage.volume_names.list_requests == 1
 
 
+async def test_look_ups_that_arrive_over_a_while_share_a_few_listings(short_tmp: Path) -> None:
+    with EmulatorProcess(short_tmp / "cloud", op_seconds=0.05) as emulator:
+        async with CloudClient(emulator_settings(emulator), Metrics()) as client:
+            existing = (await make_volumes(client, 1))[0]
+            names = [existing.name or "", *(f"new-{i}" for i in range(59))]
+
+            async def asked_after(delay: float, name: str) -> list[Volume]:
+                await asyncio.sleep(delay)
+                return await client.storage.find_volume_by_name(name)
+
+            before = lists(emulator)
+            # Sixty creates reaching the controller over 180 ms, as a burst of PVCs does.
+            found = await asyncio.gather(*(asked_after(0.003 * i, n) for i, n in enumerate(names)))
+            spent = lists(emulator) - before
+    assert [v.id for v in found[0]] == [existing.id] and all(f == [] for f in found[1:])
+    # A round every 50 ms at most: about four, where a round per round trip took one each.
+    assert spent <= 7, spent
+
+
 async def test_a_lone_look_up_sends_its_single_filtered_request(short_tmp: Path) -> None:
     with EmulatorProcess(short_tmp / "cloud", op_seconds=0.05) as emulator:
         async with CloudClient(emulator_settings(emulator), Metrics()) as client:

@@ -7,7 +7,10 @@ import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from csi_xloud.clock import SystemClock
+from csi_xloud.cloud import sharedlookups
 from csi_xloud.cloud.errors import Unavailable
 from csi_xloud.cloud.models import Page, Volume
 from csi_xloud.cloud.sharedlookups import SharedLookups
@@ -127,6 +130,36 @@ async def test_a_listing_serves_look_ups_only_while_it_brings_at_most_50_items_e
     assert project.pages == 1 and project.filtered == ["a", "b"]
     await asyncio.gather(*(lookups.find(n) for n in ("c", "d", "e")))  # 40 each: listed
     assert project.pages == 2 and len(project.filtered) == 2
+
+
+async def test_look_ups_that_keep_coming_during_rounds_are_gathered_into_a_few() -> None:
+    project = Pages(5, 10, counts=True)
+    lookups = SharedLookups(project.find_one, project.list_page, lambda n: n)
+
+    async def asked_after(delay: float, name: str) -> list[str]:
+        await asyncio.sleep(delay)
+        return await lookups.find(name)
+
+    # Fifty look-ups, one every 2 ms: each round trip takes 1 ms, so without the gap nearly every
+    # look-up would be a round of its own.
+    found = await asyncio.gather(*(asked_after(0.002 * i, f"n{i}") for i in range(50)))
+    assert found == [[f"n{i}"] if i < 5 else [] for i in range(50)]
+    assert project.pages + len(project.filtered) <= 6, (project.pages, project.filtered)
+
+
+async def test_a_look_up_after_a_quiet_spell_is_not_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sharedlookups, "ROUND_GAP", 0.3)
+    project = Pages(5, 10, counts=True)
+    lookups = SharedLookups(project.find_one, project.list_page, lambda n: n)
+    assert await lookups.find("n0") == ["n0"]
+    await asyncio.sleep(0.35)
+    started = time.monotonic()
+    assert await lookups.find("n1") == ["n1"]
+    assert time.monotonic() - started < 0.15  # the gap since the last round is over: no wait
+    started = time.monotonic()
+    assert await lookups.find("n2") == ["n2"]  # asked right after a round started: waits for the gap
+    assert time.monotonic() - started >= 0.25
+    assert project.filtered == ["n0", "n1", "n2"] and project.pages == 0
 
 
 async def test_a_failed_list_of_changes_leaves_each_volume_to_its_own_get() -> None:
