@@ -16,11 +16,13 @@ names are looked up one by one; the count is remembered, so later rounds of a bi
 straight to the filtered requests (one request more than before, once). A cloud that reports no
 count is listed only while the project fits on one page; the first next link turns sharing off.
 
-Rounds start at least ROUND_GAP apart. A look-up asked when no round started in that time goes at
-once: a create is a look-up, a POST and a wait of seconds, so one caller's creates made one after
-another are never held. A look-up asked within the gap waits for its end, with every other look-up
-asked meanwhile: a burst of creates that reach the controller over a few hundred milliseconds is
-served by a few listings, not by one per round trip (a few milliseconds on a nearby cloud).
+A look-up asked when no round started in the last ROUND_GAP goes at once: a create is a look-up,
+a POST and a wait of seconds, so one caller's creates made one after another are never held.
+Look-ups asked within the gap are gathered while they keep coming: the next round starts when
+none was asked for QUIET, or at the end of the gap. A burst of creates that reach the controller
+over a few hundred milliseconds is so served by a few listings, not by one per round trip (a few
+milliseconds on a nearby cloud), while a handful asked together (the snapshotter calling again
+for ten snapshots) is served as soon as the round before it ends.
 
 A look-up is only served by requests sent after it began, so it sees every item made before it
 was asked, as its own filtered request would.
@@ -66,6 +68,7 @@ class SharedLookups(Generic[T]):
         self._pending: list[_Pending[T]] = []
         self._round: asyncio.Task[None] | None = None
         self._last_start = -math.inf  # the event loop's time when the last round started
+        self._last_asked = -math.inf  # ... and when the last look-up was asked
         # What the last listing taught: how many items the project holds (None: not yet known) and
         # how many items the cloud puts on a full page (its max page size, once a page was cut).
         self._size: int | None = None
@@ -76,6 +79,7 @@ class SharedLookups(Generic[T]):
     async def find(self, name: str) -> list[T]:
         """Every item named exactly `name`, from a request sent after this call began."""
         pending: _Pending[T] = _Pending(name)
+        self._last_asked = asyncio.get_running_loop().time()
         self._pending.append(pending)
         if self._round is None or self._round.done():
             self._round = asyncio.ensure_future(self._serve_all())
@@ -103,14 +107,20 @@ class SharedLookups(Generic[T]):
         """Rounds until nobody waits: each takes every look-up pending when it starts."""
         loop = asyncio.get_running_loop()
         while self._pending:
-            hold = self._last_start + ROUND_GAP - loop.time()
-            if hold > 0:  # a round started lately: gather the look-ups that follow it for the gap
+            # A round started lately and look-ups keep coming: gather them, up to the gap.
+            hold = self._gathering(loop.time())
+            while hold > 0:
                 await asyncio.sleep(hold)
+                hold = self._gathering(loop.time())
             batch = [p for p in self._pending if not p.future.done()]
             self._pending = []
             if batch:
                 self._last_start = loop.time()
                 await self._serve(batch)
+
+    def _gathering(self, now: float) -> float:
+        """How long the next round still gathers look-ups (0: it starts now)."""
+        return max(0.0, min(self._last_start + ROUND_GAP, self._last_asked + QUIET) - now)
 
     async def _serve(self, batch: list[_Pending[T]]) -> None:
         by_name: dict[str, list[_Pending[T]]] = {}
@@ -170,6 +180,8 @@ class SharedLookups(Generic[T]):
 # The least time between the starts of two rounds in a row (seconds): what a look-up asked just after
 # a round started may wait, so that those asked in a burst share a listing.
 ROUND_GAP = 0.05
+# Look-ups within the gap are gathered until none was asked for this long (seconds).
+QUIET = 0.005
 # The page size asked for; the cloud may answer fewer per page (its own maximum).
 REQUESTED_PAGE = 1000
 # A listing serves look-ups only while it brings at most this many items per look-up: a filtered

@@ -147,19 +147,24 @@ async def test_look_ups_that_keep_coming_during_rounds_are_gathered_into_a_few()
     assert project.pages + len(project.filtered) <= 6, (project.pages, project.filtered)
 
 
-async def test_a_look_up_after_a_quiet_spell_is_not_held(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_look_up_is_held_only_while_others_keep_coming(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sharedlookups, "ROUND_GAP", 0.3)
     project = Pages(5, 10, counts=True)
     lookups = SharedLookups(project.find_one, project.list_page, lambda n: n)
     assert await lookups.find("n0") == ["n0"]
+    started = time.monotonic()
+    assert await lookups.find("n1") == ["n1"]  # right after a round, but alone: not held for the gap
+    assert time.monotonic() - started < 0.15
     await asyncio.sleep(0.35)
-    started = time.monotonic()
-    assert await lookups.find("n1") == ["n1"]
-    assert time.monotonic() - started < 0.15  # the gap since the last round is over: no wait
-    started = time.monotonic()
-    assert await lookups.find("n2") == ["n2"]  # asked right after a round started: waits for the gap
-    assert time.monotonic() - started >= 0.25
-    assert project.filtered == ["n0", "n1", "n2"] and project.pages == 0
+
+    async def asked_after(delay: float, name: str) -> list[str]:
+        await asyncio.sleep(delay)
+        return await lookups.find(name)
+
+    # One at once, then one every 2 ms for 0.2 s: gathered while they keep coming, into one round.
+    found = await asyncio.gather(*(asked_after(0.002 * i, f"m{i}") for i in range(100)))
+    assert all(f == [] for f in found)
+    assert project.filtered == ["n0", "n1", "m0"] and project.pages <= 2, (project.filtered, project.pages)
 
 
 async def test_a_failed_list_of_changes_leaves_each_volume_to_its_own_get() -> None:
