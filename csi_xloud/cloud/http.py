@@ -272,6 +272,10 @@ class ServiceHttp:
         return min(self._tuning.max_retry_after_seconds, seconds)
 
 
+# The room left for the answer of a last try sent before the call's deadline (see _Attempts).
+LAST_TRY_ROOM = 1.0
+
+
 class _Attempts:
     """One request's retries: jittered, growing pauses, sent again only while the deadline allows.
 
@@ -279,6 +283,10 @@ class _Attempts:
     a call without one gives the request `retry_seconds` (else `timeout_seconds`) from its first
     failure. Not a fixed count: a burst of failures is ridden out when there is time, and the call
     still answers before its caller gives up.
+
+    When the next jittered pause would end past the deadline while much of the time is left (the
+    pauses double, so that can be more than half of it), one last try is sent LAST_TRY_ROOM (or half
+    the time left, if less) before the deadline, so a burst that ends meanwhile is still ridden out.
     """
 
     def __init__(self, tuning: HttpTuning, clock: Clock, rng: random.Random) -> None:
@@ -288,6 +296,7 @@ class _Attempts:
         self._deadline: float | None = None
         self._retries = 0
         self._renewed = False
+        self._last_try = False
 
     def renew(self) -> bool:
         """A refused token is renewed once per request."""
@@ -311,7 +320,16 @@ class _Attempts:
             left = seconds_left(now)
             fallback = tuning.timeout_seconds if tuning.retry_seconds is None else tuning.retry_seconds
             self._deadline = now + (fallback if left is None else within_call(left, now))
-        return delay if now + delay < self._deadline else None
+        if now + delay < self._deadline:
+            return delay
+        if self._last_try:
+            return None
+        left = self._deadline - now
+        pause = left - min(LAST_TRY_ROOM, left / 2)
+        if pause < max(at_least, tuning.retry_initial_seconds):
+            return None
+        self._last_try = True
+        return pause
 
 
 def retry_after_seconds(header: str | None, body: Mapping[str, Any]) -> float:

@@ -84,6 +84,32 @@ async def test_503_burst_longer_than_the_calls_deadline_is_unavailable_before_it
     assert count(emulator, LIST) - before >= 6
 
 
+async def test_a_503_burst_that_ends_before_the_deadline_is_ridden_out_however_the_pauses_fall(
+    emulator: EmulatorProcess, make_client: MakeClient
+) -> None:
+    # 3 s deadline, 2.7 s usable; the pauses double from 0.25 s with jitter, so the last of them may
+    # end anywhere from about 1 s on. The burst ends at 1.5 s: one last try before the deadline
+    # (1.7 s at the earliest) still sees the cloud answer.
+    client = make_client()
+    await client.storage.versions()
+    emulator.set_faults([{"method": "GET", "path": "/volumes/detail", "status": 503, "count": 100000}])
+    started = time.monotonic()
+
+    async def burst_ends() -> None:
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(emulator.clear_faults)
+
+    ending = asyncio.create_task(burst_ends())
+    token = CALL_DEADLINE.set(started + 3.0)
+    try:
+        await client.storage.list_volumes()
+        elapsed = time.monotonic() - started
+    finally:
+        CALL_DEADLINE.reset(token)
+        await ending
+    assert 1.5 < elapsed < 3.0
+
+
 async def test_creating_post_is_not_retried(emulator: EmulatorProcess, make_client: MakeClient) -> None:
     client = make_client()
     await client.storage.versions()

@@ -96,7 +96,7 @@ def token_answer(value: str, ttl_seconds: float = 3600) -> httpx.Response:
 
 
 class Harness:
-    def __init__(self, settings: CloudSettings, script: Script) -> None:
+    def __init__(self, settings: CloudSettings, script: Script, rng: random.Random | None = None) -> None:
         self.clock = FakeClock()
         self.metrics = Metrics()
         self.script = script
@@ -105,7 +105,7 @@ class Harness:
             self.metrics,
             clock=self.clock,
             transport=httpx.MockTransport(script),
-            rng=random.Random(5),
+            rng=rng or random.Random(5),
         )
 
     def sample(self, name: str, **labels: str) -> float:
@@ -117,8 +117,8 @@ class Harness:
 async def make() -> Any:
     made: list[Harness] = []
 
-    def build(settings: CloudSettings, script: Script) -> Harness:
-        harness = Harness(settings, script)
+    def build(settings: CloudSettings, script: Script, rng: random.Random | None = None) -> Harness:
+        harness = Harness(settings, script, rng)
         made.append(harness)
         return harness
 
@@ -172,6 +172,59 @@ async def test_a_burst_shorter_than_the_deadline_is_ridden_out(make: Any) -> Non
     finally:
         CALL_DEADLINE.reset(token)
     assert script.count("GET", "/volumes/v1") == 6
+
+
+class LongestPauses(random.Random):
+    """Jitter that always draws the longest pause."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+async def test_a_pause_that_would_pass_the_deadline_leaves_room_for_one_last_try(make: Any) -> None:
+    # A 7 s deadline leaves 6.3 s (the answer needs a tenth). After pauses of 0.25, 0.5, 1 and 2 s the
+    # next, 4 s, would end past it with 2.55 s still left: one try more goes 1 s before the end, and
+    # rides out a failure that has passed by then.
+    burst = [json_response(503)] * 5
+    script = with_versions(Script()).on("GET", "/volumes/v1", *burst, json_response(200, {"volume": VOLUME}))
+    h = make(no_auth(), script, LongestPauses())
+    await h.client.storage.versions()
+    token = CALL_DEADLINE.set(h.clock.now + 7.0)
+    try:
+        assert (await h.client.storage.get_volume("v1")).id == "v1"
+    finally:
+        CALL_DEADLINE.reset(token)
+    assert h.clock.sleeps == [0.25, 0.5, 1.0, 2.0, pytest.approx(1.55)]
+
+
+async def test_the_last_try_is_the_last_one(make: Any) -> None:
+    script = with_versions(Script()).on("GET", "/volumes/v1", json_response(503, {"message": "busy"}))
+    h = make(no_auth(), script, LongestPauses())
+    await h.client.storage.versions()
+    started = h.clock.now
+    token = CALL_DEADLINE.set(started + 7.0)
+    try:
+        with pytest.raises(Unavailable, match="busy"):
+            await h.client.storage.get_volume("v1")
+    finally:
+        CALL_DEADLINE.reset(token)
+    assert len(h.clock.sleeps) == 5 and script.count("GET", "/volumes/v1") == 6
+    assert h.clock.now == pytest.approx(started + 5.3)
+
+
+async def test_no_last_try_shorter_than_the_first_pause(make: Any) -> None:
+    # Pauses from 0.4 s, a 1 s deadline (0.9 s usable): 0.4 fits, the next (0.8) does not, and a
+    # last pause of 0.25 s (half the 0.5 s left) would be shorter than the first.
+    script = with_versions(Script()).on("GET", "/volumes/v1", json_response(503, {"message": "busy"}))
+    h = make(no_auth(retry_initial_seconds=0.4), script, LongestPauses())
+    await h.client.storage.versions()
+    token = CALL_DEADLINE.set(h.clock.now + 1.0)
+    try:
+        with pytest.raises(Unavailable, match="busy"):
+            await h.client.storage.get_volume("v1")
+    finally:
+        CALL_DEADLINE.reset(token)
+    assert h.clock.sleeps == [0.4] and script.count("GET", "/volumes/v1") == 2
 
 
 async def test_a_call_without_deadline_retries_for_api_timeout_from_the_first_failure(make: Any) -> None:
