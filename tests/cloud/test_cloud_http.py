@@ -144,17 +144,22 @@ async def test_get_retries_5xx_with_jittered_backoff(make: Any) -> None:
     assert h.sample("csi_xloud_cloud_requests_total", service="volume", method="GET", status="200") == 2
 
 
-async def test_get_is_retried_until_the_calls_deadline(make: Any) -> None:
-    script = with_versions(Script()).on("GET", "/volumes/v1", json_response(503, {"message": "busy"}))
-    h = make(no_auth(), script)
-    await h.client.storage.versions()
-    started = h.clock.now
-    token = CALL_DEADLINE.set(started + 20.0)
+async def get_stays_busy(h: Harness, deadline: float) -> None:
+    """GET /volumes/v1 within a call's deadline, which the cloud answers with 503s to the end."""
+    token = CALL_DEADLINE.set(deadline)
     try:
         with pytest.raises(Unavailable, match="busy"):
             await h.client.storage.get_volume("v1")
     finally:
         CALL_DEADLINE.reset(token)
+
+
+async def test_get_is_retried_until_the_calls_deadline(make: Any) -> None:
+    script = with_versions(Script()).on("GET", "/volumes/v1", json_response(503, {"message": "busy"}))
+    h = make(no_auth(), script)
+    await h.client.storage.versions()
+    started = h.clock.now
+    await get_stays_busy(h, started + 20.0)
     # 0.25, 0.5, 1, 2, 4, 8, 8 s at most (each jittered down to half): every pause ends before the
     # deadline less the second its answer needs, and one more would not.
     assert 6 <= len(h.clock.sleeps) <= 10
@@ -202,12 +207,7 @@ async def test_the_last_try_is_the_last_one(make: Any) -> None:
     h = make(no_auth(), script, LongestPauses())
     await h.client.storage.versions()
     started = h.clock.now
-    token = CALL_DEADLINE.set(started + 7.0)
-    try:
-        with pytest.raises(Unavailable, match="busy"):
-            await h.client.storage.get_volume("v1")
-    finally:
-        CALL_DEADLINE.reset(token)
+    await get_stays_busy(h, started + 7.0)
     assert len(h.clock.sleeps) == 5 and script.count("GET", "/volumes/v1") == 6
     assert h.clock.now == pytest.approx(started + 5.3)
 
@@ -218,12 +218,7 @@ async def test_no_last_try_shorter_than_the_first_pause(make: Any) -> None:
     script = with_versions(Script()).on("GET", "/volumes/v1", json_response(503, {"message": "busy"}))
     h = make(no_auth(retry_initial_seconds=0.4), script, LongestPauses())
     await h.client.storage.versions()
-    token = CALL_DEADLINE.set(h.clock.now + 1.0)
-    try:
-        with pytest.raises(Unavailable, match="busy"):
-            await h.client.storage.get_volume("v1")
-    finally:
-        CALL_DEADLINE.reset(token)
+    await get_stays_busy(h, h.clock.now + 1.0)
     assert h.clock.sleeps == [0.4] and script.count("GET", "/volumes/v1") == 2
 
 
