@@ -132,17 +132,19 @@ async def test_a_listing_serves_look_ups_only_while_it_brings_at_most_50_items_e
     assert project.pages == 2 and len(project.filtered) == 2
 
 
+async def asked_after(lookups: SharedLookups[str], delay: float, name: str) -> list[str]:
+    """A look-up asked `delay` seconds from now, as a create reaching the controller then would."""
+    await asyncio.sleep(delay)
+    return await lookups.find(name)
+
+
 async def test_look_ups_that_keep_coming_during_rounds_are_gathered_into_a_few() -> None:
     project = Pages(5, 10, counts=True)
     lookups = SharedLookups(project.find_one, project.list_page, lambda n: n)
 
-    async def asked_after(delay: float, name: str) -> list[str]:
-        await asyncio.sleep(delay)
-        return await lookups.find(name)
-
     # Fifty look-ups, one every 2 ms: each round trip takes 1 ms, so without the gap nearly every
     # look-up would be a round of its own.
-    found = await asyncio.gather(*(asked_after(0.002 * i, f"n{i}") for i in range(50)))
+    found = await asyncio.gather(*(asked_after(lookups, 0.002 * i, f"n{i}") for i in range(50)))
     assert found == [[f"n{i}"] if i < 5 else [] for i in range(50)]
     assert project.pages + len(project.filtered) <= 6, (project.pages, project.filtered)
 
@@ -157,12 +159,8 @@ async def test_a_look_up_is_held_only_while_others_keep_coming(monkeypatch: pyte
     assert time.monotonic() - started < 0.15
     await asyncio.sleep(0.35)
 
-    async def asked_after(delay: float, name: str) -> list[str]:
-        await asyncio.sleep(delay)
-        return await lookups.find(name)
-
     # One at once, then one every 2 ms for 0.2 s: gathered while they keep coming, into one round.
-    found = await asyncio.gather(*(asked_after(0.002 * i, f"m{i}") for i in range(100)))
+    found = await asyncio.gather(*(asked_after(lookups, 0.002 * i, f"m{i}") for i in range(100)))
     assert all(f == [] for f in found)
     assert project.filtered == ["n0", "n1", "m0"] and project.pages <= 2, (project.filtered, project.pages)
 
